@@ -1,0 +1,97 @@
+"""Settings read from the environment, shared by the CLI and the Dagster resources.
+
+The names and defaults are a contract (see README "Settings"); everything else reads
+them through `Settings.from_env()` so a notebook, the CLI and Dagster agree.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_HOME = REPO_ROOT / "data"
+DEFAULT_DEMO_DIR = DEFAULT_HOME / "demo"
+DEFAULT_MANIFEST = DEFAULT_DEMO_DIR / "test.csv"
+DEFAULT_MODEL = "geolocal/StreetCLIP"
+DEFAULT_SHARD_SIZE = 1000
+
+ENV_HOME = "ATTN_ASSETS_HOME"
+ENV_MANIFEST = "ATTN_ASSETS_MANIFEST"
+ENV_IMAGE_ROOT = "ATTN_ASSETS_IMAGE_ROOT"
+ENV_MODEL = "ATTN_ASSETS_MODEL"
+ENV_DEVICE = "ATTN_ASSETS_DEVICE"
+ENV_BATCH_SIZE = "ATTN_ASSETS_BATCH_SIZE"
+ENV_SHARD_SIZE = "ATTN_ASSETS_SHARD_SIZE"
+ENV_PRECISION = "ATTN_ASSETS_PRECISION"
+ENV_NUM_WORKERS = "ATTN_ASSETS_NUM_WORKERS"
+ENV_FAILURE_RATE_WARN = "ATTN_ASSETS_FAILURE_RATE_WARN"
+ENV_GALLERY_SIZE = "ATTN_ASSETS_GALLERY_SIZE"
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _env_int(name: str, default: int | None, minimum: int = 1) -> int | None:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer; set it to a whole number such as 8") from None
+    if value < minimum:
+        raise ValueError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number; set it to e.g. 0.05") from None
+
+
+def default_batch_size(device: str) -> int:
+    """Batching is the main lever on a GPU and buys little on a CPU (DESIGN.md)."""
+    return 64 if device.startswith("cuda") else 4
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    manifest: str
+    image_root: Path | None
+    model: str
+    device: str
+    batch_size: int | None
+    shard_size: int
+    precision: str
+    num_workers: int
+    failure_rate_warn: float
+    gallery_size: int
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(
+            home=Path(_env(ENV_HOME) or DEFAULT_HOME).expanduser().resolve(),
+            manifest=_env(ENV_MANIFEST) or str(DEFAULT_MANIFEST),
+            image_root=Path(root).expanduser().resolve() if (root := _env(ENV_IMAGE_ROOT)) else None,
+            model=_env(ENV_MODEL) or DEFAULT_MODEL,
+            device=_env(ENV_DEVICE) or "auto",
+            batch_size=_env_int(ENV_BATCH_SIZE, None),
+            shard_size=_env_int(ENV_SHARD_SIZE, DEFAULT_SHARD_SIZE),
+            precision=_env(ENV_PRECISION) or "auto",
+            num_workers=_env_int(ENV_NUM_WORKERS, min(4, os.cpu_count() or 1), minimum=0),
+            failure_rate_warn=_env_float(ENV_FAILURE_RATE_WARN, 0.05),
+            gallery_size=_env_int(ENV_GALLERY_SIZE, 10),
+        )
+
+    def with_overrides(self, **changes) -> "Settings":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,53 @@
+"""Where everything lives under ATTN_ASSETS_HOME (a contract: see README "Outputs")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class HomeLayout:
+    home: Path
+
+    @property
+    def manifest_dir(self) -> Path:
+        return self.home / "manifest"
+
+    @property
+    def images_parquet(self) -> Path:
+        """Validated manifest rows with their shard (every manifest column kept)."""
+        return self.manifest_dir / "images.parquet"
+
+    @property
+    def rejections_parquet(self) -> Path:
+        return self.manifest_dir / "rejections.parquet"
+
+    @property
+    def shard_assignments_parquet(self) -> Path:
+        """Append-only image_id -> shard_key map; an image keeps its shard forever."""
+        return self.manifest_dir / "shard_assignments.parquet"
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.home / "shards"
+
+    def shard_parquet(self, shard_key: str) -> Path:
+        return self.shards_dir / f"{shard_key}.parquet"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse" / "attention.duckdb"
+
+    @property
+    def analysis_dir(self) -> Path:
+        """The seed's output folder layout."""
+        return self.home / "attention_analysis"
+
+    @property
+    def statistics_csv(self) -> Path:
+        return self.analysis_dir / "attention_statistics.csv"
+
+    @property
+    def visualizations_dir(self) -> Path:
+        return self.analysis_dir / "visualizations"

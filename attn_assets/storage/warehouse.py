@@ -1,0 +1,276 @@
+"""The DuckDB warehouse: short-lived connections, one writer at a time, shard-exact replaces.
+
+DuckDB refuses a read-write open while any other process holds the file, even
+read-only. Writers therefore take a file lock first (so two Dagster runs queue instead of
+failing), then open with retries and say in the log why they wait. Readers open read-only,
+query and close at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from attn_assets.storage.schema import (
+    ATTENTION_STATISTICS,
+    COUNTRY_AGGREGATES,
+    IMAGE_FAILURES,
+    IMAGES,
+    MANIFEST_REJECTIONS,
+    METRIC_COLUMNS,
+    SHARD_LOADS,
+    WAREHOUSE_TABLES,
+    Table,
+)
+
+log = logging.getLogger(__name__)
+
+_LOCK_ERROR_HINTS = ("could not set lock", "conflicting lock", "lock on file")
+
+
+class WarehouseBusyError(RuntimeError):
+    pass
+
+
+def _is_lock_error(error: Exception) -> bool:
+    return any(hint in str(error).lower() for hint in _LOCK_ERROR_HINTS)
+
+
+def _select_list(table: Table, source_alias: str = "s", overrides: Mapping[str, str] | None = None) -> str:
+    overrides = overrides or {}
+    return ", ".join(overrides.get(c, f'{source_alias}."{c}"') + f' AS "{c}"' for c in table.column_names)
+
+
+class Warehouse:
+    """`attention.duckdb` plus the rules for touching it."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        wait_timeout_s: float = 600.0,
+        retry_interval_s: float = 0.5,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.wait_timeout_s = wait_timeout_s
+        self.retry_interval_s = retry_interval_s
+        self.log = logger or log
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".writelock")
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    # -- connections -----------------------------------------------------------------
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.wait_timeout_s
+        last_report = 0.0
+        delay = self.retry_interval_s
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.Error as error:
+                if not _is_lock_error(error):
+                    raise
+                now = time.monotonic()
+                if now >= deadline:
+                    raise WarehouseBusyError(
+                        f"{self.path} stayed locked by another process for {self.wait_timeout_s:.0f} s "
+                        f"({error}). Close other programs that hold it open (a DuckDB CLI, a notebook) "
+                        "and re-run; nothing was written."
+                    ) from error
+                if now - last_report >= 10 or last_report == 0.0:
+                    self.log.warning(
+                        "Warehouse %s is locked by another process; waiting (up to %.0f s more): %s",
+                        self.path, deadline - now, str(error).splitlines()[0],
+                    )
+                    last_report = now
+                time.sleep(delay)
+                delay = min(delay * 1.5, 5.0)
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection held by one process at a time, tables created."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a+") as lock_file:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.log.warning("Another writer holds %s; waiting for it to finish", self.lock_path)
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                con = self._open(read_only=False)
+                try:
+                    for table in WAREHOUSE_TABLES:
+                        con.execute(table.create_sql())
+                    yield con
+                finally:
+                    con.close()
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if not self.path.exists():
+            raise FileNotFoundError(
+                f"No warehouse at {self.path}. Run `attn-assets materialize` (or materialize "
+                "attention_warehouse in the Dagster UI) first."
+            )
+        con = self._open(read_only=True)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def query(self, sql: str, params: Sequence | None = None) -> pd.DataFrame:
+        with self.reader() as con:
+            return con.execute(sql, params or []).df()
+
+    # -- writes ------------------------------------------------------------------------
+
+    def replace_images(self, images_parquet: Path) -> int:
+        """Replace the `images` table with the validated manifest, in one transaction."""
+        known = set(IMAGES.column_names) - {"extra"}
+        with self.writer() as con:
+            present = {row[0] for row in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(images_parquet)]).fetchall()}
+            extras = sorted(present - known - {"abs_path"})
+            extra_sql = (
+                "to_json(struct_pack(" + ", ".join(f'"{c}" := s."{c}"' for c in extras) + "))" if extras else "NULL"
+            )
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f'DELETE FROM "{IMAGES.name}"')
+                con.execute(
+                    f'INSERT INTO "{IMAGES.name}" BY NAME SELECT {_select_list(IMAGES, overrides={"extra": extra_sql})} '
+                    "FROM read_parquet(?) s",
+                    [str(images_parquet)],
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            return con.execute(f'SELECT count(*) FROM "{IMAGES.name}"').fetchone()[0]
+
+    def replace_rejections(self, rejections_parquet: Path) -> int:
+        with self.writer() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f'DELETE FROM "{MANIFEST_REJECTIONS.name}"')
+                if rejections_parquet.exists():
+                    con.execute(
+                        f'INSERT INTO "{MANIFEST_REJECTIONS.name}" BY NAME '
+                        f"SELECT {_select_list(MANIFEST_REJECTIONS)} FROM read_parquet(?) s",
+                        [str(rejections_parquet)],
+                    )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            return con.execute(f'SELECT count(*) FROM "{MANIFEST_REJECTIONS.name}"').fetchone()[0]
+
+    def replace_shard(self, con: duckdb.DuckDBPyConnection, shard_key: str, shard_parquet: Path) -> tuple[int, int]:
+        """Swap one shard's rows for the file's, in ONE transaction: readers see old or new, never a gap."""
+        stat = shard_parquet.stat()
+        source = "read_parquet(?) s"
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in (ATTENTION_STATISTICS, IMAGE_FAILURES):
+                con.execute(f'DELETE FROM "{table.name}" WHERE shard_key = ?', [shard_key])
+            con.execute(
+                f'INSERT INTO "{ATTENTION_STATISTICS.name}" BY NAME SELECT '
+                f"{_select_list(ATTENTION_STATISTICS, overrides={'num_patches': 's.grid_height * s.grid_width'})} "
+                f"FROM {source} WHERE s.status = 'ok' AND s.shard_key = ?",
+                [str(shard_parquet), shard_key],
+            )
+            con.execute(
+                f'INSERT INTO "{IMAGE_FAILURES.name}" BY NAME SELECT '
+                f"{_select_list(IMAGE_FAILURES, overrides={'reason': 's.failure_reason'})} "
+                f"FROM {source} WHERE s.status = 'failed' AND s.shard_key = ?",
+                [str(shard_parquet), shard_key],
+            )
+            ok_rows, failed_rows = con.execute(
+                f"SELECT count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status = 'failed') "
+                f"FROM {source} WHERE s.shard_key = ?",
+                [str(shard_parquet), shard_key],
+            ).fetchone()
+            con.execute(f'DELETE FROM "{SHARD_LOADS.name}" WHERE shard_key = ?', [shard_key])
+            con.execute(
+                f'INSERT INTO "{SHARD_LOADS.name}" VALUES (?, ?, ?, ?, ?, ?, ?)',
+                [shard_key, str(shard_parquet), stat.st_mtime_ns, stat.st_size, ok_rows, failed_rows,
+                 datetime.now(timezone.utc).replace(tzinfo=None)],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return ok_rows, failed_rows
+
+    def drop_shard(self, con: duckdb.DuckDBPyConnection, shard_key: str) -> None:
+        """Remove a shard that no longer has a Parquet file (e.g. its partition was deleted)."""
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in (ATTENTION_STATISTICS, IMAGE_FAILURES, SHARD_LOADS):
+                con.execute(f'DELETE FROM "{table.name}" WHERE shard_key = ?', [shard_key])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def sync_shards(self, shard_files: Mapping[str, Path]) -> dict[str, list[str]]:
+        """Bring the warehouse in line with the shard files: reload changed ones, drop vanished ones."""
+        report: dict[str, list[str]] = {"loaded": [], "unchanged": [], "dropped": []}
+        with self.writer() as con:
+            held = {
+                key: (mtime, size)
+                for key, mtime, size in con.execute(
+                    f'SELECT shard_key, parquet_mtime_ns, parquet_size FROM "{SHARD_LOADS.name}"'
+                ).fetchall()
+            }
+            for shard_key in sorted(shard_files):
+                path = Path(shard_files[shard_key])
+                stat = path.stat()
+                if held.get(shard_key) == (stat.st_mtime_ns, stat.st_size):
+                    report["unchanged"].append(shard_key)
+                    continue
+                self.replace_shard(con, shard_key, path)
+                report["loaded"].append(shard_key)
+            for shard_key in sorted(set(held) - set(shard_files)):
+                self.drop_shard(con, shard_key)
+                report["dropped"].append(shard_key)
+        return report
+
+    def refresh_country_aggregates(self) -> int:
+        """The seed's groupby('country').agg(...), in SQL, replacing the table in one transaction."""
+        aggregates = ", ".join(
+            f'{fn}(s."{metric}") AS "{metric}_{stat}"'
+            for metric in METRIC_COLUMNS
+            for stat, fn in (("mean", "avg"), ("std", "stddev_samp"), ("min", "min"), ("max", "max"))
+        )
+        with self.writer() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f'DELETE FROM "{COUNTRY_AGGREGATES.name}"')
+                con.execute(
+                    f'INSERT INTO "{COUNTRY_AGGREGATES.name}" BY NAME '
+                    f"SELECT coalesce(s.country, '') AS country, any_value(i.country_name) AS country_name, "
+                    f"count(*) AS image_count, {aggregates} "
+                    f'FROM "{ATTENTION_STATISTICS.name}" s LEFT JOIN "{IMAGES.name}" i USING (image_id) '
+                    "GROUP BY coalesce(s.country, '')"
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            return con.execute(f'SELECT count(*) FROM "{COUNTRY_AGGREGATES.name}"').fetchone()[0]
