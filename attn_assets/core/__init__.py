@@ -1,0 +1,47 @@
+"""Core: model loading, preprocessing, batched CLS-attention extraction and metrics.
+
+Pure torch / numpy / PIL (and pandas for a convenience frame); no Dagster import, so it can
+be used from a notebook, the CLI or the Dagster assets alike.
+"""
+
+from .extract import (
+    AttentionExtractor,
+    BatchResult,
+    ExtractionOutput,
+    eager_attention,
+    extract_records,
+    extract_to_frame,
+    seed_reference,
+    select_layers,
+)
+from .loader import Batch, ImageFailure, ImageRecord, iter_batches, records_from_paths
+from .metrics import METRIC_NAMES, attention_metrics, attention_metrics_numpy
+from .model import DEFAULT_MODEL, Encoder, ModelLoadError, load_encoder, resolve_device
+from .preprocess import CropGeometry, Preprocessor, load_rgb
+
+__all__ = [
+    "AttentionExtractor",
+    "Batch",
+    "BatchResult",
+    "CropGeometry",
+    "DEFAULT_MODEL",
+    "Encoder",
+    "ExtractionOutput",
+    "ImageFailure",
+    "ImageRecord",
+    "METRIC_NAMES",
+    "ModelLoadError",
+    "Preprocessor",
+    "attention_metrics",
+    "attention_metrics_numpy",
+    "eager_attention",
+    "extract_records",
+    "extract_to_frame",
+    "iter_batches",
+    "load_encoder",
+    "load_rgb",
+    "records_from_paths",
+    "resolve_device",
+    "seed_reference",
+    "select_layers",
+]

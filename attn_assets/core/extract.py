@@ -1,0 +1,342 @@
+"""Batched CLS-attention extraction that keeps the model on its fast (SDPA) attention.
+
+The seed switched the model to eager attention and asked for every layer's full
+``[heads, T, T]`` attention, one image at a time. Only the CLS row of the selected layers
+is needed: a forward pre-hook on each selected attention module takes the layer's
+normalised input hidden states and computes ``softmax(q_cls . K^T * scale)`` per head in
+float32 with autocast off. That is the eager CLS row (to ~1e-6) without ever building a
+T x T matrix, so the model itself can run batched, with SDPA, and under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .loader import ImageFailure, ImageRecord, iter_batches
+from .metrics import METRIC_NAMES, attention_metrics, metrics_to_numpy
+from .model import AttentionSite, Encoder, resolve_device
+from .preprocess import Preprocessor
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16")
+LayerSpec = str | int | Sequence[int] | None
+
+
+# --------------------------------------------------------------------------- small pure pieces
+
+
+def select_layers(layers: LayerSpec, num_layers: int) -> tuple[int, ...]:
+    """'last'/None -> (n-1,); 'all' -> 0..n-1; int or ints (0-based, negatives from the end)."""
+    if layers is None or layers == "last":
+        return (num_layers - 1,)
+    if layers == "all":
+        return tuple(range(num_layers))
+    if isinstance(layers, str):
+        raise ValueError(f"layers must be 'last', 'all' or 0-based layer numbers, got {layers!r}")
+    chosen = [layers] if isinstance(layers, int) else list(layers)
+    if not chosen:
+        raise ValueError("layers must not be empty")
+    resolved = set()
+    for index in chosen:
+        position = index + num_layers if index < 0 else index
+        if not 0 <= position < num_layers:
+            raise ValueError(f"layer {index} out of range for a model with {num_layers} layers")
+        resolved.add(int(position))
+    return tuple(sorted(resolved))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> fp32 on CPU (fidelity), bf16 autocast on CUDA (speed)."""
+    precision = (precision or "auto").lower()
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def cls_attention_row(hidden: torch.Tensor, site: AttentionSite) -> torch.Tensor:
+    """``hidden[B, T, D]`` (a layer's normalised input) -> CLS attention ``[B, heads, T]`` float32.
+
+    Same operations as eager attention's CLS row (matmul, then scale, then softmax), but
+    only for the CLS query, in float32 with autocast disabled.
+    """
+    batch, tokens, _ = hidden.shape
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        h = hidden.float()
+        q = F.linear(h[:, :1], site.q.weight.float(), None if site.q.bias is None else site.q.bias.float())
+        k = F.linear(h, site.k.weight.float(), None if site.k.bias is None else site.k.bias.float())
+        q = q.view(batch, 1, site.num_heads, site.head_dim).transpose(1, 2)  # [B, H, 1, hd]
+        k = k.view(batch, tokens, site.num_heads, site.head_dim).transpose(1, 2)  # [B, H, T, hd]
+        scores = torch.matmul(q, k.transpose(-1, -2)).squeeze(2) * site.scale  # [B, H, T]
+        return torch.softmax(scores, dim=-1, dtype=torch.float32)
+
+
+def _is_oom(error: BaseException) -> bool:
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom_type is not None and isinstance(error, oom_type)) or "out of memory" in str(error).lower()
+
+
+@contextmanager
+def precision_context(device: torch.device, precision: str):
+    """bf16 autocast, or fp32 with TF32 off on CUDA (TF32 is on by default in cuDNN)."""
+    if precision == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+        return
+    if device.type != "cuda":
+        yield
+        return
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+# --------------------------------------------------------------------------- extractor
+
+
+@dataclass
+class ExtractionOutput:
+    """CLS attention of the selected layers and the CLS embedding, for one batch."""
+
+    cls_attention: torch.Tensor  # [B, L_sel, heads, N_patches] float32, CLS column dropped
+    cls_embedding: torch.Tensor  # [B, D] float32 = last_hidden_state[:, 0]
+    layers: tuple[int, ...]
+
+    def head_mean(self) -> torch.Tensor:
+        """Head-averaged rows ``[B, L_sel, N_patches]`` (the seed's ``attn_avg[0, 1:]``)."""
+        return self.cls_attention.mean(dim=2)
+
+    def last_layer_map(self) -> torch.Tensor:
+        """Head-averaged row of the last selected layer, ``[B, N_patches]``."""
+        return self.cls_attention[:, -1].mean(dim=1)
+
+
+class AttentionExtractor:
+    """Run batches through an Encoder and capture the selected layers' CLS attention rows.
+
+    ``device`` None keeps the model where it is; otherwise the model is moved there.
+    Hooks are registered only for the duration of each forward, so the model is left as found.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        device: str | torch.device | None = None,
+        precision: str = "auto",
+        layers: LayerSpec = "last",
+    ):
+        self.encoder = encoder
+        self.device = encoder.device if device is None else resolve_device(device)
+        if encoder.device != self.device:
+            encoder.model.to(self.device)
+        self.precision = resolve_precision(precision, self.device)
+        self.layers = select_layers(layers, encoder.num_layers)
+        self.max_batch: int | None = None  # lowered after an out-of-memory error
+
+    def __call__(self, pixel_values: torch.Tensor) -> ExtractionOutput:
+        """``pixel_values[B, 3, H, W]`` -> ExtractionOutput; halves the batch on OOM down to 1."""
+        total = pixel_values.shape[0]
+        size = min(total, self.max_batch or total) or 1
+        parts: list[ExtractionOutput] = []
+        start = 0
+        while start < total:
+            try:
+                parts.append(self._forward(pixel_values[start : start + size]))
+                start += size
+            except RuntimeError as error:
+                if not _is_oom(error) or size == 1:
+                    raise
+                size = max(1, size // 2)
+                self.max_batch = size
+                log.warning("out of memory on %s; retrying with batch size %d", self.device, size)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        if len(parts) == 1:
+            return parts[0]
+        return ExtractionOutput(
+            torch.cat([p.cls_attention for p in parts]), torch.cat([p.cls_embedding for p in parts]), self.layers
+        )
+
+    def _forward(self, pixel_values: torch.Tensor) -> ExtractionOutput:
+        captured: dict[int, torch.Tensor] = {}
+        handles = [
+            self.encoder.attention_sites[index].module.register_forward_pre_hook(
+                self._make_hook(index, captured), with_kwargs=True
+            )
+            for index in self.layers
+        ]
+        try:
+            pixels = pixel_values.to(self.device, non_blocking=True)
+            with torch.inference_mode(), precision_context(self.device, self.precision):
+                outputs = self.encoder.model(pixel_values=pixels)
+            cls_embedding = outputs.last_hidden_state[:, 0].float()
+        finally:
+            for handle in handles:
+                handle.remove()
+        rows = torch.stack([captured[index] for index in self.layers], dim=1)  # [B, L, H, T]
+        return ExtractionOutput(rows[..., 1:].contiguous(), cls_embedding, self.layers)
+
+    def _make_hook(self, index: int, captured: dict[int, torch.Tensor]) -> Callable:
+        site = self.encoder.attention_sites[index]
+
+        def hook(module, args, kwargs):
+            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            captured[index] = cls_attention_row(hidden, site)
+
+        return hook
+
+
+# --------------------------------------------------------------------------- seed reference
+
+
+def _configs_of(model: torch.nn.Module) -> list:
+    seen, configs = set(), []
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation") and id(config) not in seen:
+            seen.add(id(config))
+            configs.append(config)
+            for name in ("vision_config", "text_config"):
+                sub = getattr(config, name, None)
+                if sub is not None and id(sub) not in seen:
+                    seen.add(id(sub))
+                    configs.append(sub)
+    return configs
+
+
+@contextmanager
+def eager_attention(model: torch.nn.Module):
+    """Switch ``model`` (and so its shared configs) to eager attention, and back afterwards."""
+    configs = _configs_of(model)
+    saved = [config._attn_implementation for config in configs]
+    try:
+        for config in configs:
+            config._attn_implementation = "eager"
+        yield model
+    finally:
+        for config, value in zip(configs, saved):
+            config._attn_implementation = value
+
+
+def seed_reference(encoder: Encoder, img: Image.Image | str | Path) -> np.ndarray:
+    """The seed notebook's method, literally: eager, batch 1, all attentions -> ``cls_attn[N]``."""
+    if not isinstance(img, Image.Image):
+        img = Image.open(img).convert("RGB")
+    inputs = encoder.processor(images=img, return_tensors="pt")
+    pixel_values = inputs["pixel_values"].to(encoder.device)
+    with eager_attention(encoder.model), torch.no_grad():
+        outputs = encoder.model(pixel_values=pixel_values, output_attentions=True)
+    if not outputs.attentions:
+        raise RuntimeError(
+            "the model returned no attentions with output_attentions=True (transformers 5.0.0 bug, "
+            "or an attention implementation that cannot return weights)"
+        )
+    attention_weights = outputs.attentions[-1]  # [batch, num_heads, seq_len, seq_len]
+    attn_avg = attention_weights[0].mean(dim=0).cpu().numpy()  # [seq_len, seq_len]
+    return attn_avg[0, 1:]
+
+
+# --------------------------------------------------------------------------- high level
+
+
+@dataclass
+class BatchResult:
+    """Per-image results of one batch, on the host, ready to write."""
+
+    image_ids: list[str]
+    paths: list[str]
+    metrics: dict[str, np.ndarray]  # each [B]
+    cls_maps: np.ndarray | None  # [B, gh, gw] float32, head-averaged last selected layer
+    cls_embedding: np.ndarray  # [B, D] float32
+    failures: list[ImageFailure] = field(default_factory=list)
+    precision: str = "fp32"
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+def _empty_result(encoder: Encoder, failures: list[ImageFailure], keep_maps: bool, precision: str) -> BatchResult:
+    metrics = {name: np.zeros(0, dtype=np.int64 if name == "num_high_attention_patches" else np.float64)
+               for name in METRIC_NAMES}
+    maps = np.zeros((0, *encoder.grid_size), dtype=np.float32) if keep_maps else None
+    embedding = np.zeros((0, encoder.hidden_size), dtype=np.float32)
+    return BatchResult([], [], metrics, maps, embedding, failures, precision)
+
+
+def summarize(output: ExtractionOutput, grid_size: tuple[int, int], keep_maps: bool = True) -> dict:
+    """Metrics, maps and embeddings of one ExtractionOutput as host numpy arrays."""
+    row = output.last_layer_map()  # [B, N]
+    maps = row.reshape(row.shape[0], *grid_size).cpu().numpy().astype(np.float32) if keep_maps else None
+    return {
+        "metrics": metrics_to_numpy(attention_metrics(row)),
+        "cls_maps": maps,
+        "cls_embedding": output.cls_embedding.cpu().numpy().astype(np.float32),
+    }
+
+
+def extract_records(
+    encoder: Encoder,
+    records: Iterable[ImageRecord],
+    batch_size: int = 4,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    num_workers: int = 0,
+    progress: Callable[[int, int | None], None] | None = None,
+    keep_maps: bool = True,
+    layers: LayerSpec = "last",
+) -> Iterator[BatchResult]:
+    """Stream records through the encoder; one BatchResult per loader batch, in record order."""
+    extractor = AttentionExtractor(encoder, device=device, precision=precision, layers=layers)
+    preprocess = Preprocessor(encoder.processor)
+    total = len(records) if hasattr(records, "__len__") else None
+    done = 0
+    batches = iter_batches(records, preprocess, batch_size, num_workers, pin_memory=extractor.device.type == "cuda")
+    for batch in batches:
+        if len(batch):
+            parts = summarize(extractor(batch.pixel_values), encoder.grid_size, keep_maps)
+            result = BatchResult(batch.image_ids, batch.paths, failures=batch.failures,
+                                 precision=extractor.precision, **parts)
+        else:
+            result = _empty_result(encoder, batch.failures, keep_maps, extractor.precision)
+        done += len(batch) + len(batch.failures)
+        if progress is not None:
+            progress(done, total)
+        yield result
+
+
+def extract_to_frame(encoder: Encoder, records: Iterable[ImageRecord], **options):
+    """All results in memory: (statistics DataFrame, maps [N, gh, gw], failures DataFrame).
+
+    For notebooks and small folders; pipelines should consume ``extract_records`` instead.
+    """
+    import pandas as pd
+
+    rows, maps, failures = [], [], []
+    for result in extract_records(encoder, records, **options):
+        frame = pd.DataFrame({"image_id": result.image_ids, "path": result.paths, **result.metrics})
+        rows.append(frame)
+        if result.cls_maps is not None:
+            maps.append(result.cls_maps)
+        failures.extend(result.failures)
+    columns = ["image_id", "path", *METRIC_NAMES]
+    stats = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
+    all_maps = np.concatenate(maps) if maps else np.zeros((0, *encoder.grid_size), dtype=np.float32)
+    failure_frame = pd.DataFrame(
+        [(f.image_id, f.path, f.reason) for f in failures], columns=["image_id", "path", "reason"]
+    )
+    return stats, all_maps, failure_frame

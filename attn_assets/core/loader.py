@@ -1,0 +1,164 @@
+"""Stream images from disk into pixel batches with DataLoader worker processes.
+
+A bad file never raises: it becomes an ``ImageFailure`` with a human-readable reason
+inside the batch it belonged to. Nothing is accumulated, so memory stays flat for any
+number of images (records that are not a Sequence are consumed a window at a time).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+from .preprocess import Preprocessor, load_rgb
+
+# Non-Sequence record streams are cut into windows of this many batches.
+WINDOW_BATCHES = 256
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    image_id: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ImageFailure:
+    image_id: str
+    path: str
+    reason: str
+
+
+@dataclass
+class Batch:
+    """Images that decoded (in input order) and the ones that did not."""
+
+    image_ids: list[str]
+    paths: list[str]
+    pixel_values: torch.Tensor  # [B, 3, H, W] float32
+    failures: list[ImageFailure] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def pin_memory(self) -> "Batch":
+        """Called by DataLoader(pin_memory=True) so host->GPU copies can be asynchronous."""
+        return replace(self, pixel_values=self.pixel_values.pin_memory())
+
+
+def describe_failure(path: str | Path, error: BaseException) -> str:
+    """A short, human-readable reason for why ``path`` could not be used."""
+    if isinstance(error, Image.DecompressionBombError):
+        return f"decompression bomb: {error} (limit: PIL Image.MAX_IMAGE_PIXELS)"
+    if isinstance(error, FileNotFoundError):
+        return "file not found"
+    if isinstance(error, IsADirectoryError):
+        return "is a directory, not an image file"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if isinstance(error, UnidentifiedImageError):
+        try:
+            if os.path.getsize(path) == 0:
+                return "empty file (0 bytes)"
+        except OSError:
+            pass
+        return "not a readable image (cannot identify image file)"
+    text = str(error).strip() or type(error).__name__
+    if "truncated" in text.lower():
+        return f"truncated image file ({text})"
+    if isinstance(error, OSError):
+        return f"could not read or decode image ({text})"
+    return f"could not preprocess image ({type(error).__name__}: {text})"
+
+
+def load_one(record: ImageRecord, preprocess: Preprocessor) -> torch.Tensor | ImageFailure:
+    """Pixel values ``[3, H, W]`` for one record, or the reason it failed."""
+    try:
+        return preprocess(load_rgb(record.path))
+    except Exception as error:  # noqa: BLE001 - every per-image problem becomes a row, never a crash
+        return ImageFailure(record.image_id, record.path, describe_failure(record.path, error))
+
+
+def load_batch(records: Sequence[ImageRecord], preprocess: Preprocessor) -> Batch:
+    """Decode and preprocess ``records`` into one Batch (failures kept aside)."""
+    ids, paths, tensors, failures = [], [], [], []
+    for record in records:
+        result = load_one(record, preprocess)
+        if isinstance(result, ImageFailure):
+            failures.append(result)
+        else:
+            ids.append(record.image_id)
+            paths.append(record.path)
+            tensors.append(result)
+    if tensors:
+        pixels = torch.stack(tensors)
+    else:
+        height, width = preprocess.output_size
+        pixels = torch.empty((0, 3, height, width), dtype=torch.float32)
+    return Batch(ids, paths, pixels, failures)
+
+
+class _BatchDataset(Dataset):
+    """Map-style dataset whose item k is the k-th batch of ``records`` (batched in the worker)."""
+
+    def __init__(self, records: Sequence[ImageRecord], batch_size: int, preprocess: Preprocessor):
+        self.records, self.batch_size, self.preprocess = records, batch_size, preprocess
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.records) / self.batch_size)
+
+    def __getitem__(self, index: int) -> Batch:
+        start = index * self.batch_size
+        return load_batch(self.records[start : start + self.batch_size], self.preprocess)
+
+
+def _keep(batch: Batch) -> Batch:
+    return batch
+
+
+def _windows(records: Iterable[ImageRecord], size: int) -> Iterator[Sequence[ImageRecord]]:
+    if isinstance(records, Sequence):
+        yield records
+        return
+    iterator = iter(records)
+    while window := list(itertools.islice(iterator, size)):
+        yield window
+
+
+def iter_batches(
+    records: Iterable[ImageRecord],
+    preprocess: Preprocessor,
+    batch_size: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    prefetch_factor: int = 2,
+) -> Iterator[Batch]:
+    """Yield Batches in record order; decoding runs in ``num_workers`` processes (0 = inline)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for window in _windows(records, batch_size * WINDOW_BATCHES):
+        dataset = _BatchDataset(window, batch_size, preprocess)
+        options = {"prefetch_factor": prefetch_factor} if num_workers > 0 else {}
+        loader = DataLoader(
+            dataset,
+            batch_size=None,
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=_keep,
+            pin_memory=pin_memory,
+            **options,
+        )
+        yield from loader
+
+
+def records_from_paths(paths: Iterable[str | Path]) -> list[ImageRecord]:
+    """ImageRecords keyed by the path itself (the CLI's ``image_path`` key)."""
+    return [ImageRecord(str(p), str(p)) for p in paths]

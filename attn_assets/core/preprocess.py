@@ -1,0 +1,231 @@
+"""Decode images like the seed and turn them into the model's pixel values.
+
+The seed did ``Image.open(p).convert('RGB')`` and ``processor(images=img)``; this module
+keeps those pixels exactly, fixes the decodes where ``convert('RGB')`` is wrong (16-bit
+grayscale clipped to white), and offers a faster, verified-identical preprocessing path.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Decode the first frame of an image file as 8-bit RGB, the way the seed did.
+
+    - EXIF orientation is NOT applied (the seed didn't; results must stay comparable), so a
+      photo stored sideways is analysed sideways.
+    - Alpha (LA, RGBA, PA, palette transparency) is dropped, as ``convert('RGB')`` does.
+    - 16/32-bit integer grayscale is scaled from 0..65535 to 0..255 instead of clipped;
+      float images in [0, 1] are scaled by 255.
+    - Animated GIF / multi-page TIFF: the first frame.
+    - PIL's decompression-bomb limit is kept (raises ``Image.DecompressionBombError``) and
+      truncated files raise ``OSError`` (``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False).
+    """
+    with Image.open(path) as image:
+        image.seek(0)
+        return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert a decoded PIL image of any mode to a detached RGB image (see ``load_rgb``)."""
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        return Image.fromarray(_sixteen_to_eight(np.asarray(image)), mode="L").convert("RGB")
+    if mode == "F":
+        return Image.fromarray(_float_to_eight(np.asarray(image)), mode="L").convert("RGB")
+    if mode in ("P", "PA"):
+        # Via RGBA so palette transparency is handled without PIL's warning; same RGB values.
+        return image.convert("RGBA").convert("RGB")
+    return image.convert("RGB")
+
+
+def _sixteen_to_eight(values: np.ndarray) -> np.ndarray:
+    """uint16-range integers -> uint8, rounding v * 255 / 65535."""
+    wide = np.clip(values.astype(np.int64), 0, 65535)
+    return ((wide * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _float_to_eight(values: np.ndarray) -> np.ndarray:
+    values = np.nan_to_num(values.astype(np.float64))
+    if values.size and values.max() <= 1.0:
+        values = values * 255.0
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """How an original image maps onto the model input: resize by ``scale``, then crop.
+
+    ``left``/``top`` are the crop's offset in the RESIZED image; they are negative when the
+    resized image is smaller than the crop (the processor pads).
+    """
+
+    scale_x: float
+    scale_y: float
+    resized_width: int
+    resized_height: int
+    left: int
+    top: int
+    crop_width: int
+    crop_height: int
+
+    @property
+    def scale(self) -> float:
+        return (self.scale_x + self.scale_y) / 2
+
+    def box_in_original(self) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom) of the model's view in ORIGINAL image pixels.
+
+        Overlays must place the attention grid on this box, not stretch it over the photo.
+        """
+        return (
+            self.left / self.scale_x,
+            self.top / self.scale_y,
+            (self.left + self.crop_width) / self.scale_x,
+            (self.top + self.crop_height) / self.scale_y,
+        )
+
+
+def _get(size, key: str):
+    if size is None:
+        return None
+    if isinstance(size, dict):
+        return size.get(key)
+    return getattr(size, key, None)
+
+
+def resized_shape(width: int, height: int, size) -> tuple[int, int] | None:
+    """(width, height) after the processor's resize, or None for a size rule we don't mirror."""
+    shortest = _get(size, "shortest_edge")
+    if shortest and not _get(size, "longest_edge"):
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = int(shortest), int(int(shortest) * long / short)
+        return (new_short, new_long) if width <= height else (new_long, new_short)
+    h, w = _get(size, "height"), _get(size, "width")
+    if h and w and not shortest:
+        return int(w), int(h)
+    return None
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def _processor_attr(processor, name: str, default=None):
+    value = getattr(processor, name, default)
+    return default if value is None else value
+
+
+class Preprocessor:
+    """PIL RGB image -> ``FloatTensor[3, H, W]`` identical to ``processor(images=img)``.
+
+    The fast path (PIL resize with the processor's filter, crop, lookup-table
+    normalisation) is used only when it reproduced the processor bit-for-bit on probe
+    images at construction; otherwise every call goes through the processor itself.
+    """
+
+    def __init__(self, processor, verify: bool = True):
+        self.processor = processor
+        self.size = _processor_attr(processor, "size")
+        self.crop_size = _processor_attr(processor, "crop_size")
+        self.do_resize = bool(_processor_attr(processor, "do_resize", True))
+        self.do_center_crop = bool(_processor_attr(processor, "do_center_crop", False))
+        self.resample = _processor_attr(processor, "resample", Image.Resampling.BICUBIC)
+        self._lut = self._build_lut()
+        self.fast = self._lut is not None and (not verify or self._verify())
+        if not self.fast:
+            log.info("preprocessing through %s (fast path not applicable)", type(processor).__name__)
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        if image.mode != "RGB":
+            image = to_rgb(image)
+        if self.fast:
+            fast = self._fast(image)
+            if fast is not None:
+                return fast
+        return self.reference(image)
+
+    def reference(self, image: Image.Image) -> torch.Tensor:
+        """The processor's own output for one image, ``[3, H, W]`` float32."""
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    def crop_geometry(self, width: int, height: int) -> CropGeometry:
+        """Resize + crop geometry for an original ``width`` x ``height`` image."""
+        shape = resized_shape(width, height, self.size) if self.do_resize else (width, height)
+        if shape is None:
+            raise ValueError(f"unsupported processor size rule {self.size!r}")
+        resized_w, resized_h = shape
+        crop_w, crop_h = resized_w, resized_h
+        if self.do_center_crop:
+            crop_h, crop_w = int(_get(self.crop_size, "height")), int(_get(self.crop_size, "width"))
+        left, top = (resized_w - crop_w) // 2, (resized_h - crop_h) // 2
+        return CropGeometry(resized_w / width, resized_h / height, resized_w, resized_h, left, top, crop_w, crop_h)
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(height, width) of the pixel values."""
+        geometry = self.crop_geometry(640, 480)
+        return geometry.crop_height, geometry.crop_width
+
+    # -- fast path ------------------------------------------------------------------------------
+
+    def _build_lut(self) -> np.ndarray | None:
+        """float32[3, 256]: uint8 value -> normalised value, same float ops as the processor."""
+        p = self.processor
+        if getattr(p, "backend", "pil") != "pil" or getattr(p, "do_pad", False):
+            return None
+        if not (_processor_attr(p, "do_rescale", True) and _processor_attr(p, "do_normalize", True)):
+            return None
+        if self.do_resize and resized_shape(640, 480, self.size) is None:
+            return None
+        mean = np.array(_processor_attr(p, "image_mean"), dtype=np.float32).reshape(-1)
+        std = np.array(_processor_attr(p, "image_std"), dtype=np.float32).reshape(-1)
+        mean, std = np.broadcast_to(mean, (3,)), np.broadcast_to(std, (3,))
+        values = (np.arange(256, dtype=np.float64) * float(p.rescale_factor)).astype(np.float32)
+        return ((values[None, :] - mean[:, None]) / std[:, None]).astype(np.float32)
+
+    def _fast(self, image: Image.Image) -> torch.Tensor | None:
+        geometry = self.crop_geometry(*image.size)
+        if geometry.left < 0 or geometry.top < 0:
+            return None  # the processor pads small images; let it
+        if self.do_resize:
+            image = image.resize((geometry.resized_width, geometry.resized_height), resample=self.resample)
+        if self.do_center_crop:
+            image = image.crop((geometry.left, geometry.top,
+                                geometry.left + geometry.crop_width, geometry.top + geometry.crop_height))
+        pixels = np.asarray(image, dtype=np.uint8)  # [H, W, 3]
+        out = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
+        for channel in range(3):
+            np.take(self._lut[channel], pixels[:, :, channel], out=out[channel])
+        return torch.from_numpy(out)
+
+    def _verify(self) -> bool:
+        """Compare the fast path with the processor on a few odd-sized random images."""
+        rng = np.random.default_rng(0)
+        side = max(self.output_size)
+        for width, height in ((side + 37, side + 5), (side + 3, 2 * side + 11), (side, side), (97, 61)):
+            pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+            image = Image.fromarray(pixels, mode="RGB")
+            fast = self._fast(image)
+            if fast is None:
+                continue
+            reference = self.reference(image)
+            if fast.shape != reference.shape or float((fast - reference).abs().max()) > 1e-6:
+                log.warning("fast preprocessing differs from %s; using the processor", type(self.processor).__name__)
+                return False
+        return True

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from attn_assets.core.model import make_clip_processor
+from attn_assets.core.preprocess import Preprocessor, load_rgb, resized_shape
+
+
+@pytest.mark.parametrize("size", [48, 336])
+def test_preprocessor_equals_processor(sample_images, size):
+    processor = make_clip_processor(size)
+    preprocess = Preprocessor(processor)
+    assert preprocess.fast
+    for name, path in sample_images.items():
+        image = load_rgb(path)
+        ours = preprocess(image)
+        theirs = processor(images=image, return_tensors="pt")["pixel_values"][0]
+        assert ours.dtype == torch.float32 and ours.shape == (3, size, size)
+        assert float((ours - theirs).abs().max()) <= 1e-6, name
+
+
+def test_preprocessor_equals_vit_processor(sample_images):
+    from transformers import ViTImageProcessor
+
+    processor = ViTImageProcessor(size={"height": 40, "width": 40})
+    preprocess = Preprocessor(processor)
+    for path in list(sample_images.values())[:5]:
+        image = load_rgb(path)
+        theirs = processor(images=image, return_tensors="pt")["pixel_values"][0]
+        assert float((preprocess(image) - theirs).abs().max()) <= 1e-6
+
+
+def test_fast_path_is_refused_when_it_would_differ(monkeypatch):
+    processor = make_clip_processor(48)
+    monkeypatch.setattr(Preprocessor, "_fast", lambda self, image: torch.zeros(3, 48, 48))
+    preprocess = Preprocessor(processor)
+    assert not preprocess.fast
+    image = Image.new("RGB", (60, 50), (10, 200, 30))
+    assert torch.equal(preprocess(image), processor(images=image, return_tensors="pt")["pixel_values"][0])
+
+
+def test_crop_geometry_for_osv_photo():
+    preprocess = Preprocessor(make_clip_processor(336), verify=False)
+    g = preprocess.crop_geometry(792, 512)
+    assert (g.resized_width, g.resized_height) == (519, 336)
+    assert (g.left, g.top, g.crop_width, g.crop_height) == (91, 0, 336, 336)
+    left, top, right, bottom = g.box_in_original()
+    assert top == 0 and bottom == pytest.approx(512)
+    assert left == pytest.approx(91 * 792 / 519) and right == pytest.approx(427 * 792 / 519)
+    assert (right - left) / 792 == pytest.approx(0.647, abs=0.01)  # ~35% of the width is cut away
+    assert resized_shape(512, 792, {"shortest_edge": 336}) == (336, 519)
+
+
+def test_load_rgb_matches_seed_for_ordinary_modes(sample_images):
+    for name in ("wide_792x512.jpg", "gray_L.jpg", "rgba.png", "cmyk.jpg", "palette_transparent.png"):
+        ours = load_rgb(sample_images[name])
+        with Image.open(sample_images[name]) as image:
+            seed = image.convert("RGB")
+        assert ours.mode == "RGB"
+        assert np.array_equal(np.asarray(ours), np.asarray(seed)), name
+
+
+def test_load_rgb_scales_16_bit_instead_of_clipping(tmp_path):
+    values = np.array([[0, 257, 32768, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    rgb = np.asarray(load_rgb(tmp_path / "g16.png"))
+    assert rgb.shape == (1, 4, 3)
+    assert rgb[0, :, 0].tolist() == [0, 1, 128, 255]
+
+
+def test_load_rgb_16_bit_sample_is_not_white(sample_images):
+    rgb = np.asarray(load_rgb(sample_images["gray16.png"]))
+    with Image.open(sample_images["gray16.png"]) as image:
+        eight = np.asarray(image).astype(np.uint32) // 257
+    assert np.abs(rgb[..., 0].astype(int) - eight).max() <= 1
+    assert rgb.mean() < 250
+
+
+def test_load_rgb_first_frame_of_gif(sample_images):
+    with Image.open(sample_images["animated.gif"]) as image:
+        assert getattr(image, "n_frames", 1) == 3
+        first = image.convert("RGB")
+        image.seek(2)
+    assert np.array_equal(np.asarray(load_rgb(sample_images["animated.gif"])), np.asarray(first))
+
+
+def test_load_rgb_ignores_exif_orientation(tmp_path):
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 on display
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert load_rgb(tmp_path / "rotated.jpg").size == (40, 20)
+
+
+def test_load_rgb_keeps_bomb_limit(bad_images):
+    limit = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(Image.DecompressionBombError):
+        load_rgb(bad_images["bomb"][0])
+    assert Image.MAX_IMAGE_PIXELS == limit
+
+
+def test_truncated_jpeg_raises(bad_images):
+    from PIL import ImageFile
+
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    with pytest.raises(OSError):
+        load_rgb(bad_images["truncated"][0])
