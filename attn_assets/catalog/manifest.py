@@ -1,0 +1,870 @@
+"""Read and validate image manifests (CSV or Parquet), pure pandas / pyarrow.
+
+Two formats, detected per file from its header:
+
+* **OSV-5M metadata** (``id,latitude,longitude,thumb_original_url,country,...,unique_country,...``):
+  the image of row ``id`` is the file ``<id>.jpg`` found anywhere under the image root (the
+  official loader indexes ``images/<split>`` recursively by file name). The root is scanned once
+  (:func:`build_image_index`). Coordinates are required. A row whose ``<id>.jpg`` is not under
+  the root IS rejected here ("image file <id>.jpg not found under image root"), because without
+  the file there is no path to record. If an OSV file has an explicit ``path`` column, that is
+  used instead and the file is not looked up.
+* **Plain list**: ``image_id``, ``path`` and optionally ``country``, ``latitude``, ``longitude``.
+  Coordinates may be absent, but present-and-invalid coordinates are rejected. A path whose file
+  does not exist is NOT a manifest rejection: the statistics step records it as an image failure
+  (a file can vanish after validation anyway).
+
+Every text column is read as a string with missing-value detection off, so Namibia's ``NA``
+survives; only empty strings are missing. Every row that is not accepted goes to
+``ManifestResult.rejections`` with the column at fault and a reason a person understands; rows
+are never dropped silently. Problems with a whole file (missing columns, not UTF-8, empty)
+raise :class:`ManifestError`.
+
+Country resolution, per row: the manifest's ``country`` if it is a valid ISO 3166-1 alpha-2
+code; else ``unique_country`` if valid; else offline reverse geocoding of the coordinates
+(``reverse_geocoder``, one batched call). ``country_source`` says which one was used.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import glob as globlib
+import gzip
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+# --------------------------------------------------------------------------------------------
+# Contract: column names (storage and the Dagster assets use these).
+
+#: Columns of ``ManifestResult.images``, in order; every extra manifest column follows them.
+IMAGE_COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "path",
+    "abs_path",
+    "country",
+    "country_name",
+    "country_source",
+    "latitude",
+    "longitude",
+    "source_file",
+    "source_row",
+)
+
+#: Columns of ``ManifestResult.rejections``, in order.
+REJECTION_COLUMNS: tuple[str, ...] = ("source_file", "source_row", "image_id", "column", "reason", "raw")
+
+#: Values of the ``country_source`` column.
+COUNTRY_SOURCES: tuple[str, ...] = ("manifest", "unique_country", "reverse_geocoder")
+
+#: Names of the two formats (``ManifestResult.formats``).
+FORMAT_OSV5M = "osv5m"
+FORMAT_PLAIN = "plain"
+
+#: File name extensions that count as images when indexing the image root.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+)
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+#: Required columns of each format.
+OSV_REQUIRED: tuple[str, ...] = ("id", "latitude", "longitude")
+PLAIN_REQUIRED: tuple[str, ...] = ("image_id", "path")
+
+#: Codes reverse_geocoder (and therefore OSV-5M's ``country``) uses that pycountry lacks.
+#: XK is the user-assigned code for Kosovo used by GeoNames, the EU and OSV-5M.
+EXTRA_COUNTRY_CODES: dict[str, str] = {"XK": "Kosovo"}
+
+ESCAPE_REASON = "path escapes image root"
+
+_SUPPORTED_TYPES = "CSV (.csv, .csv.gz) or Parquet (.parquet)"
+
+
+class ManifestError(ValueError):
+    """A manifest file cannot be used at all (as opposed to single rows, which are rejected)."""
+
+    def __init__(self, message: str, *, rejections: pd.DataFrame | None = None):
+        super().__init__(message)
+        self.rejections = rejections
+
+
+@dataclass
+class ManifestResult:
+    """Validated images and rejected rows of one manifest (file or glob)."""
+
+    images: pd.DataFrame
+    rejections: pd.DataFrame
+    files: list[str] = field(default_factory=list)
+    formats: dict[str, str] = field(default_factory=dict)
+    image_root: Path | None = None
+
+    @property
+    def extra_columns(self) -> list[str]:
+        return [c for c in self.images.columns if c not in IMAGE_COLUMNS]
+
+    def summary(self) -> dict[str, object]:
+        """Counts a person (or Dagster metadata) wants to see."""
+        src = self.images["country_source"].value_counts(dropna=False)
+        return {
+            "files": len(self.files),
+            "images": int(len(self.images)),
+            "rejections": int(len(self.rejections)),
+            "countries": int(self.images["country"].nunique(dropna=True)),
+            "without_country": int(self.images["country"].isna().sum()),
+            "country_sources": {("none" if pd.isna(k) else str(k)): int(v) for k, v in src.items()},
+            "rejection_reasons": {
+                str(k): int(v)
+                for k, v in self.rejections["column"].fillna("(file)").value_counts().items()
+            },
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Countries
+
+
+@lru_cache(maxsize=1)
+def country_names() -> dict[str, str]:
+    """Every valid alpha-2 code -> display name (pycountry ``common_name`` else ``name``)."""
+    import pycountry
+
+    names = {c.alpha_2: getattr(c, "common_name", None) or c.name for c in pycountry.countries}
+    for code, name in EXTRA_COUNTRY_CODES.items():
+        names.setdefault(code, name)
+    return names
+
+
+def country_name(code: str | None) -> str | None:
+    if code is None:
+        return None
+    return country_names().get(str(code).strip().upper())
+
+
+def _normalize_codes(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """-> (upper-cased stripped codes, present mask, valid mask)."""
+    codes = values.fillna("").astype(str).str.strip().str.upper()
+    present = codes != ""
+    valid = codes.isin(list(country_names()))
+    return codes, present, valid
+
+
+def reverse_geocode(latitudes: Sequence[float], longitudes: Sequence[float]) -> list[str | None]:
+    """Offline country codes for coordinates, one batched reverse_geocoder call (single process)."""
+    coords = [(float(a), float(b)) for a, b in zip(latitudes, longitudes)]
+    if not coords:
+        return []
+    import reverse_geocoder
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loading formatted geocoded file..."
+        found = reverse_geocoder.search(coords, mode=1)
+    return [(r.get("cc") or "").strip().upper() or None for r in found]
+
+
+# --------------------------------------------------------------------------------------------
+# Image index (OSV-5M: <id>.jpg anywhere under the root)
+
+
+@dataclass
+class ImageIndex:
+    """File stem -> path relative to the root, for every image file under a root.
+
+    Built once by :func:`build_image_index`; stored as two string columns rather than a
+    dict so millions of files stay compact. ``via_symlink`` holds the relative paths that were
+    reached through a symbolic link (file or folder): only those need ``realpath`` checks.
+    When two files share a stem, the first in sorted walk order wins (``.jpg`` preferred).
+    """
+
+    root: Path
+    stems: pd.Index
+    paths: pd.Series
+    via_symlink: frozenset[str] = frozenset()
+    duplicate_stems: int = 0
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def lookup(self, stems: Iterable[str]) -> pd.Series:
+        """Relative posix paths for ``stems`` (NaN where absent), aligned with the input order."""
+        stems = pd.Series(list(stems) if not isinstance(stems, pd.Series) else stems, dtype="str")
+        pos = self.stems.get_indexer(stems)
+        vals = self.paths.to_numpy(dtype=object)
+        out = np.where(pos >= 0, vals[np.clip(pos, 0, None)] if len(vals) else None, None)
+        return pd.Series(out, index=stems.index, dtype="str")
+
+    def get(self, stem: str) -> str | None:
+        res = self.lookup([stem]).iloc[0]
+        return None if pd.isna(res) else res
+
+    def to_dict(self) -> dict[str, str]:
+        return dict(zip(self.stems, self.paths))
+
+
+def build_image_index(root: str | os.PathLike) -> ImageIndex:
+    """Scan ``root`` recursively (os.scandir, no stat per file) for image files.
+
+    Folder symlinks are followed (each real folder once, so cycles end); files reached through a
+    symlink are marked so the manifest reader can check where they really point.
+    """
+    root = Path(os.path.realpath(root))
+    stems: list[str] = []
+    rels: list[str] = []
+    via: set[str] = set()
+    seen_dirs: set[str] = set()
+    # stack of (absolute dir, relative posix prefix, reached through a symlink)
+    stack: list[tuple[str, str, bool]] = [(str(root), "", False)]
+    while stack:
+        path, prefix, linked = stack.pop()
+        real = os.path.realpath(path)
+        if real in seen_dirs:
+            continue
+        seen_dirs.add(real)
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for e in entries:
+            name = e.name
+            rel = f"{prefix}{name}"
+            try:
+                is_link = e.is_symlink()
+                if e.is_dir():  # follows symlinks
+                    subdirs.append((e.path, rel + "/", linked or is_link))
+                    continue
+            except OSError:
+                continue
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in IMAGE_EXTENSIONS:
+                continue
+            stems.append(stem)
+            rels.append(rel)
+            if linked or is_link:
+                via.add(rel)
+        stack.extend(reversed(subdirs))
+    frame = pd.DataFrame({"stem": pd.Series(stems, dtype="str"), "path": pd.Series(rels, dtype="str")})
+    del stems, rels
+    # prefer .jpg for a stem (OSV-5M files are <id>.jpg), then walk order
+    frame["_pref"] = (~frame["path"].str.lower().str.endswith(".jpg")).astype(np.int8)
+    frame = frame.sort_values(["_pref"], kind="stable")
+    dup = frame["stem"].duplicated(keep="first")
+    n_dup = int(dup.sum())
+    frame = frame.loc[~dup].sort_index()
+    return ImageIndex(
+        root=root,
+        stems=pd.Index(frame["stem"].to_numpy(), dtype="str"),
+        paths=frame["path"].reset_index(drop=True),
+        via_symlink=frozenset(via),
+        duplicate_stems=n_dup,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Finding and reading files
+
+
+def find_manifest_files(manifest: str | os.PathLike) -> list[Path]:
+    """A file, a folder (its CSV / Parquet files) or a glob (sorted matches)."""
+    text = os.fspath(manifest)
+    if any(ch in text for ch in "*?["):
+        found = sorted(Path(p) for p in globlib.glob(os.path.expanduser(text), recursive=True))
+        found = [p for p in found if p.is_file()]
+        if not found:
+            raise ManifestError(f"no manifest file matches {text!r}")
+        return found
+    path = Path(text).expanduser()
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and _is_manifest_name(p))
+        if not found:
+            raise ManifestError(f"folder {str(path)!r} holds no {_SUPPORTED_TYPES} manifest file")
+        return found
+    if not path.exists():
+        raise ManifestError(f"manifest file {str(path)!r} does not exist")
+    return [path]
+
+
+def _is_manifest_name(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith((".csv", ".csv.gz", *PARQUET_SUFFIXES))
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.name.lower().endswith(PARQUET_SUFFIXES)
+
+
+def _open_bytes(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _scan_csv_bytes(path: Path) -> tuple[int, int]:
+    """Validate UTF-8 and count lines, reading in chunks. -> (size in bytes, number of lines)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    newlines = 0
+    last = b""
+    with _open_bytes(path) as fh:
+        while True:
+            chunk = fh.read(1 << 24)
+            if not chunk:
+                break
+            buffered = decoder.getstate()[0]
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                data = buffered + chunk
+                bad = offset - len(buffered) + e.start
+                line = newlines + data[: e.start].count(b"\n") + 1
+                raise ManifestError(
+                    f"{path}: not valid UTF-8 (byte 0x{data[e.start]:02x} at byte offset {bad}, line {line}); "
+                    f"re-encode the file to UTF-8, e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`"
+                ) from None
+            newlines += chunk.count(b"\n")
+            offset += len(chunk)
+            last = chunk[-1:]
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise ManifestError(
+                f"{path}: not valid UTF-8 (truncated character at the end, byte offset {offset - 1}); "
+                f"re-encode the file to UTF-8"
+            ) from None
+    lines = newlines + (1 if offset and last != b"\n" else 0)
+    return offset, lines
+
+
+def _text_stream(path: Path):
+    if path.name.lower().endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _read_header(path: Path) -> list[str]:
+    with _text_stream(path) as fh:
+        reader = csv.reader(fh)
+        for row in reader:
+            if row and any(cell.strip() for cell in row):
+                return [c.strip() for c in row]
+    return []
+
+
+@dataclass
+class _RawFile:
+    path: Path
+    frame: pd.DataFrame  # every column as str, original (stripped) header names
+    lines: np.ndarray  # source_row per frame row
+    bad_rows: list[dict]  # parse-level rejections
+
+
+def _header_problem(path: Path, header: list[str]) -> None:
+    if not header:
+        raise ManifestError(f"{path}: the file is empty (no header line)")
+    seen: set[str] = set()
+    dups = [h for h in header if h in seen or seen.add(h)]
+    if dups:
+        raise ManifestError(f"{path}: duplicate column names {sorted(set(dups))}; column names must be unique")
+
+
+def _read_csv(path: Path) -> _RawFile:
+    size, n_lines = _scan_csv_bytes(path)
+    if size == 0:
+        raise ManifestError(f"{path}: the file is empty (no header line)")
+    header = _read_header(path)
+    _header_problem(path, header)
+    header = [h if h else f"unnamed_{i}" for i, h in enumerate(header)]
+    problems: list[int] = []
+
+    def on_invalid(row) -> str:
+        problems.append(1)
+        return "skip"
+
+    table = None
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, encoding="utf8"),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types={h: pa.string() for h in header},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                null_values=[],
+                auto_dict_encode=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowException):
+        problems.append(1)
+    if table is not None and not problems and n_lines == table.num_rows + 1:
+        # one record per line: line = position + 2 (header is line 1)
+        frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype(na_value=np.nan)}.get)
+        frame.columns = header
+        return _RawFile(path, frame, np.arange(2, len(frame) + 2, dtype=np.int64), [])
+    return _read_csv_slow(path, header)
+
+
+def _read_csv_slow(path: Path, header: list[str]) -> _RawFile:
+    """Exact line numbers (quoted newlines, blank lines) and rows with the wrong field count."""
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    bad: list[dict] = []
+    n = len(header)
+    with _text_stream(path) as fh:
+        reader = csv.reader(fh)
+        header_seen = False
+        prev = 0
+        for rec in reader:
+            start = prev + 1
+            prev = reader.line_num
+            if not rec or (len(rec) == 1 and rec[0].strip() == "" and n > 1):
+                continue  # blank line
+            if not header_seen:
+                header_seen = True
+                continue
+            if len(rec) != n:
+                bad.append(
+                    {
+                        "source_file": str(path),
+                        "source_row": start,
+                        "image_id": None,
+                        "column": None,
+                        "reason": f"row has {len(rec)} fields but the header has {n} "
+                        f"(check quoting of values containing commas)",
+                        "raw": json.dumps(rec, ensure_ascii=False),
+                        "_fields": rec,
+                    }
+                )
+                continue
+            rows.append(rec)
+            lines.append(start)
+    frame = pd.DataFrame(rows, columns=header, dtype="str") if rows else pd.DataFrame(
+        {h: pd.Series([], dtype="str") for h in header}
+    )
+    return _RawFile(path, frame, np.asarray(lines, dtype=np.int64), bad)
+
+
+def _read_parquet(path: Path) -> _RawFile:
+    try:
+        table = pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 - report any reader failure as a file problem
+        raise ManifestError(f"{path}: cannot read as Parquet ({type(e).__name__}: {e})") from None
+    header = [str(c).strip() for c in table.columns]
+    _header_problem(path, header)
+    frame = pd.DataFrame(index=range(len(table)))
+    for name, col in zip(header, table.columns):
+        s = table[col]
+        if pd.api.types.is_float_dtype(s.dtype):
+            out = s.map(lambda v: "" if pd.isna(v) else repr(float(v)), na_action=None)
+        else:
+            out = s.astype("str").fillna("")
+        frame[name] = out.astype("str").to_numpy()
+    frame = frame.astype("str") if len(frame.columns) else frame
+    # Parquet has no header line: source_row is the 1-based row number.
+    return _RawFile(path, frame.reset_index(drop=True), np.arange(1, len(frame) + 1, dtype=np.int64), [])
+
+
+def _read_file(path: Path) -> _RawFile:
+    if _is_parquet(path):
+        return _read_parquet(path)
+    return _read_csv(path)
+
+
+def _detect_format(path: Path, columns: list[str]) -> str:
+    cols = set(columns)
+    if "image_id" in cols:
+        fmt, required = FORMAT_PLAIN, PLAIN_REQUIRED
+    elif "id" in cols:
+        fmt, required = FORMAT_OSV5M, OSV_REQUIRED
+    else:
+        fmt, required = None, None
+    missing = [c for c in (required or ()) if c not in cols]
+    if fmt is not None and not missing:
+        return fmt
+    found = ", ".join(repr(c) for c in columns)
+    if fmt is None:
+        msg = (
+            f"{path}: missing required columns: need 'image_id' and 'path' (plain image list) "
+            f"or 'id', 'latitude' and 'longitude' (OpenStreetView-5M metadata); columns found: {found}"
+        )
+    else:
+        kind = "plain image list" if fmt == FORMAT_PLAIN else "OpenStreetView-5M metadata"
+        msg = f"{path}: missing required column(s) {', '.join(repr(c) for c in missing)} for a {kind}; columns found: {found}"
+    for sep, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
+        if any(sep in c for c in columns):
+            msg += f". The header looks delimited by {label}: manifests must be comma-separated CSV"
+            break
+    raise ManifestError(msg)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+def _resolve_root(image_root: str | os.PathLike | None, files: list[Path]) -> Path:
+    if image_root is None:
+        env = os.environ.get("ATTN_ASSETS_IMAGE_ROOT", "").strip()
+        image_root = env or files[0].resolve().parent
+    root = Path(os.path.realpath(os.path.expanduser(os.fspath(image_root))))
+    if not root.is_dir():
+        raise ManifestError(
+            f"image root {str(root)!r} is not a folder; set ATTN_ASSETS_IMAGE_ROOT to the folder the image paths are relative to"
+        )
+    return root
+
+
+def _inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(root if root.endswith(os.sep) else root + os.sep)
+
+
+def _check_paths(paths: pd.Series, root: str) -> tuple[pd.Series, pd.Series]:
+    """Normalize plain-list paths. -> (relative posix path, escapes mask). Never opens a file.
+
+    Ordinary relative paths (no '.', '..', '//', not absolute) are checked per folder
+    (realpath of each distinct parent folder, plus the symlinks found in it); unusual ones
+    are resolved one by one with os.path.realpath.
+    """
+    rel = paths.copy()
+    escapes = pd.Series(False, index=paths.index)
+    odd = paths.str.startswith("/") | paths.str.contains(r"(?:^|/)\.{1,2}(?:/|$)|//", regex=True)
+    for i in paths.index[odd.to_numpy()]:
+        p = paths.at[i]
+        real = os.path.realpath(os.path.join(root, p))
+        if _inside(real, root) and real != root:
+            rel.at[i] = Path(os.path.relpath(real, root)).as_posix()
+        else:
+            escapes.at[i] = True
+    normal = ~odd
+    if normal.any():
+        sub = paths[normal]
+        parents = sub.str.replace(r"(?:^|/)[^/]*$", "", regex=True)
+        codes, uniques = pd.factorize(parents)
+        dir_escapes = np.zeros(len(uniques), dtype=bool)
+        linked_rows: list[np.ndarray] = []
+        for k, parent in enumerate(uniques):
+            pdir = os.path.join(root, parent) if parent else root
+            if not _inside(os.path.realpath(pdir), root):
+                dir_escapes[k] = True
+                continue
+            try:
+                with os.scandir(pdir) as it:
+                    links = {e.name for e in it if e.is_symlink()}
+            except OSError:
+                continue
+            if links:
+                rows = np.flatnonzero(codes == k)
+                names = sub.iloc[rows].str.rpartition("/")[2]
+                linked_rows.append(rows[pd.Index(sorted(links), dtype="str").get_indexer(names) >= 0])
+        esc = dir_escapes[codes]
+        for rows in linked_rows:
+            for r in rows:
+                real = os.path.realpath(os.path.join(root, sub.iat[r]))
+                if not _inside(real, root):
+                    esc[r] = True
+        escapes[normal] = esc
+    return rel, escapes
+
+
+def _as_str(s: pd.Series) -> pd.Series:
+    return s.astype("str")
+
+
+def read_manifest(
+    manifest: str | os.PathLike,
+    image_root: str | os.PathLike | None = None,
+    *,
+    image_index: ImageIndex | None = None,
+    geocode: bool = True,
+) -> ManifestResult:
+    """Read, validate and resolve countries of a manifest file, folder or glob.
+
+    ``image_root``: the folder image paths are relative to (default: ATTN_ASSETS_IMAGE_ROOT,
+    else the folder of the first manifest file). ``image_index``: a prebuilt
+    :func:`build_image_index` of that root, to reuse between calls (OSV-5M files only).
+    ``geocode=False`` skips reverse geocoding (country stays empty where the manifest has none).
+
+    Returns :class:`ManifestResult` with ``images`` (:data:`IMAGE_COLUMNS` then every extra
+    manifest column as text, in manifest order) and ``rejections`` (:data:`REJECTION_COLUMNS`).
+    Row-level problems become rejections; file-level problems raise :class:`ManifestError`.
+    See the module docstring for the difference between OSV-5M and plain lists about missing
+    image files.
+    """
+    files = find_manifest_files(manifest)
+    root = _resolve_root(image_root, files)
+    root_s = str(root)
+
+    parts: list[pd.DataFrame] = []
+    file_columns: dict[int, list[str]] = {}
+    raw_frames: dict[int, pd.DataFrame] = {}
+    parse_rejections: list[dict] = []
+    formats: dict[str, str] = {}
+    need_index = False
+    for fi, path in enumerate(files):
+        rf = _read_file(path)
+        cols = list(rf.frame.columns)
+        fmt = _detect_format(path, cols)
+        if len(rf.frame) == 0 and not rf.bad_rows:
+            raise ManifestError(f"{path}: the file has a header but no data rows")
+        src = str(path.resolve())
+        formats[src] = fmt
+        file_columns[fi] = cols
+        raw_frames[fi] = rf.frame
+        id_col = "image_id" if fmt == FORMAT_PLAIN else "id"
+        for b in rf.bad_rows:
+            b["source_file"] = src
+            fields = b.pop("_fields")
+            k = cols.index(id_col)
+            b["image_id"] = fields[k] if k < len(fields) else None
+            parse_rejections.append(b)
+        f = rf.frame
+        n = len(f)
+        empty = pd.Series([""] * n, dtype="str", index=f.index)
+        mapped = {id_col, "latitude", "longitude", "country"}
+        has_path = "path" in cols
+        if has_path:
+            mapped.add("path")
+        elif fmt == FORMAT_OSV5M:
+            need_index = True
+        part = pd.DataFrame(
+            {
+                "_file": np.full(n, fi, dtype=np.int32),
+                "_pos": np.arange(n, dtype=np.int64),
+                "_fmt": fmt,
+                "_idcol": id_col,
+                "_has_path": has_path,
+                "image_id": _as_str(f[id_col]),
+                "_path": _as_str(f["path"]) if has_path else empty,
+                "_country": _as_str(f["country"]) if "country" in cols else empty,
+                "_unique": _as_str(f["unique_country"]) if "unique_country" in cols else empty,
+                "_lat": _as_str(f["latitude"]) if "latitude" in cols else empty,
+                "_lon": _as_str(f["longitude"]) if "longitude" in cols else empty,
+                "source_file": src,
+                "source_row": rf.lines,
+            },
+            index=f.index,
+        )
+        for c in cols:
+            if c in mapped:
+                continue
+            name = f"manifest_{c}" if c in IMAGE_COLUMNS else c
+            part[name] = f[c].to_numpy()
+        parts.append(part)
+
+    df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+    n = len(df)
+    internal = [c for c in df.columns if c.startswith("_")]
+    extras = [c for c in df.columns if c not in internal and c not in IMAGE_COLUMNS]
+
+    rej_col = np.full(n, None, dtype=object)
+    rej_reason = np.full(n, None, dtype=object)
+
+    def reject(mask, column, reason) -> None:
+        """Reject rows in mask not rejected yet; column/reason: a str or f(row positions) -> values."""
+        m = np.asarray(mask, dtype=bool) & pd.isna(rej_reason)
+        if not m.any():
+            return
+        pos = np.flatnonzero(m)
+        rej_col[pos] = column if isinstance(column, str) else np.asarray(column(pos), dtype=object)
+        rej_reason[pos] = reason if isinstance(reason, str) else np.asarray(reason(pos), dtype=object)
+
+    def at(col: str, pos: np.ndarray) -> pd.Series:
+        return df[col].iloc[pos]
+
+    osv = (df["_fmt"] == FORMAT_OSV5M).to_numpy()
+
+    # 1. id
+    idcol = lambda pos: at("_idcol", pos).to_numpy()  # noqa: E731
+    reject(df["image_id"].to_numpy() == "", idcol, lambda pos: (at("_idcol", pos) + " is empty").to_numpy())
+
+    # 2. coordinates
+    coords = {}
+    for name, lo, hi in (("latitude", -90, 90), ("longitude", -180, 180)):
+        raw = df["_lat" if name == "latitude" else "_lon"].str.strip()
+        val = pd.to_numeric(raw.where(raw != "", None), errors="coerce").astype("float64")
+        present = (raw != "").to_numpy()
+        nan = val.isna().to_numpy()
+        bad_num = present & nan
+        out = present & ~nan & ((val < lo) | (val > hi)).to_numpy()
+        reject(osv & ~present, name, f"{name} is empty")
+        reject(bad_num, name, lambda pos, raw=raw, name=name: (f"{name} '" + raw.iloc[pos] + "' is not a number").to_numpy())
+        reject(out, name, lambda pos, raw=raw, name=name, lo=lo, hi=hi: (f"{name} " + raw.iloc[pos] + f" is outside [{lo}, {hi}]").to_numpy())
+        coords[name] = (val, present)
+    lat, lat_present = coords["latitude"]
+    lon, lon_present = coords["longitude"]
+    reject(lat_present & ~lon_present, "longitude", "longitude is empty but latitude is given")
+    reject(lon_present & ~lat_present, "latitude", "latitude is empty but longitude is given")
+
+    # 3. country code
+    codes, c_present, c_valid = _normalize_codes(df["_country"])
+    reject(
+        (c_present & ~c_valid).to_numpy(),
+        "country",
+        lambda pos: ("country '" + at("_country", pos) + "' is not an ISO 3166-1 alpha-2 code").to_numpy(),
+    )
+
+    # 4. paths
+    rel = pd.Series(pd.NA, index=df.index, dtype="str")
+    explicit = df["_has_path"].to_numpy()
+    if explicit.any():
+        reject(explicit & (df["_path"] == "").to_numpy(), "path", "path is empty")
+        ok = explicit & (df["_path"] != "").to_numpy() & pd.isna(rej_reason)
+        if ok.any():
+            p = df.loc[ok, "_path"]
+            norm, esc = _check_paths(p, root_s)
+            rel.loc[ok] = norm
+            m = np.zeros(n, dtype=bool)
+            m[np.flatnonzero(ok)[esc.to_numpy()]] = True
+            reject(m, "path", ESCAPE_REASON)
+    lookup = ~explicit & osv
+    if lookup.any():
+        index = image_index if image_index is not None else build_image_index(root)
+        if Path(index.root) != root:
+            raise ManifestError(f"image index was built for {index.root}, not the image root {root}")
+        ids = df.loc[lookup, "image_id"]
+        found = index.lookup(ids)
+        rel.loc[lookup] = found.to_numpy()
+        missing = np.zeros(n, dtype=bool)
+        missing[np.flatnonzero(lookup)[found.isna().to_numpy()]] = True
+        reject(
+            missing & (df["image_id"] != "").to_numpy(),
+            "id",
+            lambda pos: ("image file " + at("image_id", pos) + ".jpg not found under image root").to_numpy(),
+        )
+        if index.via_symlink:
+            linked = lookup & (pd.Index(sorted(index.via_symlink), dtype="str").get_indexer(rel) >= 0) & pd.isna(rej_reason)
+            for i in np.flatnonzero(linked):
+                real = os.path.realpath(os.path.join(root_s, rel.iat[i]))
+                if not _inside(real, root_s):
+                    m = np.zeros(n, dtype=bool)
+                    m[i] = True
+                    reject(m, "id", ESCAPE_REASON)
+
+    # 5. duplicates among rows still accepted (the first accepted occurrence is kept)
+    alive = pd.isna(rej_reason)
+    ids_alive = df["image_id"].where(alive)
+    dup = (ids_alive.duplicated(keep="first") & alive).to_numpy()
+    if dup.any():
+        first_pos = (
+            pd.Series(np.arange(n), index=df.index)[alive & ~dup].groupby(df["image_id"][alive & ~dup]).first()
+        )
+        reasons = np.full(n, None, dtype=object)
+        for i in np.flatnonzero(dup):
+            j = int(first_pos[df["image_id"].iat[i]])
+            where = (
+                f"line {df['source_row'].iat[j]}"
+                if df["source_file"].iat[j] == df["source_file"].iat[i]
+                else f"{df['source_file'].iat[j]} line {df['source_row'].iat[j]}"
+            )
+            r = f"duplicate {df['_idcol'].iat[i]} {df['image_id'].iat[i]!r}: first seen at {where}"
+            if rel.iat[i] != rel.iat[j] and not (pd.isna(rel.iat[i]) and pd.isna(rel.iat[j])):
+                r += f"; paths differ ({rel.iat[j]!r} there, {rel.iat[i]!r} here)"
+            reasons[i] = r
+        reject(dup, idcol, lambda pos: reasons[pos])
+
+    keep = pd.isna(rej_reason)
+
+    # rejections
+    rejections = _build_rejections(df, keep, rej_col, rej_reason, raw_frames, file_columns, parse_rejections)
+
+    # images
+    good = df.loc[keep].reset_index(drop=True)
+    codes_g = codes[keep].reset_index(drop=True)
+    cvalid_g = c_valid[keep].reset_index(drop=True)
+    ucodes, _, uvalid = _normalize_codes(good["_unique"])
+    country = pd.Series(pd.NA, index=good.index, dtype="str")
+    source = pd.Series(pd.NA, index=good.index, dtype="str")
+    country[cvalid_g] = codes_g[cvalid_g]
+    source[cvalid_g] = "manifest"
+    use_u = ~cvalid_g & uvalid
+    country[use_u] = ucodes[use_u]
+    source[use_u] = "unique_country"
+    lat_g = lat[keep].reset_index(drop=True)
+    lon_g = lon[keep].reset_index(drop=True)
+    need = country.isna() & lat_g.notna() & lon_g.notna()
+    if geocode and need.any():
+        found = pd.Series(reverse_geocode(lat_g[need].tolist(), lon_g[need].tolist()), index=lat_g.index[need], dtype="str")
+        valid = found.isin(list(country_names()))
+        idx = found.index[valid.to_numpy()]
+        country[idx] = found[idx]
+        source[idx] = "reverse_geocoder"
+    names = country.map(country_names()).astype("str")
+
+    rel_g = rel[keep].reset_index(drop=True).astype("str")
+    images = pd.DataFrame(
+        {
+            "image_id": good["image_id"].astype("str"),
+            "path": rel_g,
+            "abs_path": (root_s.rstrip("/") + "/" + rel_g).astype("str"),
+            "country": country,
+            "country_name": names,
+            "country_source": source,
+            "latitude": lat_g.to_numpy(dtype="float64"),
+            "longitude": lon_g.to_numpy(dtype="float64"),
+            "source_file": good["source_file"].astype("str"),
+            "source_row": good["source_row"].to_numpy(dtype=np.int64),
+        }
+    )
+    for c in extras:
+        images[c] = good[c].astype("str").to_numpy() if len(good) else pd.Series([], dtype="str")
+    if images.empty:
+        head = "; ".join(
+            f"line {r.source_row}: {r.reason}" for r in rejections.head(5).itertuples()
+        )
+        raise ManifestError(
+            f"{', '.join(str(p) for p in files)}: no usable row ({len(rejections)} rejected"
+            + (f"; first: {head}" if head else "")
+            + ")",
+            rejections=rejections,
+        )
+    return ManifestResult(
+        images=images,
+        rejections=rejections,
+        files=[str(p.resolve()) for p in files],
+        formats=formats,
+        image_root=root,
+    )
+
+
+def _build_rejections(df, keep, rej_col, rej_reason, raw_frames, file_columns, parse_rejections) -> pd.DataFrame:
+    bad = np.flatnonzero(~keep)
+    rows = []
+    if len(bad):
+        sub = df.iloc[bad]
+        for fi, grp in sub.groupby("_file", sort=False):
+            raw_f = raw_frames[int(fi)]
+            records = raw_f.iloc[grp["_pos"].to_numpy()][file_columns[int(fi)]].to_dict("records")
+            for k, (i, rec) in enumerate(zip(grp.index, records)):
+                pos = df.index.get_loc(i)
+                rows.append(
+                    {
+                        "source_file": df["source_file"].iat[pos],
+                        "source_row": int(df["source_row"].iat[pos]),
+                        "image_id": df["image_id"].iat[pos],
+                        "column": rej_col[pos],
+                        "reason": rej_reason[pos],
+                        "raw": json.dumps(rec, ensure_ascii=False),
+                        "_order": (int(fi), int(df["source_row"].iat[pos])),
+                    }
+                )
+    file_order = {f: i for i, f in enumerate(df["source_file"].unique())}
+    rows += [dict(r, _order=(file_order.get(r["source_file"], len(file_order)), r["source_row"])) for r in parse_rejections]
+    rows.sort(key=lambda r: r["_order"])
+    out = pd.DataFrame(rows, columns=[*REJECTION_COLUMNS, "_order"])
+    out = out.drop(columns="_order").reset_index(drop=True)
+    for c in ("source_file", "image_id", "column", "reason", "raw"):
+        out[c] = out[c].astype("str")
+    out["source_row"] = out["source_row"].astype("Int64")
+    return out
+
+
+def empty_rejections() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype="Int64" if c == "source_row" else "str") for c in REJECTION_COLUMNS})
