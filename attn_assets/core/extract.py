@@ -55,8 +55,9 @@ def select_layers(layers: LayerSpec, num_layers: int) -> tuple[int, ...]:
     return tuple(sorted(resolved))
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: str | torch.device) -> str:
     """'auto' -> fp32 on CPU (fidelity), bf16 autocast on CUDA (speed)."""
+    device = torch.device(device)
     precision = (precision or "auto").lower()
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -265,6 +266,8 @@ class BatchResult:
     cls_embedding: np.ndarray  # [B, D] float32
     failures: list[ImageFailure] = field(default_factory=list)
     precision: str = "fp32"
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)  # original (width, height)
+    crop_boxes: list[tuple[float, float, float, float] | None] = field(default_factory=list)  # model view, original px
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -289,6 +292,14 @@ def summarize(output: ExtractionOutput, grid_size: tuple[int, int], keep_maps: b
     }
 
 
+def _model_view_box(preprocess: Preprocessor, width: int, height: int) -> tuple[float, float, float, float] | None:
+    """Where the model's input lies in the original image; None for a resize rule we don't mirror."""
+    try:
+        return preprocess.crop_geometry(width, height).box_in_original()
+    except ValueError:
+        return None
+
+
 def extract_records(
     encoder: Encoder,
     records: Iterable[ImageRecord],
@@ -309,8 +320,10 @@ def extract_records(
     for batch in batches:
         if len(batch):
             parts = summarize(extractor(batch.pixel_values), encoder.grid_size, keep_maps)
+            boxes = [_model_view_box(preprocess, w, h) for w, h in batch.image_sizes]
             result = BatchResult(batch.image_ids, batch.paths, failures=batch.failures,
-                                 precision=extractor.precision, **parts)
+                                 precision=extractor.precision, image_sizes=list(batch.image_sizes),
+                                 crop_boxes=boxes, **parts)
         else:
             result = _empty_result(encoder, batch.failures, keep_maps, extractor.precision)
         done += len(batch) + len(batch.failures)

@@ -45,6 +45,7 @@ class Batch:
     paths: list[str]
     pixel_values: torch.Tensor  # [B, 3, H, W] float32
     failures: list[ImageFailure] = field(default_factory=list)
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)  # original (width, height)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -79,17 +80,18 @@ def describe_failure(path: str | Path, error: BaseException) -> str:
     return f"could not preprocess image ({type(error).__name__}: {text})"
 
 
-def load_one(record: ImageRecord, preprocess: Preprocessor) -> torch.Tensor | ImageFailure:
-    """Pixel values ``[3, H, W]`` for one record, or the reason it failed."""
+def load_one(record: ImageRecord, preprocess: Preprocessor) -> tuple[torch.Tensor, tuple[int, int]] | ImageFailure:
+    """Pixel values ``[3, H, W]`` and the original (width, height) for one record, or the reason it failed."""
     try:
-        return preprocess(load_rgb(record.path))
+        image = load_rgb(record.path)
+        return preprocess(image), image.size
     except Exception as error:  # noqa: BLE001 - every per-image problem becomes a row, never a crash
         return ImageFailure(record.image_id, record.path, describe_failure(record.path, error))
 
 
 def load_batch(records: Sequence[ImageRecord], preprocess: Preprocessor) -> Batch:
     """Decode and preprocess ``records`` into one Batch (failures kept aside)."""
-    ids, paths, tensors, failures = [], [], [], []
+    ids, paths, tensors, sizes, failures = [], [], [], [], []
     for record in records:
         result = load_one(record, preprocess)
         if isinstance(result, ImageFailure):
@@ -97,13 +99,14 @@ def load_batch(records: Sequence[ImageRecord], preprocess: Preprocessor) -> Batc
         else:
             ids.append(record.image_id)
             paths.append(record.path)
-            tensors.append(result)
+            tensors.append(result[0])
+            sizes.append(result[1])
     if tensors:
         pixels = torch.stack(tensors)
     else:
         height, width = preprocess.output_size
         pixels = torch.empty((0, 3, height, width), dtype=torch.float32)
-    return Batch(ids, paths, pixels, failures)
+    return Batch(ids, paths, pixels, failures, sizes)
 
 
 class _BatchDataset(Dataset):

@@ -65,6 +65,8 @@ def build_shard_results(
     countries: Sequence[str | None],
     metrics: dict[str, np.ndarray],
     cls_maps: np.ndarray,
+    image_sizes: Sequence[tuple[int, int]] | None = None,
+    crop_boxes: Sequence[tuple[float, float, float, float] | None] | None = None,
     failures: Sequence[tuple[str, str | None, str | None, str]],
     model_spec: str,
     precision: str,
@@ -73,7 +75,8 @@ def build_shard_results(
     """Assemble one shard's rows in the SHARD_RESULTS schema.
 
     `cls_maps` is float32 [n_ok, grid_h, grid_w], row i belonging to image_ids[i];
-    `failures` are (image_id, path, country, reason).
+    `image_sizes` are (width, height) and `crop_boxes` the model's view (left, top, right,
+    bottom) in original pixels, per computed image; `failures` are (image_id, path, country, reason).
     """
     n_ok = len(image_ids)
     if cls_maps.shape[0] != n_ok:
@@ -88,6 +91,11 @@ def build_shard_results(
         return [cast(v) for v in values] + [None] * n_failed
 
     flat_maps = cls_maps.reshape(n_ok, -1).astype(np.float32, copy=False)
+    sizes = list(image_sizes) if image_sizes is not None else [(None, None)] * n_ok
+    boxes = [box or (None,) * 4 for box in crop_boxes] if crop_boxes is not None else [(None,) * 4] * n_ok
+    if len(sizes) != n_ok or len(boxes) != n_ok:
+        raise ValueError(f"sizes/boxes do not match the {n_ok} computed images of {shard_key}")
+    pad = [None] * n_failed
     columns = {
         "image_id": list(image_ids) + [f[0] for f in failures],
         "shard_key": [shard_key] * n,
@@ -96,6 +104,9 @@ def build_shard_results(
         "status": ["ok"] * n_ok + ["failed"] * n_failed,
         "failure_reason": [None] * n_ok + [f[3] for f in failures],
         **{name: metric(name) for name in METRIC_COLUMNS},
+        "image_width": [w for w, _ in sizes] + pad,
+        "image_height": [h for _, h in sizes] + pad,
+        **{name: [b[i] for b in boxes] + pad for i, name in enumerate(("crop_left", "crop_top", "crop_right", "crop_bottom"))},
         "grid_height": [grid_h] * n_ok + [None] * n_failed,
         "grid_width": [grid_w] * n_ok + [None] * n_failed,
         "cls_map": list(flat_maps) + [None] * n_failed,
@@ -106,18 +117,27 @@ def build_shard_results(
     return pa.table(columns, schema=SHARD_RESULTS.arrow_schema())
 
 
-def read_cls_maps(shard_file: Path, image_ids: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """CLS maps of a shard's computed images as float32 [grid_h, grid_w] arrays."""
+def read_cls_maps(
+    shard_file: Path, image_ids: Sequence[str] | None = None, with_boxes: bool = False
+) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], dict[str, tuple | None]]:
+    """CLS maps (float32 [grid_h, grid_w]) of a shard's computed images, and optionally their model-view boxes."""
     filters = [("status", "=", "ok")]
     if image_ids is not None:
         filters.append(("image_id", "in", list(image_ids)))
-    table = pq.read_table(shard_file, columns=["image_id", "grid_height", "grid_width", "cls_map"], filters=filters)
-    maps = {}
-    for image_id, grid_h, grid_w, flat in zip(
-        table["image_id"].to_pylist(),
-        table["grid_height"].to_pylist(),
-        table["grid_width"].to_pylist(),
-        table["cls_map"].to_numpy(zero_copy_only=False),
-    ):
-        maps[image_id] = np.asarray(flat, dtype=np.float32).reshape(grid_h, grid_w)
-    return maps
+    box_columns = ["crop_left", "crop_top", "crop_right", "crop_bottom"]
+    table = pq.read_table(
+        shard_file, columns=["image_id", "grid_height", "grid_width", "cls_map", *box_columns], filters=filters
+    )
+    ids = table["image_id"].to_pylist()
+    maps = {
+        image_id: np.asarray(flat, dtype=np.float32).reshape(grid_h, grid_w)
+        for image_id, grid_h, grid_w, flat in zip(
+            ids, table["grid_height"].to_pylist(), table["grid_width"].to_pylist(),
+            table["cls_map"].to_numpy(zero_copy_only=False),
+        )
+    }
+    if not with_boxes:
+        return maps
+    corners = zip(*(table[c].to_pylist() for c in box_columns))
+    boxes = {image_id: (None if any(v is None for v in box) else tuple(box)) for image_id, box in zip(ids, corners)}
+    return maps, boxes

@@ -145,7 +145,7 @@ class Warehouse:
         known = set(IMAGES.column_names) - {"extra"}
         with self.writer() as con:
             present = {row[0] for row in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(images_parquet)]).fetchall()}
-            extras = sorted(present - known - {"abs_path"})
+            extras = sorted(present - known)
             extra_sql = (
                 "to_json(struct_pack(" + ", ".join(f'"{c}" := s."{c}"' for c in extras) + "))" if extras else "NULL"
             )

@@ -1,0 +1,198 @@
+"""`attn-assets`: materialize the graph headless, run the core alone, write demo data, query SQL."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from attn_assets import settings as S
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"attn-assets: error: {message}", file=sys.stderr)
+    return code
+
+
+# -- materialize ----------------------------------------------------------------------------
+
+
+def _ensure_dagster_home(settings: S.Settings) -> Path:
+    """Runs are recorded in DAGSTER_HOME so `dagster dev` shows them; default under ATTN_ASSETS_HOME."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        home = str(settings.home / "dagster_home")
+        os.environ["DAGSTER_HOME"] = home
+    Path(home).mkdir(parents=True, exist_ok=True)
+    return Path(home)
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    settings = S.Settings.from_env()
+    dagster_home = _ensure_dagster_home(settings)
+    os.environ["ATTN_ASSETS_PROGRESS_BAR"] = "1"
+    from attn_assets.orchestration import materialize_all
+
+    print(f"attn-assets: DAGSTER_HOME={dagster_home}  ATTN_ASSETS_HOME={settings.home}", file=sys.stderr)
+    print(f"attn-assets: manifest={settings.manifest}  model={settings.model}", file=sys.stderr)
+    summary = materialize_all(force=args.force)
+    for line in summary.lines:
+        print(line)
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+# -- extract --------------------------------------------------------------------------------
+
+
+def _collect_images(inputs: Sequence[str]) -> list[Path]:
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+        else:
+            paths.append(path)  # a missing or bad file is reported as a failure row
+    return paths
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pyarrow as pa
+    from tqdm.auto import tqdm
+
+    from attn_assets.core.extract import extract_records, resolve_precision
+    from attn_assets.core.loader import ImageRecord
+    from attn_assets.core.model import ModelLoadError, load_encoder, resolve_device
+    from attn_assets.storage.parquet import write_table_atomic
+    from attn_assets.storage.schema import METRIC_COLUMNS
+
+    images = _collect_images(args.images)
+    if not images:
+        return _fail(f"no images found in {' '.join(args.images)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    try:
+        device = str(resolve_device(args.device))
+        precision = resolve_precision(args.precision, device)
+        encoder = load_encoder(args.model, device=device)
+    except (ModelLoadError, ValueError, RuntimeError) as error:
+        return _fail(str(error))
+    batch_size = args.batch_size or S.default_batch_size(device)
+    records = [ImageRecord(image_id=str(p), path=str(p)) for p in images]
+
+    rows: dict[str, list] = {"image_path": [], **{m: [] for m in METRIC_COLUMNS}, "failure_reason": []}
+    failures = []
+    with tqdm(total=len(records), unit="img", desc="extract", disable=args.quiet) as bar:
+        for batch in extract_records(encoder, records, batch_size=batch_size, device=device,
+                                     precision=precision, num_workers=args.num_workers):
+            for i, image_id in enumerate(batch.image_ids):
+                rows["image_path"].append(image_id)
+                for m in METRIC_COLUMNS:
+                    rows[m].append(np.asarray(batch.metrics[m])[i].item())
+                rows["failure_reason"].append(None)
+            for failure in batch.failures:
+                rows["image_path"].append(failure.image_id)
+                for m in METRIC_COLUMNS:
+                    rows[m].append(None)
+                rows["failure_reason"].append(failure.reason)
+                failures.append(failure)
+            bar.update(len(batch.image_ids) + len(batch.failures))
+    table = pa.table(rows).append_column("model_spec", pa.array([args.model] * len(rows["image_path"])))
+    table = table.append_column("precision", pa.array([precision] * len(rows["image_path"])))
+    write_table_atomic(table, Path(args.out))
+    for failure in failures:
+        print(f"failed: {failure.image_id}: {failure.reason}", file=sys.stderr)
+    print(f"wrote {args.out}: {len(records) - len(failures)} images computed, {len(failures)} failed "
+          f"({args.model}, {device}, {precision})")
+    return EXIT_OK
+
+
+# -- demo-data ------------------------------------------------------------------------------
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from attn_assets.catalog.demo_data import write_demo_data
+
+    manifest = write_demo_data(Path(args.out), n_images=args.images)
+    print(f"wrote demo images and manifest {manifest}")
+    return EXIT_OK
+
+
+# -- sql ------------------------------------------------------------------------------------
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from attn_assets.storage.layout import HomeLayout
+    from attn_assets.storage.warehouse import Warehouse
+
+    path = Path(args.database) if args.database else HomeLayout(S.Settings.from_env().home).warehouse_path
+    try:
+        frame = Warehouse(path, wait_timeout_s=args.wait).query(args.query)
+    except FileNotFoundError as error:
+        return _fail(str(error), EXIT_FAILED)
+    except duckdb.Error as error:
+        return _fail(f"query failed: {error}", EXIT_FAILED)
+    if args.csv:
+        frame.to_csv(sys.stdout, index=False)
+    elif args.json:
+        json.dump(json.loads(frame.to_json(orient="records", date_format="iso")), sys.stdout, indent=2, ensure_ascii=False)
+        print()
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250):
+            print(frame.to_string(index=False) if len(frame) else "(no rows)")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attn-assets", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("materialize", help="materialize every asset and every missing shard, headless")
+    p.add_argument("--force", action="store_true", help="recompute everything, even what is up to date")
+    p.set_defaults(func=cmd_materialize)
+
+    p = sub.add_parser("extract", help="run the attention core on images or folders, no Dagster")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--model", default=os.environ.get(S.ENV_MODEL) or S.DEFAULT_MODEL, help="model spec")
+    p.add_argument("--out", required=True, help="output Parquet file")
+    p.add_argument("--batch-size", type=int, default=0, help="images per forward pass (default: by device)")
+    p.add_argument("--device", default=os.environ.get(S.ENV_DEVICE) or "auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--num-workers", type=int, default=2, help="image decoding processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("demo-data", help="write the deterministic demo images and manifest")
+    p.add_argument("--out", default=str(S.DEFAULT_DEMO_DIR))
+    p.add_argument("--images", type=int, default=36)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("sql", help="run a read-only SQL query on the warehouse")
+    p.add_argument("query")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true")
+    fmt.add_argument("--json", action="store_true")
+    p.add_argument("--database", help="DuckDB file (default: $ATTN_ASSETS_HOME/warehouse/attention.duckdb)")
+    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait while a writer holds the file")
+    p.set_defaults(func=cmd_sql)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

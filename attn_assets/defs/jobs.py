@@ -1,0 +1,21 @@
+"""Jobs that the CLI, schedules and sensors launch; each selects one stage of the graph."""
+
+import dagster as dg
+
+from attn_assets.defs.manifest.assets import image_manifest
+from attn_assets.defs.statistics.assets import attention_statistics
+from attn_assets.defs.statistics.schedules import attention_statistics_job
+
+manifest_job = dg.define_asset_job(
+    "manifest_job", selection=[image_manifest], description="Validates the manifest and registers new shards."
+)
+
+downstream_selection = dg.AssetSelection.all() - dg.AssetSelection.assets(image_manifest, attention_statistics)
+
+downstream_job = dg.define_asset_job(
+    "downstream_job",
+    selection=downstream_selection,
+    description="Everything built from the shard files: warehouse, aggregates, exports, figures.",
+)
+
+__all__ = ["manifest_job", "attention_statistics_job", "downstream_job"]

@@ -1,0 +1,36 @@
+"""Metadata helpers: how tables and frames show up in the Dagster UI."""
+
+from __future__ import annotations
+
+import pandas as pd
+import dagster as dg
+
+from attn_assets.storage.schema import Table
+
+_DAGSTER_TYPES = {"VARCHAR": "string", "DOUBLE": "float", "BIGINT": "int", "INTEGER": "int",
+                  "TIMESTAMP": "datetime", "FLOAT[]": "list[float]", "JSON": "json"}
+
+
+def table_schema(table: Table) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(c.name, _DAGSTER_TYPES.get(c.sql_type, c.sql_type), description=c.description)
+            for c in table.columns
+        ]
+    )
+
+
+def frame_preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
+    head = frame.head(rows)
+    return dg.MetadataValue.md(head.to_markdown(index=False) if len(head) else "_(no rows)_")
+
+
+def table_metadata(table: Table, row_count: int, preview: pd.DataFrame | None = None) -> dict:
+    metadata = {
+        "dagster/row_count": dg.MetadataValue.int(int(row_count)),
+        "dagster/column_schema": table_schema(table),
+        "dagster/table_name": dg.MetadataValue.text(table.name),
+    }
+    if preview is not None:
+        metadata["preview"] = frame_preview(preview)
+    return metadata

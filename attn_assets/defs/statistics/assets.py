@@ -1,0 +1,89 @@
+"""attention_statistics: the model run, one partition per shard."""
+
+
+import dagster as dg
+import pandas as pd
+
+from attn_assets.core.extract import resolve_precision
+from attn_assets.defs.manifest.assets import image_manifest
+from attn_assets.defs.partitions import shard_partitions
+from attn_assets.defs.statistics.shard import compute_shard
+from attn_assets.resources import AttentionModelResource, PipelineResource
+from attn_assets.storage.parquet import remove_stale_temporaries
+
+STATISTICS_CODE_VERSION = "1"
+SHARDS_PER_RUN = 4
+
+
+@dg.asset(
+    group_name="statistics",
+    deps=[image_manifest],
+    partitions_def=shard_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=SHARDS_PER_RUN),
+    pool="gpu",
+    kinds={"pytorch", "parquet"},
+    owners=["team:attn-assets"],
+    tags={"domain": "statistics", "compute": "gpu"},
+    code_version=STATISTICS_CODE_VERSION,
+    description=(
+        "Last-layer CLS attention of every image in the shard (heads averaged) and the seed's six "
+        "metrics, written atomically to shards/<shard>.parquet with the CLS maps. Unreadable images "
+        "become failure rows, not a failed run. The model loads once per process."
+    ),
+)
+def attention_statistics(
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineResource,
+    attention_model: AttentionModelResource,
+) -> dg.MaterializeResult:
+    layout = pipeline.layout
+    encoder = attention_model.encoder()  # fails here, before any output is touched
+    device = attention_model.resolved_device()
+    precision = resolve_precision(attention_model.precision, device)
+    batch_size = attention_model.resolved_batch_size()
+    remove_stale_temporaries(layout.shards_dir)
+
+    outcomes = []
+    for shard_key in context.partition_keys:
+        context.log.info("Computing %s on %s (%s, batch %d)", shard_key, device, precision, batch_size)
+        outcome = compute_shard(
+            layout=layout,
+            shard_key=shard_key,
+            encoder=encoder,
+            model_spec=attention_model.model,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            num_workers=attention_model.num_workers,
+            logger=context.log,
+            progress_bar=attention_model.progress_bar,
+        )
+        context.log.info(
+            "%s: %d computed, %d failed, %.2f images/s", shard_key, outcome.computed, outcome.failed,
+            outcome.images_per_second,
+        )
+        outcomes.append(outcome)
+
+    per_shard = pd.DataFrame(
+        [
+            {"shard": o.shard_key, "images": o.images, "computed": o.computed, "failed": o.failed,
+             "seconds": round(o.seconds, 2), "images/s": round(o.images_per_second, 3)}
+            for o in outcomes
+        ]
+    )
+    images = int(per_shard["images"].sum())
+    seconds = float(per_shard["seconds"].sum())
+    return dg.MaterializeResult(
+        metadata={
+            "images": dg.MetadataValue.int(images),
+            "computed": dg.MetadataValue.int(int(per_shard["computed"].sum())),
+            "failures": dg.MetadataValue.int(int(per_shard["failed"].sum())),
+            "images_per_second": dg.MetadataValue.float(images / seconds if seconds else 0.0),
+            "device": dg.MetadataValue.text(device),
+            "model_spec": dg.MetadataValue.text(attention_model.model),
+            "precision": dg.MetadataValue.text(precision),
+            "batch_size": dg.MetadataValue.int(batch_size),
+            "per_shard": dg.MetadataValue.md(per_shard.to_markdown(index=False)),
+            "paths": dg.MetadataValue.md("\n".join(f"- `{o.path}`" for o in outcomes)),
+        }
+    )

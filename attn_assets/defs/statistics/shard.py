@@ -1,0 +1,143 @@
+"""Computing one shard: manifest rows in, one atomic Parquet file out. No Dagster here."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from attn_assets.core.extract import extract_records
+from attn_assets.core.loader import ImageRecord
+from attn_assets.storage.layout import HomeLayout
+from attn_assets.storage.parquet import build_shard_results, write_table_atomic
+from attn_assets.storage.schema import METRIC_COLUMNS
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    shard_key: str
+    images: int
+    computed: int
+    failed: int
+    seconds: float
+    path: Path
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+def shard_rows(layout: HomeLayout, shard_key: str) -> pd.DataFrame:
+    """The manifest rows of one shard, in manifest order."""
+    table = pq.read_table(
+        layout.images_parquet,
+        columns=["image_id", "path", "abs_path", "country", "shard_key"],
+        filters=[("shard_key", "=", shard_key)],
+    )
+    return table.to_pandas()
+
+
+class ProgressLog:
+    """Calls `emit(done, total, rate)` at most every `interval_s` seconds, and at the end."""
+
+    def __init__(self, total: int, emit: Callable[[int, int, float], None], interval_s: float = 10.0):
+        self.total, self.emit, self.interval_s = total, emit, interval_s
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.interval_s or done >= self.total:
+            self.last = now
+            self.emit(done, self.total, done / max(now - self.start, 1e-9))
+
+
+def compute_shard(
+    *,
+    layout: HomeLayout,
+    shard_key: str,
+    encoder,
+    model_spec: str,
+    device: str,
+    precision: str,
+    batch_size: int,
+    num_workers: int,
+    logger: logging.Logger | logging.LoggerAdapter,
+    progress_bar: bool = False,
+) -> ShardOutcome:
+    rows = shard_rows(layout, shard_key)
+    if rows.empty:
+        raise ValueError(
+            f"Shard {shard_key} has no images in {layout.images_parquet}. Re-materialize image_manifest, "
+            "or delete the partition if its images left the manifest."
+        )
+    country_by_id = dict(zip(rows["image_id"], rows["country"]))
+    path_by_id = dict(zip(rows["image_id"], rows["path"]))
+    records = [ImageRecord(image_id=i, path=p) for i, p in zip(rows["image_id"], rows["abs_path"])]
+
+    started = time.monotonic()
+    progress = ProgressLog(
+        len(records),
+        lambda done, total, rate: logger.info(
+            "%s: %d / %d images (%.2f images/s)", shard_key, done, total, rate
+        ),
+    )
+    bar = None
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(records), desc=shard_key, unit="img", leave=False)
+
+    ids: list[str] = []
+    metrics: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_COLUMNS}
+    maps: list[np.ndarray] = []
+    sizes: list[tuple[int, int]] = []
+    boxes: list[tuple | None] = []
+    failures: list[tuple[str, str | None, str | None, str]] = []
+    done = 0
+    for batch in extract_records(
+        encoder, records, batch_size=batch_size, device=device, precision=precision, num_workers=num_workers
+    ):
+        ids.extend(batch.image_ids)
+        for name in METRIC_COLUMNS:
+            metrics[name].append(np.asarray(batch.metrics[name]))
+        maps.append(np.asarray(batch.cls_maps, dtype=np.float32))
+        sizes.extend(batch.image_sizes)
+        boxes.extend(batch.crop_boxes)
+        for failure in batch.failures:
+            failures.append(
+                (failure.image_id, path_by_id.get(failure.image_id), country_by_id.get(failure.image_id), failure.reason)
+            )
+            logger.warning("%s: image %s failed: %s", shard_key, failure.image_id, failure.reason)
+        step = len(batch.image_ids) + len(batch.failures)
+        done += step
+        progress(done)
+        if bar is not None:
+            bar.update(step)
+    if bar is not None:
+        bar.close()
+
+    grid = encoder.grid_size
+    cls_maps = np.concatenate(maps) if maps else np.zeros((0, *grid), dtype=np.float32)
+    table = build_shard_results(
+        shard_key=shard_key,
+        image_ids=ids,
+        paths=[path_by_id[i] for i in ids],
+        countries=[country_by_id[i] for i in ids],
+        metrics={name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in metrics.items()},
+        cls_maps=cls_maps,
+        image_sizes=sizes,
+        crop_boxes=boxes,
+        failures=failures,
+        model_spec=model_spec,
+        precision=precision,
+        computed_at=datetime.now(timezone.utc),
+    )
+    path = write_table_atomic(table, layout.shard_parquet(shard_key))
+    return ShardOutcome(shard_key, len(records), len(ids), len(failures), time.monotonic() - started, path)

@@ -1,0 +1,94 @@
+"""Headless materialization of the whole graph in the persistent Dagster instance.
+
+Each stage is a real Dagster run (visible in the UI afterwards); a stage that is up to
+date is skipped, so a second call does nothing unless forced.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from attn_assets.settings import Settings
+
+from attn_assets.defs.manifest.assets import image_manifest
+from attn_assets.defs.manifest.sensors import latest_manifest_fingerprint
+from attn_assets.defs.manifest.sources import manifest_fingerprint
+from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
+from attn_assets.defs.statistics.assets import attention_statistics
+from attn_assets.defs.statistics.schedules import shards_to_fill
+
+
+@dataclass
+class MaterializeSummary:
+    lines: list[str] = field(default_factory=list)
+    failed_runs: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_runs
+
+
+def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
+    records = instance.fetch_materializations(key, limit=1).records
+    return records[0].storage_id if records else 0
+
+
+def _downstream_stale(instance: dg.DagsterInstance, defs: dg.Definitions) -> bool:
+    """True when a downstream asset was never built or is older than the shards or manifest."""
+    job = defs.resolve_job_def("downstream_job")
+    keys = [key for key in job.asset_layer.executable_asset_keys]
+    newest_upstream = max(_latest_storage_id(instance, image_manifest.key),
+                          _latest_storage_id(instance, attention_statistics.key))
+    return any(_latest_storage_id(instance, key) < newest_upstream or _latest_storage_id(instance, key) == 0
+               for key in keys)
+
+
+def materialize_all(force: bool = False, instance: dg.DagsterInstance | None = None) -> MaterializeSummary:
+    from attn_assets.definitions import build_definitions
+
+    defs = build_definitions()
+    instance = instance or dg.DagsterInstance.get()
+    summary = MaterializeSummary()
+    manifest = Settings.from_env().manifest
+
+    def run(job_name: str, label: str, **kwargs) -> bool:
+        started = time.monotonic()
+        result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+        seconds = time.monotonic() - started
+        state = "ok" if result.success else "FAILED"
+        summary.lines.append(f"{label}: {state} in {seconds:.1f} s (run {result.run_id})")
+        if not result.success:
+            summary.failed_runs.append(result.run_id)
+            for event in result.all_events:
+                if event.is_failure and event.event_specific_data is not None:
+                    error = getattr(event.event_specific_data, "error", None)
+                    while error is not None and error.cause is not None:
+                        error = error.cause  # the user's exception, not Dagster's wrapper
+                    if error is not None:
+                        summary.lines.append(f"  {error.message.strip()}")
+        return result.success
+
+    manifest_changed = force or manifest_fingerprint(manifest) != latest_manifest_fingerprint(instance)
+    if manifest_changed:
+        if not run("manifest_job", "image_manifest"):
+            return summary
+    else:
+        summary.lines.append("image_manifest: up to date")
+
+    shard_keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME) if force else shards_to_fill(instance)
+    if shard_keys:
+        from tqdm.auto import tqdm
+
+        for key in tqdm(shard_keys, desc="shards", unit="shard"):
+            run("attention_statistics_job", f"attention_statistics[{key}]", partition_key=key)
+    else:
+        summary.lines.append("attention_statistics: every shard up to date")
+
+    if force or _downstream_stale(instance, defs):
+        run("downstream_job", "warehouse, aggregates, exports, figures")
+    else:
+        summary.lines.append("downstream assets: up to date")
+    return summary
