@@ -41,7 +41,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
     print(f"attn-assets: DAGSTER_HOME={dagster_home}  ATTN_ASSETS_HOME={settings.home}", file=sys.stderr)
     print(f"attn-assets: manifest={settings.manifest}  model={settings.model}", file=sys.stderr)
-    summary = materialize_all(force=args.force)
+    summary = materialize_all(force=args.force, log_level="DEBUG" if args.verbose else "WARNING")
     for line in summary.lines:
         print(line)
     return EXIT_OK if summary.ok else EXIT_FAILED
@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("materialize", help="materialize every asset and every missing shard, headless")
     p.add_argument("--force", action="store_true", help="recompute everything, even what is up to date")
+    p.add_argument("--verbose", action="store_true", help="print every Dagster event (default: warnings only)")
     p.set_defaults(func=cmd_materialize)
 
     p = sub.add_parser("extract", help="run the attention core on images or folders, no Dagster")

@@ -46,7 +46,9 @@ def _downstream_stale(instance: dg.DagsterInstance, defs: dg.Definitions) -> boo
                for key in keys)
 
 
-def materialize_all(force: bool = False, instance: dg.DagsterInstance | None = None) -> MaterializeSummary:
+def materialize_all(
+    force: bool = False, instance: dg.DagsterInstance | None = None, log_level: str = "INFO"
+) -> MaterializeSummary:
     from attn_assets.definitions import build_definitions
 
     defs = build_definitions()
@@ -56,7 +58,10 @@ def materialize_all(force: bool = False, instance: dg.DagsterInstance | None = N
 
     def run(job_name: str, label: str, **kwargs) -> bool:
         started = time.monotonic()
-        result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+        run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, raise_on_error=False, run_config=run_config, **kwargs
+        )
         seconds = time.monotonic() - started
         state = "ok" if result.success else "FAILED"
         summary.lines.append(f"{label}: {state} in {seconds:.1f} s (run {result.run_id})")

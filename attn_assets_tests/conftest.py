@@ -152,3 +152,7 @@ def bad_images(tmp_path_factory, sample_images) -> dict[str, tuple[Path, str]]:
     (root / "bomb.png").write_bytes(buffer.getvalue())
     cases["bomb"] = (root / "bomb.png", "decompression bomb")
     return cases
+
+
+# Pipeline fixtures (temp ATTN_ASSETS_HOME + DAGSTER_HOME, OSV-5M manifests) for every test folder.
+from attn_assets_tests.defs.conftest import instance, pipeline_env  # noqa: E402,F401

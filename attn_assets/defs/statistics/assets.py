@@ -1,6 +1,8 @@
 """attention_statistics: the model run, one partition per shard."""
 
 
+import warnings
+
 import dagster as dg
 import pandas as pd
 
@@ -14,12 +16,16 @@ from attn_assets.storage.parquet import remove_stale_temporaries
 STATISTICS_CODE_VERSION = "1"
 SHARDS_PER_RUN = 4
 
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)  # backfill_policy is beta in 1.13, and is what we want
+    _MULTI_RUN_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=SHARDS_PER_RUN)
+
 
 @dg.asset(
     group_name="statistics",
     deps=[image_manifest],
     partitions_def=shard_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=SHARDS_PER_RUN),
+    backfill_policy=_MULTI_RUN_BACKFILL,
     pool="gpu",
     kinds={"pytorch", "parquet"},
     owners=["team:attn-assets"],
