@@ -5,7 +5,7 @@ no global backend change) and written atomically. Attention maps are always plac
 region the model saw (the processor's center crop), never stretched over the whole photo.
 """
 
-from .atomic import atomic_directory, atomic_file, cleanup_stale
+from attn_assets.storage.atomic import atomic_directory, atomic_file, cleanup_stale
 from .countries import render_country_boxplots, render_country_mean_maps, top_countries
 from .distributions import DISTRIBUTION_METRICS, describe, render_distributions
 from .diverse import HEADLINE_METRICS, render_diverse_grid, select_diverse

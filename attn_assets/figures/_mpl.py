@@ -16,7 +16,7 @@ from typing import Iterator
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .atomic import atomic_file
+from attn_assets.storage.atomic import atomic_file
 
 DEFAULT_DPI = 100
 

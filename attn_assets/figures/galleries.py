@@ -18,7 +18,7 @@ from typing import Iterator, Mapping
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_directory, atomic_file
+from attn_assets.storage.atomic import atomic_directory, atomic_file
 from .geometry import DEFAULT_CROP_SIZE, DEFAULT_SHORTEST_EDGE, Box
 from .triptych import render_triptych
 

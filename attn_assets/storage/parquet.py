@@ -1,16 +1,15 @@
 """Per-shard Parquet files: written whole or not at all.
 
 A shard file is the unit of work of the `attention_statistics` asset. It is written to a
-temporary name in the same folder and renamed over the target, so a run killed mid-shard
-leaves the previous version (or nothing), never half a file.
+temporary name in the same folder, synced and renamed over the target, so a run killed
+mid-shard leaves the previous version (or nothing), never half a file.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -18,31 +17,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from attn_assets.storage.schema import METRIC_COLUMNS, SHARD_RESULTS
+from attn_assets.storage.atomic import atomic_file
+from attn_assets.storage.schema import METRIC_COLUMNS, SHARD_ANALYSIS_COLUMNS, SHARD_RESULTS
+
+HEAD_MAP_SUM_KEY = b"attn_assets.head_map_sum"
 
 TMP_MARKER = ".tmp-"
 
 
-@contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `target`; on success rename it over `target`."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}{TMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        yield tmp
-        if tmp.exists():
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_table_atomic(table: pa.Table, target: Path) -> Path:
-    with atomic_path(target) as tmp:
+    with atomic_file(target) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
     return Path(target)
 
 
@@ -71,8 +58,14 @@ def build_shard_results(
     model_spec: str,
     precision: str,
     computed_at: datetime,
+    analyses: dict | None = None,
 ) -> pa.Table:
     """Assemble one shard's rows in the SHARD_RESULTS schema.
+
+    `analyses` (optional) maps each SHARD_ANALYSIS_COLUMNS name to one value per computed image
+    (lists for the ``layer_*`` / ``head_*`` / ``artifact_indices`` columns), plus ``head_map_sum``
+    ``[heads, N]`` (float64 sum over the shard's images of each last-layer head's CLS row), which is
+    kept in the file's key-value metadata so the per-head mean maps need no per-image storage.
 
     `cls_maps` is float32 [n_ok, grid_h, grid_w], row i belonging to image_ids[i];
     `image_sizes` are (width, height) and `crop_boxes` the model's view (left, top, right,
@@ -110,11 +103,47 @@ def build_shard_results(
         "grid_height": [grid_h] * n_ok + [None] * n_failed,
         "grid_width": [grid_w] * n_ok + [None] * n_failed,
         "cls_map": list(flat_maps) + [None] * n_failed,
+        **_analysis_columns(analyses, n_ok, n_failed),
         "model_spec": [model_spec] * n,
         "precision": [precision] * n,
         "computed_at": [computed_at.replace(tzinfo=None)] * n,
     }
-    return pa.table(columns, schema=SHARD_RESULTS.arrow_schema())
+    table = pa.table(columns, schema=SHARD_RESULTS.arrow_schema())
+    head_sum = (analyses or {}).get("head_map_sum")
+    if head_sum is not None and n_ok:
+        head_sum = np.asarray(head_sum, dtype=np.float64)
+        payload = {"count": n_ok, "shape": list(head_sum.shape), "sum": head_sum.ravel().tolist()}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), HEAD_MAP_SUM_KEY: json.dumps(payload)})
+    return table
+
+
+def _analysis_columns(analyses: dict | None, n_ok: int, n_failed: int) -> dict[str, list]:
+    """The SHARD_ANALYSIS_COLUMNS as Python lists (None for failed images, or all None without analyses)."""
+    out = {}
+    for column in SHARD_ANALYSIS_COLUMNS:
+        if analyses is None or column.name not in analyses or not n_ok:
+            out[column.name] = [None] * (n_ok + n_failed)
+            continue
+        values = analyses[column.name]
+        if len(values) != n_ok:
+            raise ValueError(f"{len(values)} values of {column.name} for {n_ok} images")
+        if column.sql_type.endswith("[]"):
+            cast = int if column.sql_type in ("BIGINT[]", "INTEGER[]") else float
+            rows = [[cast(v) for v in np.asarray(row).ravel()] for row in values]
+        else:
+            cast = int if column.sql_type in ("BIGINT", "INTEGER") else float
+            rows = [cast(v) for v in np.asarray(values)]
+        out[column.name] = rows + [None] * n_failed
+    return out
+
+
+def read_head_map_sum(shard_file: Path) -> tuple[np.ndarray, int] | None:
+    """(sum over the shard's images of each last-layer head's CLS row ``[heads, N]``, image count), or None."""
+    metadata = pq.read_schema(shard_file).metadata or {}
+    if HEAD_MAP_SUM_KEY not in metadata:
+        return None
+    payload = json.loads(metadata[HEAD_MAP_SUM_KEY])
+    return np.asarray(payload["sum"], dtype=np.float64).reshape(payload["shape"]), int(payload["count"])
 
 
 def read_cls_maps(

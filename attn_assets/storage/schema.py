@@ -26,6 +26,10 @@ _ARROW_TYPES = {
     "INTEGER": pa.int32(),
     "TIMESTAMP": pa.timestamp("us"),
     "FLOAT[]": pa.list_(pa.float32()),
+    "DOUBLE[]": pa.list_(pa.float64()),
+    "BIGINT[]": pa.list_(pa.int64()),
+    "INTEGER[]": pa.list_(pa.int32()),
+    "BOOLEAN": pa.bool_(),
     "JSON": pa.string(),
 }
 
@@ -76,6 +80,80 @@ def _metric_columns() -> tuple[Column, ...]:
     )
 
 
+# --- beyond the seed (issue 7): names shared by the shard Parquet and the warehouse tables
+
+SPATIAL_COLUMNS: tuple[str, ...] = (
+    "attention_com_x",
+    "attention_com_y",
+    "attention_com_distance",
+    "attention_center_distance",
+    "attention_share_top",
+    "attention_share_middle",
+    "attention_share_bottom",
+    "attention_share_left",
+    "attention_share_right",
+)
+_SPATIAL_DESCRIPTIONS = {
+    "attention_com_x": "attention centre of mass, x in [0, 1] from the left edge of the model's view (centre crop)",
+    "attention_com_y": "attention centre of mass, y in [0, 1] from the top edge of the model's view",
+    "attention_com_distance": "distance of the centre of mass from the view's centre (0.5, 0.5)",
+    "attention_center_distance": "attention-weighted mean distance of the patch centres from the view's centre",
+    "attention_share_top": "share of the (renormalized) attention in the top third of the view",
+    "attention_share_middle": "share of the attention in the middle third (by height)",
+    "attention_share_bottom": "share of the attention in the bottom third",
+    "attention_share_left": "share of the attention in the left half",
+    "attention_share_right": "share of the attention in the right half",
+}
+PERMUTED_SPATIAL_COLUMNS: tuple[str, ...] = tuple(f"{name}_permuted" for name in SPATIAL_COLUMNS)
+LAYER_LIST_COLUMNS: tuple[str, ...] = tuple(f"layer_{name}" for name in METRIC_COLUMNS)
+HEAD_LIST_COLUMNS: tuple[str, ...] = tuple(f"head_{name}" for name in METRIC_COLUMNS)
+WITHOUT_ARTIFACT_COLUMNS: tuple[str, ...] = tuple(f"{name}_without_artifacts" for name in METRIC_COLUMNS)
+ARTIFACT_SCALAR_COLUMNS: tuple[str, ...] = (
+    "artifact_count", "artifact_attention_share", "artifact_norm_median", "artifact_norm_threshold", "artifact_norm_max",
+)
+
+
+def _list_metric_columns(prefix: str, what: str) -> tuple[Column, ...]:
+    return tuple(
+        Column(f"{prefix}_{name}", "BIGINT[]" if name == "num_high_attention_patches" else "DOUBLE[]",
+               f"{_METRIC_DESCRIPTIONS[name]}, {what}")
+        for name in METRIC_COLUMNS
+    )
+
+
+def _spatial_columns(suffix: str = "", what: str = "") -> tuple[Column, ...]:
+    return tuple(Column(f"{name}{suffix}", "DOUBLE", _SPATIAL_DESCRIPTIONS[name] + what) for name in SPATIAL_COLUMNS)
+
+
+_ARTIFACT_COLUMNS = (
+    Column("artifact_count", "BIGINT", "artifact patches: last-layer output-token norm > median + 5 * 1.4826 * MAD"),
+    Column("artifact_attention_share", "DOUBLE", "share of the CLS-to-patch attention taken by the artifact patches"),
+    Column("artifact_norm_median", "DOUBLE", "median output-token norm of the image's patches"),
+    Column("artifact_norm_threshold", "DOUBLE", "the image's artifact threshold (median + 5 * 1.4826 * MAD)"),
+    Column("artifact_norm_max", "DOUBLE", "largest output-token norm of the image's patches"),
+)
+
+
+def _without_artifact_columns() -> tuple[Column, ...]:
+    return tuple(
+        Column(f"{name}_without_artifacts", "BIGINT" if name == "num_high_attention_patches" else "DOUBLE",
+               f"{_METRIC_DESCRIPTIONS[name]}, artifact patches removed from the CLS row")
+        for name in METRIC_COLUMNS
+    )
+
+
+# Columns of the same-pass analyses in the shard Parquet (absent from shards written before issue 7).
+SHARD_ANALYSIS_COLUMNS: tuple[Column, ...] = (
+    *_list_metric_columns("layer", "per layer (index = 0-based layer), heads averaged"),
+    *_list_metric_columns("head", "per last-layer head (index = head)"),
+    Column("head_similarity", "DOUBLE", "mean pairwise cosine similarity of the last layer's per-head CLS maps"),
+    *_ARTIFACT_COLUMNS,
+    Column("artifact_indices", "INTEGER[]", "row-major patch indices of the artifact patches"),
+    *_without_artifact_columns(),
+    *_spatial_columns(),
+    *_spatial_columns("_permuted", " (patches shuffled with a seeded per-image permutation: no-structure baseline)"),
+)
+
 _PROVENANCE = (
     Column("model_spec", "VARCHAR", "model spec that produced the row (ATTN_ASSETS_MODEL)", nullable=False),
     Column("precision", "VARCHAR", "fp32 or bf16", nullable=False),
@@ -102,6 +180,7 @@ SHARD_RESULTS = Table(
         Column("grid_height", "INTEGER", "patch rows of the CLS map"),
         Column("grid_width", "INTEGER", "patch columns of the CLS map"),
         Column("cls_map", "FLOAT[]", "head-averaged last-layer CLS-to-patch attention, row-major"),
+        *SHARD_ANALYSIS_COLUMNS,
         *_PROVENANCE,
     ),
     key=("image_id",),
@@ -136,6 +215,103 @@ ATTENTION_STATISTICS = Table(
         Column("country", "VARCHAR", "ISO 3166-1 alpha-2 code"),
         *_metric_columns(),
         Column("num_patches", "BIGINT", "patches in the CLS map (576 for StreetCLIP)"),
+        *_PROVENANCE,
+        Column("head_similarity", "DOUBLE", "mean pairwise cosine similarity of the last layer's per-head CLS maps"),
+    ),
+    key=("image_id",),
+)
+
+_IMAGE_KEY = (
+    Column("image_id", "VARCHAR", "manifest image id", nullable=False),
+    Column("shard_key", "VARCHAR", "partition that computed the row", nullable=False),
+    Column("country", "VARCHAR", "ISO 3166-1 alpha-2 code"),
+)
+
+LAYER_STATISTICS = Table(
+    name="layer_statistics",
+    description="The six metrics of every layer's head-averaged CLS attention (same forward pass as attention_statistics).",
+    columns=(*_IMAGE_KEY, Column("layer", "INTEGER", "0-based layer (the last one is attention_statistics)", nullable=False),
+             *_metric_columns()),
+    key=("image_id", "layer"),
+)
+
+HEAD_STATISTICS = Table(
+    name="head_statistics",
+    description="The six metrics of each last-layer head's CLS attention (heads not averaged).",
+    columns=(*_IMAGE_KEY, Column("head", "INTEGER", "0-based attention head of the last layer", nullable=False),
+             *_metric_columns()),
+    key=("image_id", "head"),
+)
+
+ARTIFACT_STATISTICS = Table(
+    name="artifact_statistics",
+    description=("High-norm artifact tokens (Darcet et al. 2023) per image and the six metrics recomputed with "
+                 "them removed from the CLS row."),
+    columns=(*_IMAGE_KEY, Column("num_patches", "BIGINT", "patches in the CLS map"), *_ARTIFACT_COLUMNS,
+             Column("artifact_indices", "INTEGER[]", "row-major patch indices of the artifact patches"),
+             *_without_artifact_columns()),
+    key=("image_id",),
+)
+
+SPATIAL_STATISTICS = Table(
+    name="spatial_statistics",
+    description="Where the last-layer CLS attention lies in the model's view, and the same for a seeded permutation.",
+    columns=(*_IMAGE_KEY, *_spatial_columns(),
+             *_spatial_columns("_permuted", " (patches shuffled with a seeded per-image permutation: no-structure baseline)")),
+    key=("image_id",),
+)
+
+METRIC_BASELINES = Table(
+    name="metric_baselines",
+    description=("Each metric's mean over images beside its value under uniform attention (closed form) and "
+                 "under a seeded per-image patch permutation (equal to the real value for the six "
+                 "permutation-invariant seed metrics)."),
+    columns=(
+        Column("metric", "VARCHAR", "metric or spatial statistic", nullable=False),
+        Column("num_patches", "BIGINT", "patches per map the uniform value is computed for", nullable=False),
+        Column("images", "BIGINT", "images averaged"),
+        Column("real_mean", "DOUBLE", "mean over images"),
+        Column("real_std", "DOUBLE", "sample std over images"),
+        Column("uniform", "DOUBLE", "value for uniform attention over the patches (closed form)"),
+        Column("permuted_mean", "DOUBLE", "mean over images of the value with the patches shuffled"),
+        Column("permutation_invariant", "BOOLEAN", "true when shuffling the patches cannot change the value"),
+        Column("source_table", "VARCHAR", "table holding the per-image values"),
+    ),
+    key=("metric", "num_patches"),
+)
+
+ROLLOUT_RESULTS = Table(
+    name="rollout_results",
+    description="One Parquet file per shard (analyses/rollout/<shard>.parquet): rollout metrics and maps.",
+    columns=(
+        *_IMAGE_KEY,
+        *_metric_columns(),
+        Column("grid_height", "INTEGER", "patch rows of the rollout map"),
+        Column("grid_width", "INTEGER", "patch columns of the rollout map"),
+        Column("rollout_map", "FLOAT[]", "CLS row of the attention rollout (CLS column dropped), row-major"),
+        *_PROVENANCE,
+    ),
+    key=("image_id",),
+)
+
+ROLLOUT_STATISTICS = Table(
+    name="rollout_statistics",
+    description=("The six metrics of the attention-rollout map (Abnar & Zuidema 2020): head-averaged attention, "
+                 "rownorm(0.5 A + 0.5 I), multiplied through all layers, CLS row."),
+    columns=(*_IMAGE_KEY, *_metric_columns(), Column("num_patches", "BIGINT", "patches in the rollout map"), *_PROVENANCE),
+    key=("image_id",),
+)
+
+ABLATION_STATISTICS = Table(
+    name="ablation_statistics",
+    description=("Cosine distance between the CLS embedding of the original image and of the image with its top-k "
+                 "attended patches (or, as control, k random patches) masked with the mean pixel; k = 10% of patches."),
+    columns=(
+        *_IMAGE_KEY,
+        Column("ablation_k", "BIGINT", "patches masked"),
+        Column("topk_attention_share", "DOUBLE", "share of the CLS attention on the masked top-k patches"),
+        Column("cosine_distance_topk", "DOUBLE", "1 - cos(original, top-k masked) CLS embedding"),
+        Column("cosine_distance_random", "DOUBLE", "1 - cos(original, random-k masked) CLS embedding (control)"),
         *_PROVENANCE,
     ),
     key=("image_id",),
@@ -207,6 +383,13 @@ WAREHOUSE_TABLES: tuple[Table, ...] = (
     MANIFEST_REJECTIONS,
     COUNTRY_AGGREGATES,
     SHARD_LOADS,
+    LAYER_STATISTICS,
+    HEAD_STATISTICS,
+    ARTIFACT_STATISTICS,
+    SPATIAL_STATISTICS,
+    METRIC_BASELINES,
+    ROLLOUT_STATISTICS,
+    ABLATION_STATISTICS,
 )
 
 # The seed's attention_statistics.csv columns, in its documented order.

@@ -20,7 +20,11 @@ import duckdb
 import pandas as pd
 
 from attn_assets.storage.schema import (
+    ARTIFACT_STATISTICS,
     ATTENTION_STATISTICS,
+    HEAD_STATISTICS,
+    LAYER_STATISTICS,
+    SPATIAL_STATISTICS,
     COUNTRY_AGGREGATES,
     IMAGE_FAILURES,
     IMAGES,
@@ -47,6 +51,48 @@ def _is_lock_error(error: Exception) -> bool:
 def _select_list(table: Table, source_alias: str = "s", overrides: Mapping[str, str] | None = None) -> str:
     overrides = overrides or {}
     return ", ".join(overrides.get(c, f'{source_alias}."{c}"') + f' AS "{c}"' for c in table.column_names)
+
+
+# Tables filled from the shard Parquet by replace_shard, in the same transaction as attention_statistics.
+SAME_PASS_TABLES: tuple[Table, ...] = (LAYER_STATISTICS, HEAD_STATISTICS, ARTIFACT_STATISTICS, SPATIAL_STATISTICS)
+
+
+def _add_missing_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """Columns added to a table's schema after its warehouse was created (e.g. head_similarity)."""
+    for table in WAREHOUSE_TABLES:
+        have = {row[0] for row in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main'",
+            [table.name]).fetchall()}
+        for column in table.columns:
+            if column.name not in have:
+                con.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {column.sql_type}')
+
+
+def _unnest_insert(table: Table, index: str, prefix: str, first: str) -> str:
+    """INSERT the per-layer / per-head list columns of the shard file as one row per list element."""
+    lists = ", ".join(f'unnest(s."{prefix}{m}") AS "{m}"' for m in METRIC_COLUMNS)
+    return (
+        f'INSERT INTO "{table.name}" BY NAME SELECT s.image_id, s.shard_key, s.country, '
+        f'unnest(range(len(s."{first}"))) AS "{index}", {lists} '
+        f"FROM read_parquet(?) s WHERE s.status = 'ok' AND s.shard_key = ? AND s.\"{first}\" IS NOT NULL"
+    )
+
+
+def _same_pass_inserts(present: set[str]) -> list[str]:
+    """INSERTs of the same-pass analysis tables from one shard file (none for pre-issue-7 files)."""
+    statements = []
+    if f"layer_{METRIC_COLUMNS[0]}" in present:
+        statements.append(_unnest_insert(LAYER_STATISTICS, "layer", "layer_", f"layer_{METRIC_COLUMNS[0]}"))
+    if f"head_{METRIC_COLUMNS[0]}" in present:
+        statements.append(_unnest_insert(HEAD_STATISTICS, "head", "head_", f"head_{METRIC_COLUMNS[0]}"))
+    for table, marker in ((ARTIFACT_STATISTICS, "artifact_count"), (SPATIAL_STATISTICS, "attention_com_x")):
+        if marker in present:
+            select = _select_list(table, overrides={"num_patches": "s.grid_height * s.grid_width"})
+            statements.append(
+                f'INSERT INTO "{table.name}" BY NAME SELECT {select} FROM read_parquet(?) s '
+                f"WHERE s.status = 'ok' AND s.shard_key = ? AND s.\"{marker}\" IS NOT NULL"
+            )
+    return statements
 
 
 class Warehouse:
@@ -115,6 +161,7 @@ class Warehouse:
                 try:
                     for table in WAREHOUSE_TABLES:
                         con.execute(table.create_sql())
+                    _add_missing_columns(con)
                     yield con
                 finally:
                     con.close()
@@ -184,16 +231,21 @@ class Warehouse:
         """Swap one shard's rows for the file's, in ONE transaction: readers see old or new, never a gap."""
         stat = shard_parquet.stat()
         source = "read_parquet(?) s"
+        present = {row[0] for row in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(shard_parquet)]).fetchall()}
+        # shards written before issue 7 lack the analysis columns: NULL there, no per-layer/head/... rows
+        absent = {c: "NULL" for c in ATTENTION_STATISTICS.column_names if c not in present and c != "num_patches"}
         con.execute("BEGIN TRANSACTION")
         try:
-            for table in (ATTENTION_STATISTICS, IMAGE_FAILURES):
+            for table in (ATTENTION_STATISTICS, IMAGE_FAILURES, *SAME_PASS_TABLES):
                 con.execute(f'DELETE FROM "{table.name}" WHERE shard_key = ?', [shard_key])
             con.execute(
                 f'INSERT INTO "{ATTENTION_STATISTICS.name}" BY NAME SELECT '
-                f"{_select_list(ATTENTION_STATISTICS, overrides={'num_patches': 's.grid_height * s.grid_width'})} "
+                f"{_select_list(ATTENTION_STATISTICS, overrides={'num_patches': 's.grid_height * s.grid_width', **absent})} "
                 f"FROM {source} WHERE s.status = 'ok' AND s.shard_key = ?",
                 [str(shard_parquet), shard_key],
             )
+            for sql in _same_pass_inserts(present):
+                con.execute(sql, [str(shard_parquet), shard_key])
             con.execute(
                 f'INSERT INTO "{IMAGE_FAILURES.name}" BY NAME SELECT '
                 f"{_select_list(IMAGE_FAILURES, overrides={'reason': 's.failure_reason'})} "
@@ -221,7 +273,7 @@ class Warehouse:
         """Remove a shard that no longer has a Parquet file (e.g. its partition was deleted)."""
         con.execute("BEGIN TRANSACTION")
         try:
-            for table in (ATTENTION_STATISTICS, IMAGE_FAILURES, SHARD_LOADS):
+            for table in (ATTENTION_STATISTICS, IMAGE_FAILURES, SHARD_LOADS, *SAME_PASS_TABLES):
                 con.execute(f'DELETE FROM "{table.name}" WHERE shard_key = ?', [shard_key])
             con.execute("COMMIT")
         except BaseException:
@@ -274,3 +326,39 @@ class Warehouse:
                 con.execute("ROLLBACK")
                 raise
             return con.execute(f'SELECT count(*) FROM "{COUNTRY_AGGREGATES.name}"').fetchone()[0]
+
+    def replace_analysis_shard(self, table: Table, shard_key: str, parquet: Path | None,
+                               overrides: Mapping[str, str] | None = None) -> int:
+        """Swap one shard's rows of an own-pass analysis table (rollout, ablation) for the file's, in one
+        transaction; ``parquet`` None removes the shard's rows."""
+        with self.writer() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f'DELETE FROM "{table.name}" WHERE shard_key = ?', [shard_key])
+                if parquet is not None:
+                    con.execute(
+                        f'INSERT INTO "{table.name}" BY NAME SELECT {_select_list(table, overrides=overrides)} '
+                        "FROM read_parquet(?) s WHERE s.shard_key = ?",
+                        [str(parquet), shard_key],
+                    )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            return con.execute(f'SELECT count(*) FROM "{table.name}" WHERE shard_key = ?', [shard_key]).fetchone()[0]
+
+    def replace_table(self, table: Table, frame: pd.DataFrame) -> int:
+        """Replace a whole small table (e.g. metric_baselines) with ``frame``, in one transaction, by name."""
+        with self.writer() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f'DELETE FROM "{table.name}"')
+                if len(frame):
+                    con.register("_replacement", frame)
+                    con.execute(f'INSERT INTO "{table.name}" BY NAME SELECT {_select_list(table)} FROM _replacement s')
+                    con.unregister("_replacement")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            return con.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]

@@ -112,7 +112,7 @@ def test_atomic_directory_crash_keeps_previous(tmp_path):
 
 
 def test_atomic_directory_fallback_without_exchange(tmp_path, monkeypatch):
-    import attn_assets.figures.atomic as atomic
+    import attn_assets.storage.atomic as atomic
 
     monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
     target = tmp_path / "folder"

@@ -8,7 +8,7 @@ from attn_assets.defs.metadata import table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
 from attn_assets.defs.statistics.assets import attention_statistics
 from attn_assets.resources import PipelineResource, WarehouseResource
-from attn_assets.storage.parquet import atomic_path
+from attn_assets.storage.atomic import atomic_file
 from attn_assets.storage.schema import (
     ATTENTION_STATISTICS,
     COUNTRY_AGGREGATES,
@@ -105,7 +105,7 @@ def attention_statistics_csv(
     target = pipeline.layout.statistics_csv
     store = warehouse.warehouse(context.log)
     columns = ", ".join(f'"{c}"' for c in SEED_CSV_COLUMNS)
-    with store.reader() as con, atomic_path(target) as tmp:
+    with store.reader() as con, atomic_file(target) as tmp:
         con.execute(
             f'COPY (SELECT {columns} FROM "{ATTENTION_STATISTICS.name}" ORDER BY image_id) TO ? (HEADER, DELIMITER \',\')',
             [str(tmp)],
