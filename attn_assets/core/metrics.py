@@ -10,14 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-METRIC_NAMES = (
-    "attention_entropy",
-    "attention_max",
-    "attention_concentration_top10",
-    "attention_concentration_top25",
-    "num_high_attention_patches",
-    "attention_spread",
-)
+from attn_assets.metric_names import METRIC_NAMES  # noqa: F401 (re-exported)
 
 
 def attention_metrics(cls_attention: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ from typing import Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.storage.atomic import atomic_directory, atomic_file
 from .geometry import DEFAULT_CROP_SIZE, DEFAULT_SHORTEST_EDGE, Box
 from .triptych import render_triptych
@@ -25,14 +26,7 @@ from .triptych import render_triptych
 logger = logging.getLogger(__name__)
 
 #: The seed's metric columns, in the order index.csv lists them.
-METRIC_COLUMNS = [
-    "attention_entropy",
-    "attention_max",
-    "attention_concentration_top10",
-    "attention_concentration_top25",
-    "num_high_attention_patches",
-    "attention_spread",
-]
+METRIC_COLUMNS = list(METRIC_NAMES)
 
 #: Seed gallery folder -> (metric, highest first?).
 GALLERIES: dict[str, tuple[str, bool]] = {

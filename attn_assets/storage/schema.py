@@ -10,14 +10,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-METRIC_COLUMNS: tuple[str, ...] = (
-    "attention_entropy",
-    "attention_max",
-    "attention_concentration_top10",
-    "attention_concentration_top25",
-    "num_high_attention_patches",
-    "attention_spread",
-)
+from attn_assets.metric_names import METRIC_NAMES
+
+METRIC_COLUMNS: tuple[str, ...] = METRIC_NAMES  # the seed's six metrics, as the core names them
 
 _ARROW_TYPES = {
     "VARCHAR": pa.string(),
