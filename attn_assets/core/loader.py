@@ -71,13 +71,36 @@ def describe_failure(path: str | Path, error: BaseException) -> str:
                 return "empty file (0 bytes)"
         except OSError:
             pass
-        return "not a readable image (cannot identify image file)"
+        return f"not a readable image (cannot identify image file{_sniff_text(path)})"
     text = str(error).strip() or type(error).__name__
+    if isinstance(error, SyntaxError):  # PIL's "broken PNG file (bad header checksum ...)" and the like
+        return f"corrupt image file ({text})"
     if "truncated" in text.lower():
         return f"truncated image file ({text})"
     if isinstance(error, OSError):
         return f"could not read or decode image ({text})"
     return f"could not preprocess image ({type(error).__name__}: {text})"
+
+
+def _sniff_text(path: str | Path) -> str:
+    """'; it is an HTML page ...' / '; it is a text file' when the first bytes say so, else ''."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return ""
+    lowered = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if lowered.startswith((b"<!doctype html", b"<html")) or b"<html" in lowered[:256]:
+        return "; it is an HTML page, e.g. an error page saved under an image name"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not just a character cut at the 512-byte boundary
+            return ""
+        text = head[: error.start].decode("utf-8")
+    if text and all(ch.isprintable() or ch in "\r\n\t" for ch in text):
+        return "; it is a text file"
+    return ""
 
 
 def load_one(record: ImageRecord, preprocess: Preprocessor) -> tuple[torch.Tensor, tuple[int, int]] | ImageFailure:

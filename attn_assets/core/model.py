@@ -408,6 +408,12 @@ def _load_pretrained(spec: str) -> tuple[nn.Module, object]:
     model_type = getattr(config, "model_type", "")
     if model_type.startswith(_NO_CLS_TOKEN):
         raise ModelLoadError(f"{spec!r} is a {model_type} model, which has no CLS token to take attention from")
+    vision_config = getattr(config, "vision_config", config)
+    if not all(hasattr(vision_config, name) for name in ("image_size", "patch_size", "num_attention_heads")):
+        raise ModelLoadError(
+            f"{spec!r} is a {model_type or 'unknown'} model, not a Vision Transformer with a CLS token. "
+            "Set ATTN_ASSETS_MODEL to a CLIP vision model (e.g. geolocal/StreetCLIP), a CLIPModel or a ViTModel"
+        )
     cls = _model_class(model_type)
     kwargs = dict(common, use_safetensors=safetensors, output_loading_info=True)
     if not safetensors:
@@ -416,6 +422,8 @@ def _load_pretrained(spec: str) -> tuple[nn.Module, object]:
         kwargs["add_pooling_layer"] = False
     try:
         model, info = cls.from_pretrained(repo, **kwargs)
+    except RuntimeError as error:  # e.g. weights whose shapes do not match the config
+        raise ModelLoadError(f"the weights of {spec!r} do not fit its config.json: {error}") from error
     except OSError as error:
         if not local.is_dir() and "safetensors" in str(error) and _pickle_allowed():
             kwargs.update(use_safetensors=False, weights_only=True)

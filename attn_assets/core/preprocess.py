@@ -31,10 +31,20 @@ def load_rgb(path: str | Path) -> Image.Image:
     - Animated GIF / multi-page TIFF: the first frame.
     - PIL's decompression-bomb limit is kept (raises ``Image.DecompressionBombError``) and
       truncated files raise ``OSError`` (``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False).
+    - PNG chunk checksums are verified first (PIL's decoder never checks the IDAT CRCs, so a
+      corrupted file would otherwise decode silently); a mismatch raises ``SyntaxError``.
     """
     with Image.open(path) as image:
+        if image.format == "PNG":
+            _verify_png(path)
         image.seek(0)
         return to_rgb(image)
+
+
+def _verify_png(path: str | Path) -> None:
+    """Check every chunk's CRC (reads the file once more, no decoding)."""
+    with Image.open(path) as probe:
+        probe.verify()
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
