@@ -129,15 +129,19 @@ def cmd_sql(args: argparse.Namespace) -> int:
     import duckdb
 
     from attn_assets.storage.layout import HomeLayout
-    from attn_assets.storage.warehouse import Warehouse
+    from attn_assets.storage.warehouse import Warehouse, WarehouseBusyError
 
     path = Path(args.database) if args.database else HomeLayout(S.Settings.from_env().home).warehouse_path
     try:
         frame = Warehouse(path, wait_timeout_s=args.wait).query(args.query)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, WarehouseBusyError) as error:
         return _fail(str(error), EXIT_FAILED)
     except duckdb.Error as error:
-        return _fail(f"query failed: {error}", EXIT_FAILED)
+        message = str(error).strip()
+        if "read-only" in message.lower() or "read only" in message.lower():
+            message += (f"\n`attn-assets sql` opens {path} read-only; the warehouse is changed only by "
+                        "materializing its assets")
+        return _fail(f"query failed: {message}", EXIT_FAILED)
     if args.csv:
         frame.to_csv(sys.stdout, index=False)
     elif args.json:

@@ -37,6 +37,10 @@ from attn_assets.storage.schema import (
 
 log = logging.getLogger(__name__)
 
+# Written in the v1.5 storage format so the DuckDB CLI from PyPI (duckdb-cli 1.5.x, the newest
+# published) can open the warehouse; the setting sticks to the file.
+_FILE_FORMAT = {"storage_compatibility_version": "v1.5.0"}
+
 _LOCK_ERROR_HINTS = ("could not set lock", "conflicting lock", "lock on file")
 
 
@@ -126,7 +130,7 @@ class Warehouse:
         delay = self.retry_interval_s
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                return duckdb.connect(str(self.path), read_only=read_only, config=_FILE_FORMAT)
             except duckdb.Error as error:
                 if not _is_lock_error(error):
                     raise
