@@ -18,7 +18,7 @@ from attn_assets.defs.manifest.sensors import latest_manifest_fingerprint
 from attn_assets.defs.manifest.sources import manifest_fingerprint
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
 from attn_assets.defs.statistics.assets import attention_statistics
-from attn_assets.defs.statistics.schedules import shards_to_fill
+from attn_assets.defs.statistics.schedules import fail_dead_local_runs, local_run_tags, shards_to_fill
 
 
 @dataclass
@@ -40,8 +40,11 @@ def _downstream_stale(instance: dg.DagsterInstance, defs: dg.Definitions) -> boo
     """True when a downstream asset was never built or is older than the shards or manifest."""
     job = defs.resolve_job_def("downstream_job")
     keys = [key for key in job.asset_layer.executable_asset_keys]
+    from attn_assets.defs.analyses.assets import SHARD_ANALYSIS_ASSETS
+
     newest_upstream = max(_latest_storage_id(instance, image_manifest.key),
-                          _latest_storage_id(instance, attention_statistics.key))
+                          _latest_storage_id(instance, attention_statistics.key),
+                          *(_latest_storage_id(instance, asset.key) for asset in SHARD_ANALYSIS_ASSETS))
     return any(_latest_storage_id(instance, key) < newest_upstream or _latest_storage_id(instance, key) == 0
                for key in keys)
 
@@ -60,7 +63,7 @@ def materialize_all(
         started = time.monotonic()
         run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
         result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, raise_on_error=False, run_config=run_config, **kwargs
+            instance=instance, raise_on_error=False, run_config=run_config, tags=local_run_tags(), **kwargs
         )
         seconds = time.monotonic() - started
         state = "ok" if result.success else "FAILED"
@@ -70,8 +73,8 @@ def materialize_all(
             for event in result.all_events:
                 if event.is_failure and event.event_specific_data is not None:
                     error = getattr(event.event_specific_data, "error", None)
-                    while error is not None and error.cause is not None:
-                        error = error.cause  # the user's exception, not Dagster's wrapper
+                    while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
+                        error = error.cause  # our exception, not Dagster's wrapper nor what it wraps
                     if error is not None:
                         summary.lines.append(f"  {error.message.strip()}")
         return result.success
@@ -83,6 +86,8 @@ def materialize_all(
     else:
         summary.lines.append("image_manifest: up to date")
 
+    for run_id in fail_dead_local_runs(instance):  # killed earlier: their shards read IN_PROGRESS forever
+        summary.lines.append(f"run {run_id}: its process is gone; marked failed")
     shard_keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME) if force else shards_to_fill(instance)
     if shard_keys:
         from tqdm.auto import tqdm
@@ -91,6 +96,15 @@ def materialize_all(
             run("attention_statistics_job", f"attention_statistics[{key}]", partition_key=key)
     else:
         summary.lines.append("attention_statistics: every shard up to date")
+
+    # own-pass analyses (attention rollout, masking ablation), one run per shard like the statistics
+    from attn_assets.defs.analyses.assets import analysis_shards_to_fill
+
+    analysis_keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME) if force else analysis_shards_to_fill(instance)
+    for key in analysis_keys:
+        run("analysis_shards_job", f"rollout/ablation[{key}]", partition_key=key)
+    if not analysis_keys:
+        summary.lines.append("rollout/ablation: every shard up to date")
 
     if force or _downstream_stale(instance, defs):
         run("downstream_job", "warehouse, aggregates, exports, figures")

@@ -117,6 +117,7 @@ class ExtractionOutput:
     cls_attention: torch.Tensor  # [B, L_sel, heads, N_patches] float32, CLS column dropped
     cls_embedding: torch.Tensor  # [B, D] float32 = last_hidden_state[:, 0]
     layers: tuple[int, ...]
+    patch_norms: torch.Tensor | None = None  # [B, N_patches] float32 norms of last_hidden_state[:, 1:] (token_norms=True)
 
     def head_mean(self) -> torch.Tensor:
         """Head-averaged rows ``[B, L_sel, N_patches]`` (the seed's ``attn_avg[0, 1:]``)."""
@@ -140,8 +141,10 @@ class AttentionExtractor:
         device: str | torch.device | None = None,
         precision: str = "auto",
         layers: LayerSpec = "last",
+        token_norms: bool = False,
     ):
         self.encoder = encoder
+        self.token_norms = token_norms
         self.device = encoder.device if device is None else resolve_device(device)
         if encoder.device != self.device:
             encoder.model.to(self.device)
@@ -170,7 +173,8 @@ class AttentionExtractor:
         if len(parts) == 1:
             return parts[0]
         return ExtractionOutput(
-            torch.cat([p.cls_attention for p in parts]), torch.cat([p.cls_embedding for p in parts]), self.layers
+            torch.cat([p.cls_attention for p in parts]), torch.cat([p.cls_embedding for p in parts]), self.layers,
+            torch.cat([p.patch_norms for p in parts]) if self.token_norms else None,
         )
 
     def _forward(self, pixel_values: torch.Tensor) -> ExtractionOutput:
@@ -186,11 +190,14 @@ class AttentionExtractor:
             with torch.inference_mode(), precision_context(self.device, self.precision):
                 outputs = self.encoder.model(pixel_values=pixels)
             cls_embedding = outputs.last_hidden_state[:, 0].float()
+            patch_norms = None
+            if self.token_norms:  # artifact tokens (Darcet et al. 2023): output-token norms of the patches
+                patch_norms = outputs.last_hidden_state[:, 1:].float().norm(dim=-1)
         finally:
             for handle in handles:
                 handle.remove()
         rows = torch.stack([captured[index] for index in self.layers], dim=1)  # [B, L, H, T]
-        return ExtractionOutput(rows[..., 1:].contiguous(), cls_embedding, self.layers)
+        return ExtractionOutput(rows[..., 1:].contiguous(), cls_embedding, self.layers, patch_norms)
 
     def _make_hook(self, index: int, captured: dict[int, torch.Tensor]) -> Callable:
         site = self.encoder.attention_sites[index]
@@ -268,6 +275,7 @@ class BatchResult:
     precision: str = "fp32"
     image_sizes: list[tuple[int, int]] = field(default_factory=list)  # original (width, height)
     crop_boxes: list[tuple[float, float, float, float] | None] = field(default_factory=list)  # model view, original px
+    analyses: dict | None = None  # analyses=True: core.analyses.same_pass_analyses of the batch
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -310,16 +318,31 @@ def extract_records(
     progress: Callable[[int, int | None], None] | None = None,
     keep_maps: bool = True,
     layers: LayerSpec = "last",
+    analyses: bool = False,
 ) -> Iterator[BatchResult]:
-    """Stream records through the encoder; one BatchResult per loader batch, in record order."""
-    extractor = AttentionExtractor(encoder, device=device, precision=precision, layers=layers)
+    """Stream records through the encoder; one BatchResult per loader batch, in record order.
+
+    ``analyses=True`` captures every layer and the output-token norms in the same forward and
+    attaches ``core.analyses.same_pass_analyses`` (layer/head/artifact/spatial statistics) to each
+    result; the seed metrics and maps stay those of the last layer.
+    """
+    if analyses:
+        from .analyses import same_pass_analyses
+
+        layers = "all"
+    extractor = AttentionExtractor(encoder, device=device, precision=precision, layers=layers, token_norms=analyses)
     preprocess = Preprocessor(encoder.processor)
     total = len(records) if hasattr(records, "__len__") else None
     done = 0
     batches = iter_batches(records, preprocess, batch_size, num_workers, pin_memory=extractor.device.type == "cuda")
     for batch in batches:
         if len(batch):
-            parts = summarize(extractor(batch.pixel_values), encoder.grid_size, keep_maps)
+            output = extractor(batch.pixel_values)
+            parts = summarize(output, encoder.grid_size, keep_maps)
+            if analyses:
+                parts["analyses"] = same_pass_analyses(
+                    output.cls_attention, output.patch_norms, encoder.grid_size, batch.image_ids
+                )
             boxes = [_model_view_box(preprocess, w, h) for w, h in batch.image_sizes]
             result = BatchResult(batch.image_ids, batch.paths, failures=batch.failures,
                                  precision=extractor.precision, image_sizes=list(batch.image_sizes),

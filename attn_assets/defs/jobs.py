@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from attn_assets.defs.analyses.assets import SHARD_ANALYSIS_ASSETS, analysis_shards_job
 from attn_assets.defs.manifest.assets import image_manifest
 from attn_assets.defs.statistics.assets import attention_statistics
 from attn_assets.defs.statistics.schedules import attention_statistics_job
@@ -10,7 +11,10 @@ manifest_job = dg.define_asset_job(
     "manifest_job", selection=[image_manifest], description="Validates the manifest and registers new shards."
 )
 
-downstream_selection = dg.AssetSelection.all() - dg.AssetSelection.assets(image_manifest, attention_statistics)
+# the shard-partitioned assets (statistics, and the own-pass analyses) run one shard per run in their own jobs
+downstream_selection = dg.AssetSelection.all() - dg.AssetSelection.assets(
+    image_manifest, attention_statistics, *SHARD_ANALYSIS_ASSETS
+)
 
 downstream_job = dg.define_asset_job(
     "downstream_job",
@@ -18,4 +22,4 @@ downstream_job = dg.define_asset_job(
     description="Everything built from the shard files: warehouse, aggregates, exports, figures.",
 )
 
-__all__ = ["manifest_job", "attention_statistics_job", "downstream_job"]
+__all__ = ["manifest_job", "attention_statistics_job", "analysis_shards_job", "downstream_job"]

@@ -7,13 +7,14 @@ import dagster as dg
 import pandas as pd
 
 from attn_assets.core.extract import resolve_precision
+from attn_assets.deploy.identity import worker_identity
 from attn_assets.defs.manifest.assets import image_manifest
 from attn_assets.defs.partitions import shard_partitions
 from attn_assets.defs.statistics.shard import compute_shard
 from attn_assets.resources import AttentionModelResource, PipelineResource
 from attn_assets.storage.parquet import remove_stale_temporaries
 
-STATISTICS_CODE_VERSION = "1"
+STATISTICS_CODE_VERSION = "2"
 SHARDS_PER_RUN = 4
 
 with warnings.catch_warnings():
@@ -33,7 +34,7 @@ with warnings.catch_warnings():
     code_version=STATISTICS_CODE_VERSION,
     description=(
         "Last-layer CLS attention of every image in the shard (heads averaged) and the seed's six "
-        "metrics, written atomically to shards/<shard>.parquet with the CLS maps. Unreadable images "
+        "metrics, written atomically to `shards/<shard>.parquet` with the CLS maps. Unreadable images "
         "become failure rows, not a failed run. The model loads once per process."
     ),
 )
@@ -86,6 +87,7 @@ def attention_statistics(
             "failures": dg.MetadataValue.int(int(per_shard["failed"].sum())),
             "images_per_second": dg.MetadataValue.float(images / seconds if seconds else 0.0),
             "device": dg.MetadataValue.text(device),
+            "worker": dg.MetadataValue.text(worker_identity()),  # host:pid CUDA_VISIBLE_DEVICES=...
             "model_spec": dg.MetadataValue.text(attention_model.model),
             "precision": dg.MetadataValue.text(precision),
             "batch_size": dg.MetadataValue.int(batch_size),

@@ -1,6 +1,9 @@
 """missing_shards_schedule: fill every shard that is missing or failed, once a day."""
 
 
+import os
+import socket
+
 import dagster as dg
 
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
@@ -13,6 +16,55 @@ attention_statistics_job = dg.define_asset_job(
 )
 
 _DONE = (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.IN_PROGRESS)
+
+
+# Tags on runs that `attn-assets materialize` executes in its own process (see fail_dead_local_runs).
+RUN_PID_TAG = "attn_assets/pid"
+RUN_HOST_TAG = "attn_assets/host"
+_UNFINISHED = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def local_run_tags() -> dict[str, str]:
+    """Tags naming this process, so a later process can tell when the run's process is dead."""
+    return {RUN_PID_TAG: str(os.getpid()), RUN_HOST_TAG: socket.gethostname()}
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except (OSError, IndexError):
+        return True
+
+
+def fail_dead_local_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark FAILED the in-process runs of this machine whose process is gone (e.g. SIGKILL, OOM kill).
+
+    Such a run stays STARTED forever and its shard reads IN_PROGRESS, which shards_to_fill skips, so
+    the shard would never be computed again. Only runs tagged with this host and a pid that no longer
+    exists are touched (runs launched by the daemon or another machine are left to run monitoring).
+    """
+    host = socket.gethostname()
+    failed = []
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=_UNFINISHED, tags={RUN_HOST_TAG: host})):
+        run = record.dagster_run
+        try:
+            pid = int(run.tags.get(RUN_PID_TAG, ""))
+        except ValueError:
+            continue
+        if pid == os.getpid() or _process_alive(pid):
+            continue
+        instance.report_run_failed(
+            run, message=f"the process that ran it (pid {pid} on {host}) is gone; marked failed so its shards are recomputed"
+        )
+        failed.append(run.run_id)
+    return failed
 
 
 def shards_to_fill(instance: dg.DagsterInstance) -> list[str]:
@@ -32,6 +84,7 @@ def shards_to_fill(instance: dg.DagsterInstance) -> list[str]:
 )
 def missing_shards_schedule(context: dg.ScheduleEvaluationContext):
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+    fail_dead_local_runs(context.instance)
     keys = shards_to_fill(context.instance)
     if not keys:
         return dg.SkipReason("Every shard is materialized or in progress")

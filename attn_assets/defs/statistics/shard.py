@@ -58,6 +58,29 @@ class ProgressLog:
             self.emit(done, self.total, done / max(now - self.start, 1e-9))
 
 
+class ShardAnalyses:
+    """Collects the per-batch same-pass analyses of a shard into per-image columns."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list] = {}
+        self.head_map_sum: np.ndarray | None = None
+
+    def add(self, batch: dict | None) -> None:
+        if not batch:
+            return
+        for name, value in batch.items():
+            if name == "head_map_sum":
+                if value is not None:
+                    self.head_map_sum = value if self.head_map_sum is None else self.head_map_sum + value
+                continue
+            self.columns.setdefault(name, []).extend(list(value))
+
+    def merged(self, images: int) -> dict | None:
+        if not images:
+            return None
+        return {**self.columns, "head_map_sum": self.head_map_sum}
+
+
 def compute_shard(
     *,
     layout: HomeLayout,
@@ -100,11 +123,16 @@ def compute_shard(
     sizes: list[tuple[int, int]] = []
     boxes: list[tuple | None] = []
     failures: list[tuple[str, str | None, str | None, str]] = []
+    analyses = ShardAnalyses()
     done = 0
+    # analyses=True: every layer's CLS row and the output-token norms in the SAME forward pass
+    # (layer / head / artifact / spatial statistics of issue 7; the seed metrics stay the last layer's)
     for batch in extract_records(
-        encoder, records, batch_size=batch_size, device=device, precision=precision, num_workers=num_workers
+        encoder, records, batch_size=batch_size, device=device, precision=precision, num_workers=num_workers,
+        analyses=True,
     ):
         ids.extend(batch.image_ids)
+        analyses.add(batch.analyses)
         for name in METRIC_COLUMNS:
             metrics[name].append(np.asarray(batch.metrics[name]))
         maps.append(np.asarray(batch.cls_maps, dtype=np.float32))
@@ -138,6 +166,7 @@ def compute_shard(
         model_spec=model_spec,
         precision=precision,
         computed_at=datetime.now(timezone.utc),
+        analyses=analyses.merged(len(ids)),
     )
     path = write_table_atomic(table, layout.shard_parquet(shard_key))
     return ShardOutcome(shard_key, len(records), len(ids), len(failures), time.monotonic() - started, path)

@@ -59,7 +59,14 @@ def attention_distributions(pipeline: PipelineResource, warehouse: WarehouseReso
         f'SELECT {", ".join(figures.DISTRIBUTION_METRICS)} FROM "{ATTENTION_STATISTICS.name}"'
     )
     target = pipeline.layout.analysis_dir / "attention_distributions.png"
-    drawn = figures.render_distributions({c: columns[c].to_numpy(dtype=float) for c in columns}, target)
+    # uniform-attention baselines (closed form for N patches; seed usage tip 1), drawn as dashed lines
+    from attn_assets.core.analyses import uniform_baselines
+
+    patches = warehouse.warehouse().query(f'SELECT max(num_patches) AS n FROM "{ATTENTION_STATISTICS.name}"')["n"].iloc[0]
+    baselines = None
+    if not pd.isna(patches):
+        baselines = {m: {f"uniform (N={int(patches)})": v} for m, v in uniform_baselines(int(patches)).items()}
+    drawn = figures.render_distributions({c: columns[c].to_numpy(dtype=float) for c in columns}, target, baselines)
     return dg.MaterializeResult(
         metadata=_image_metadata(
             target,

@@ -1,0 +1,1 @@
+"""Analyses beyond the seed: layer/head/artifact/spatial statistics, baselines, rollout, ablation."""

@@ -1,0 +1,499 @@
+"""Analyses beyond the seed (issue 7): one asset per analysis, each with a DuckDB table and a figure.
+
+Same forward pass as attention_statistics (its shard files carry the columns; attention_warehouse
+loads them into their tables in the same transaction as the shard's statistics):
+  layer_statistics, head_statistics, artifact_statistics, spatial_statistics -> figures here;
+  metric_baselines -> a table computed here in SQL from the above (uniform + permutation baselines).
+Own forward passes, partitioned by shard like attention_statistics, pool "gpu":
+  rollout_statistics (attention rollout) and ablation_statistics (masking; off unless
+  ATTN_ASSETS_ABLATION_FRACTION > 0), each with a figure asset downstream.
+"""
+
+
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from attn_assets import figures
+from attn_assets.core.analyses import (
+    PERMUTATION_INVARIANT,
+    uniform_baselines,
+    uniform_spatial_baselines,
+)
+from attn_assets.core.extract import resolve_precision
+from attn_assets.defs.analyses.shards import (
+    ENV_ABLATION_FRACTION,
+    ablation_fraction_from_env,
+    ablation_parquet,
+    compute_ablation_shard,
+    compute_rollout_shard,
+    rollout_parquet,
+)
+from attn_assets.defs.manifest.assets import image_manifest
+from attn_assets.defs.metadata import table_metadata
+from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
+from attn_assets.defs.warehouse.assets import attention_warehouse
+from attn_assets.figures.analyses import (
+    baselines_markdown,
+    render_ablation,
+    render_artifacts,
+    render_baselines,
+    render_head_maps,
+    render_layer_profile,
+    render_rollout_gallery,
+    render_spatial,
+)
+from attn_assets.resources import AttentionModelResource, PipelineResource, WarehouseResource
+from attn_assets.storage.parquet import read_cls_maps, read_head_map_sum, remove_stale_temporaries
+from attn_assets.storage.schema import (
+    ABLATION_STATISTICS,
+    ARTIFACT_STATISTICS,
+    ATTENTION_STATISTICS,
+    HEAD_STATISTICS,
+    IMAGES,
+    LAYER_STATISTICS,
+    METRIC_BASELINES,
+    METRIC_COLUMNS,
+    ROLLOUT_STATISTICS,
+    SPATIAL_COLUMNS,
+    SPATIAL_STATISTICS,
+)
+
+ANALYSES_CODE_VERSION = "1"
+SHARDS_PER_RUN = 4
+TOP_COUNTRIES = 8
+ROLLOUT_GALLERY_SIZE = 6
+_COMMON = dict(owners=["team:attn-assets"], code_version=ANALYSES_CODE_VERSION)
+_FIGURE = dict(group_name="analyses", kinds={"duckdb", "matplotlib", "png"}, tags={"domain": "analyses"}, **_COMMON)
+_SHARD = dict(
+    group_name="analyses",
+    deps=[image_manifest],
+    partitions_def=shard_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=SHARDS_PER_RUN),
+    pool="gpu",
+    kinds={"pytorch", "parquet", "duckdb"},
+    tags={"domain": "analyses", "compute": "gpu"},
+    **_COMMON,
+)
+
+
+def _figure_path(pipeline: PipelineResource, name: str):
+    return pipeline.layout.analysis_dir / "analyses" / name
+
+
+def _figure_metadata(path, **extra) -> dict:
+    return {"figure": dg.MetadataValue.path(str(path)),
+            "figure_preview": dg.MetadataValue.md(figures.png_preview_markdown(path)), **extra}
+
+
+def _count(warehouse: WarehouseResource, table: str) -> int:
+    return int(warehouse.warehouse().query(f'SELECT count(*) AS n FROM "{table}"')["n"].iloc[0])
+
+
+def _num_patches(warehouse: WarehouseResource) -> int | None:
+    frame = warehouse.warehouse().query(f'SELECT max(num_patches) AS n FROM "{ATTENTION_STATISTICS.name}"')
+    value = frame["n"].iloc[0]
+    return None if pd.isna(value) else int(value)
+
+
+def _grid(pipeline: PipelineResource, warehouse: WarehouseResource) -> tuple[int, int] | None:
+    shards = warehouse.warehouse().query(
+        f'SELECT shard_key FROM "{ATTENTION_STATISTICS.name}" LIMIT 1')["shard_key"]
+    if shards.empty:
+        return None
+    table = pq.read_table(pipeline.layout.shard_parquet(shards.iloc[0]), columns=["grid_height", "grid_width", "status"],
+                          filters=[("status", "=", "ok")])
+    return int(table["grid_height"][0].as_py()), int(table["grid_width"][0].as_py())
+
+
+# --------------------------------------------------------------------------- 1: layers
+
+
+@dg.asset(
+    deps=[attention_warehouse],
+    description=("Table layer_statistics (six metrics of every layer's head-averaged CLS attention, one row per "
+                 "image and layer, from the same forward pass as attention_statistics) and "
+                 "attention_analysis/analyses/layer_profile.png: entropy and top-10% concentration by depth."),
+    **_FIGURE,
+)
+def layer_statistics(pipeline: PipelineResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    store = warehouse.warehouse()
+    metrics = ("attention_entropy", "attention_concentration_top10")
+    aggregates = ", ".join(f"avg({m}) AS {m}_mean, stddev_samp({m}) AS {m}_std" for m in metrics)
+    overall = store.query(f'SELECT layer, count(*) AS images, {aggregates} FROM "{LAYER_STATISTICS.name}" '
+                          "GROUP BY layer ORDER BY layer")
+    countries = store.query(
+        f'SELECT country FROM "{ATTENTION_STATISTICS.name}" WHERE coalesce(country, \'\') <> \'\' '
+        "GROUP BY country ORDER BY count(*) DESC, country LIMIT ?", [TOP_COUNTRIES])["country"].tolist()
+    by_country = store.query(
+        f'SELECT country, layer, count(*) AS images, {aggregates} FROM "{LAYER_STATISTICS.name}" '
+        "WHERE country IN (SELECT unnest(?)) GROUP BY country, layer", [countries])
+    by_country["_order"] = by_country["country"].map({c: i for i, c in enumerate(countries)})
+    by_country = by_country.sort_values(["_order", "layer"]).drop(columns="_order")
+    patches = _num_patches(warehouse)
+    target = _figure_path(pipeline, "layer_profile.png")
+    render_layer_profile(overall, by_country, target, uniform=uniform_baselines(patches) if patches else None)
+    rows = _count(warehouse, LAYER_STATISTICS.name)
+    return dg.MaterializeResult(metadata={
+        **table_metadata(LAYER_STATISTICS, rows, overall.round(4)),
+        **_figure_metadata(target),
+        "layers": dg.MetadataValue.int(len(overall)),
+    })
+
+
+# --------------------------------------------------------------------------- 2: heads
+
+
+@dg.asset(
+    deps=[attention_warehouse],
+    description=("Table head_statistics (six metrics per last-layer head, heads not averaged), the per-image "
+                 "head similarity (attention_statistics.head_similarity: mean pairwise cosine of the head maps) "
+                 "and attention_analysis/analyses/head_maps.png: each head's mean CLS map."),
+    **_FIGURE,
+)
+def head_statistics(pipeline: PipelineResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    store = warehouse.warehouse()
+    summary = store.query(
+        f'SELECT head, count(*) AS images, avg(attention_entropy) AS attention_entropy_mean, '
+        f'avg(attention_concentration_top10) AS attention_concentration_top10_mean, '
+        f'avg(attention_max) AS attention_max_mean FROM "{HEAD_STATISTICS.name}" GROUP BY head ORDER BY head')
+    similarity = store.query(f'SELECT avg(head_similarity) AS s, count(head_similarity) AS n '
+                             f'FROM "{ATTENTION_STATISTICS.name}"').iloc[0]
+    shards = store.query(f'SELECT DISTINCT shard_key FROM "{HEAD_STATISTICS.name}" ORDER BY 1')["shard_key"]
+    total, count, grid = None, 0, None
+    for shard_key in shards:  # per-shard sums kept in each shard file's metadata: no per-image maps needed
+        path = pipeline.layout.shard_parquet(shard_key)
+        found = read_head_map_sum(path) if path.exists() else None
+        if found is None:
+            continue
+        total = found[0] if total is None else total + found[0]
+        count += found[1]
+        if grid is None:
+            meta = pq.read_table(path, columns=["grid_height", "grid_width", "status"], filters=[("status", "=", "ok")])
+            grid = (int(meta["grid_height"][0].as_py()), int(meta["grid_width"][0].as_py()))
+    mean_maps = (total / count).reshape(total.shape[0], *grid) if count else None
+    target = _figure_path(pipeline, "head_maps.png")
+    mean_similarity = float(similarity.s) if int(similarity.n) else None
+    render_head_maps(mean_maps, summary, target, images=count, mean_similarity=mean_similarity)
+    metadata = {**table_metadata(HEAD_STATISTICS, _count(warehouse, HEAD_STATISTICS.name), summary.round(4)),
+                **_figure_metadata(target), "heads": dg.MetadataValue.int(len(summary))}
+    if mean_similarity is not None:
+        metadata["mean_head_similarity"] = dg.MetadataValue.float(mean_similarity)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+# --------------------------------------------------------------------------- 5: artifacts
+
+
+@dg.asset(
+    deps=[attention_warehouse],
+    description=("Table artifact_statistics: per image, the patches whose last-layer output-token norm is an "
+                 "outlier (norm > median + 5 * 1.4826 * MAD; Darcet et al. 2023), the share of CLS attention they "
+                 "take, and the six metrics with them removed; figure analyses/artifact_tokens.png."),
+    **_FIGURE,
+)
+def artifact_statistics(pipeline: PipelineResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    frame = warehouse.warehouse().query(
+        f'SELECT a.*, s.attention_entropy, s.attention_concentration_top10 FROM "{ARTIFACT_STATISTICS.name}" a '
+        f'JOIN "{ATTENTION_STATISTICS.name}" s USING (image_id)')
+    target = _figure_path(pipeline, "artifact_tokens.png")
+    render_artifacts(frame, target)
+    summary = {}
+    if len(frame):
+        summary = {
+            "images_with_artifacts": dg.MetadataValue.int(int((frame["artifact_count"] > 0).sum())),
+            "mean_artifact_count": dg.MetadataValue.float(float(frame["artifact_count"].mean())),
+            "mean_artifact_attention_share": dg.MetadataValue.float(float(frame["artifact_attention_share"].mean())),
+            "mean_entropy_change": dg.MetadataValue.float(
+                float((frame["attention_entropy_without_artifacts"] - frame["attention_entropy"]).mean())),
+        }
+    preview = frame[["image_id", "artifact_count", "artifact_attention_share", "attention_entropy",
+                     "attention_entropy_without_artifacts"]] if len(frame) else None
+    return dg.MaterializeResult(metadata={
+        **table_metadata(ARTIFACT_STATISTICS, len(frame), preview),
+        **_figure_metadata(target), **summary,
+        "rule": dg.MetadataValue.text("artifact patch: last-layer output-token norm > median + 5 * 1.4826 * MAD "
+                                      "of the image's patch norms"),
+    })
+
+
+# --------------------------------------------------------------------------- 6: spatial
+
+
+_DRIVE_SIDE_SQL = (
+    f"SELECT coalesce(json_extract_string(i.extra, '$.drive_side'), '') AS drive_side, sp.* "
+    f'FROM "{SPATIAL_STATISTICS.name}" sp LEFT JOIN "{IMAGES.name}" i USING (image_id)'
+)
+
+
+@dg.asset(
+    deps=[attention_warehouse],
+    description=("Table spatial_statistics (centre of mass, distances from the view centre, share per third "
+                 "and half, each with a seeded patch-permutation baseline) and analyses/spatial.png: left vs "
+                 "right attention by OSV-5M drive_side, centres of mass, region shares vs baselines."),
+    **_FIGURE,
+)
+def spatial_statistics(pipeline: PipelineResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    frame = warehouse.warehouse().query(_DRIVE_SIDE_SQL)
+    grid = _grid(pipeline, warehouse)
+    uniform = uniform_spatial_baselines(grid) if grid else {}
+    target = _figure_path(pipeline, "spatial.png")
+    render_spatial(frame, target, uniform=uniform)
+    by_side = pd.DataFrame()
+    if len(frame):
+        frame = frame.assign(drive_side=frame["drive_side"].replace("", "unknown"))
+        by_side = frame.groupby("drive_side").agg(
+            images=("image_id", "size"),
+            share_left=("attention_share_left", "mean"), share_right=("attention_share_right", "mean"),
+            share_left_permuted=("attention_share_left_permuted", "mean"),
+            share_right_permuted=("attention_share_right_permuted", "mean"),
+            com_x=("attention_com_x", "mean"), com_y=("attention_com_y", "mean"),
+        ).reset_index()
+    return dg.MaterializeResult(metadata={
+        **table_metadata(SPATIAL_STATISTICS, len(frame)),
+        **_figure_metadata(target),
+        "by_drive_side": dg.MetadataValue.md(by_side.round(4).to_markdown(index=False) if len(by_side) else "_(no rows)_"),
+    })
+
+
+# --------------------------------------------------------------------------- 4: baselines
+
+
+@dg.asset(
+    deps=[layer_statistics, spatial_statistics],
+    description=("Table metric_baselines: every metric's mean beside its value for uniform attention (closed form "
+                 "for N patches) and under a seeded per-image patch permutation. The six seed metrics are "
+                 "permutation-invariant (permuted = real), so the permutation baseline is reported for the "
+                 "spatial statistics. Figure analyses/metric_baselines.png; the uniform values are also drawn "
+                 "in attention_distributions.png."),
+    **_FIGURE,
+)
+def metric_baselines(pipeline: PipelineResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    store = warehouse.warehouse()
+    rows = []
+    by_n = store.query(
+        f'SELECT num_patches, count(*) AS images, '
+        + ", ".join(f"avg({m}) AS {m}_mean, stddev_samp({m}) AS {m}_std" for m in METRIC_COLUMNS)
+        + f' FROM "{ATTENTION_STATISTICS.name}" GROUP BY num_patches ORDER BY num_patches')
+    for r in by_n.to_dict("records"):
+        n = int(r["num_patches"])
+        uniform = uniform_baselines(n)
+        for m in METRIC_COLUMNS:
+            rows.append(dict(metric=m, num_patches=n, images=int(r["images"]), real_mean=r[f"{m}_mean"],
+                             real_std=r[f"{m}_std"], uniform=uniform[m], permuted_mean=r[f"{m}_mean"],
+                             permutation_invariant=PERMUTATION_INVARIANT[m], source_table=ATTENTION_STATISTICS.name))
+    spatial = store.query(
+        "SELECT a.num_patches, count(*) AS images, "
+        + ", ".join(f"avg(sp.{c}) AS {c}_mean, stddev_samp(sp.{c}) AS {c}_std, avg(sp.{c}_permuted) AS {c}_perm"
+                    for c in SPATIAL_COLUMNS)
+        + f' FROM "{SPATIAL_STATISTICS.name}" sp JOIN "{ARTIFACT_STATISTICS.name}" a USING (image_id) '
+        "GROUP BY a.num_patches ORDER BY 1")
+    grid = _grid(pipeline, warehouse)
+    for r in spatial.to_dict("records"):
+        n = int(r["num_patches"])
+        uniform = uniform_spatial_baselines(grid) if grid and grid[0] * grid[1] == n else {}
+        for c in SPATIAL_COLUMNS:
+            rows.append(dict(metric=c, num_patches=n, images=int(r["images"]), real_mean=r[f"{c}_mean"],
+                             real_std=r[f"{c}_std"], uniform=uniform.get(c, np.nan), permuted_mean=r[f"{c}_perm"],
+                             permutation_invariant=PERMUTATION_INVARIANT[c], source_table=SPATIAL_STATISTICS.name))
+    table = pd.DataFrame(rows, columns=METRIC_BASELINES.column_names)
+    count = store.replace_table(METRIC_BASELINES, table)
+    target = _figure_path(pipeline, "metric_baselines.png")
+    render_baselines(table, target)
+    return dg.MaterializeResult(metadata={
+        **table_metadata(METRIC_BASELINES, count),
+        **_figure_metadata(target),
+        "table": dg.MetadataValue.md(baselines_markdown(table)),
+        "note": dg.MetadataValue.text(
+            "The six seed metrics depend only on the multiset of attention weights, so shuffling the patches "
+            "leaves them unchanged (permuted_mean = real_mean); the permutation baseline is meaningful only for "
+            "the spatial statistics."),
+    })
+
+
+# --------------------------------------------------------------------------- 3: rollout
+
+
+def _shard_metadata(outcomes, extra: dict) -> dict:
+    frame = pd.DataFrame([{"shard": o.shard_key, "images": o.images, "computed": o.computed,
+                           "seconds": round(o.seconds, 2)} for o in outcomes])
+    return {"images": dg.MetadataValue.int(int(frame["images"].sum()) if len(frame) else 0),
+            "computed": dg.MetadataValue.int(int(frame["computed"].sum()) if len(frame) else 0),
+            "per_shard": dg.MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_none_"), **extra}
+
+
+@dg.asset(
+    description=("Attention rollout (Abnar & Zuidema 2020) per image: head-averaged attention of every layer, "
+                 "rownorm(0.5 A + 0.5 I), multiplied through the layers inside its OWN forward pass (one T x T "
+                 "running product per image, each layer's attention discarded after folding); six metrics of the "
+                 "CLS row -> table rollout_statistics, maps in analyses/rollout/<shard>.parquet."),
+    **_SHARD,
+)
+def rollout_statistics(
+    context: dg.AssetExecutionContext, pipeline: PipelineResource, attention_model: AttentionModelResource,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    layout = pipeline.layout
+    encoder = attention_model.encoder()
+    device = attention_model.resolved_device()
+    precision = resolve_precision(attention_model.precision, device)
+    store = warehouse.warehouse(context.log)
+    outcomes = []
+    for shard_key in context.partition_keys:
+        remove_stale_temporaries(rollout_parquet(layout, shard_key).parent)
+        outcome = compute_rollout_shard(
+            layout=layout, shard_key=shard_key, encoder=encoder, model_spec=attention_model.model, device=device,
+            precision=precision, batch_size=attention_model.resolved_batch_size(),
+            num_workers=attention_model.num_workers, logger=context.log)
+        store.replace_analysis_shard(ROLLOUT_STATISTICS, shard_key, outcome.path,
+                                     overrides={"num_patches": "s.grid_height * s.grid_width"})
+        context.log.info("%s: rollout of %d images in %.1f s", shard_key, outcome.computed, outcome.seconds)
+        outcomes.append(outcome)
+    return dg.MaterializeResult(metadata=_shard_metadata(outcomes, {
+        "device": dg.MetadataValue.text(device), "precision": dg.MetadataValue.text(precision),
+        "dagster/table_name": dg.MetadataValue.text(ROLLOUT_STATISTICS.name)}))
+
+
+@dg.asset(
+    deps=[rollout_statistics, attention_warehouse],
+    description=("attention_analysis/analyses/rollout_gallery.png: the images with the lowest and highest rollout "
+                 "entropy, last-layer CLS map vs rollout map on the model's crop; rollout_statistics metadata."),
+    **_FIGURE,
+)
+def rollout_gallery(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                    warehouse: WarehouseResource) -> dg.MaterializeResult:
+    store = warehouse.warehouse()
+    half = ROLLOUT_GALLERY_SIZE // 2
+    select = (f'SELECT r.image_id, r.shard_key, coalesce(r.country, \'\') AS country, i.abs_path, r.attention_entropy '
+              f'FROM "{ROLLOUT_STATISTICS.name}" r JOIN "{IMAGES.name}" i USING (image_id)')
+    low = store.query(f"{select} ORDER BY r.attention_entropy ASC, r.image_id LIMIT ?", [half])
+    high = store.query(f"{select} ORDER BY r.attention_entropy DESC, r.image_id LIMIT ?", [half])
+    rows = pd.concat([low, high]).drop_duplicates("image_id").reset_index(drop=True)
+    cls_maps, boxes, rollout_maps = {}, {}, {}
+    for shard_key, group in rows.groupby("shard_key"):
+        ids = list(group["image_id"])
+        shard_file = pipeline.layout.shard_parquet(shard_key)
+        if shard_file.exists():
+            maps, shard_boxes = read_cls_maps(shard_file, ids, with_boxes=True)
+            cls_maps.update(maps)
+            boxes.update(shard_boxes)
+        path = rollout_parquet(pipeline.layout, shard_key)
+        if path.exists():
+            table = pq.read_table(path, columns=["image_id", "grid_height", "grid_width", "rollout_map"],
+                                  filters=[("image_id", "in", ids)])
+            for image_id, gh, gw, flat in zip(table["image_id"].to_pylist(), table["grid_height"].to_pylist(),
+                                              table["grid_width"].to_pylist(),
+                                              table["rollout_map"].to_numpy(zero_copy_only=False)):
+                rollout_maps[image_id] = np.asarray(flat, dtype=np.float32).reshape(gh, gw)
+    target = _figure_path(pipeline, "rollout_gallery.png")
+    _, skipped = render_rollout_gallery(rows, cls_maps, rollout_maps, boxes, target)
+    for image_id in skipped:
+        context.log.warning("rollout_gallery: image %s could not be drawn; skipped", image_id)
+    compare = store.query(
+        f'SELECT avg(r.attention_entropy) AS rollout_entropy, avg(s.attention_entropy) AS last_layer_entropy, '
+        f'avg(r.attention_concentration_top10) AS rollout_top10, avg(s.attention_concentration_top10) AS last_layer_top10 '
+        f'FROM "{ROLLOUT_STATISTICS.name}" r JOIN "{ATTENTION_STATISTICS.name}" s USING (image_id)')
+    return dg.MaterializeResult(metadata={
+        **table_metadata(ROLLOUT_STATISTICS, _count(warehouse, ROLLOUT_STATISTICS.name), rows.drop(columns="abs_path")),
+        **_figure_metadata(target, skipped=dg.MetadataValue.int(len(skipped))),
+        "rollout_vs_last_layer": dg.MetadataValue.md(compare.round(4).to_markdown(index=False)),
+    })
+
+
+# --------------------------------------------------------------------------- 7: ablation
+
+
+@dg.asset(
+    description=("Masking ablation for a deterministic sample of each shard (ATTN_ASSETS_ABLATION_FRACTION, "
+                 "default 0 = off: the asset then writes no rows and says so): the top-k attended patches "
+                 "(k = 10% of the patches) and, as control, k seeded random patches are filled with the "
+                 "processor's mean pixel; cosine distance of the CLS embedding -> table ablation_statistics. "
+                 "Three forward passes per sampled image."),
+    **_SHARD,
+)
+def ablation_statistics(
+    context: dg.AssetExecutionContext, pipeline: PipelineResource, attention_model: AttentionModelResource,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    layout = pipeline.layout
+    fraction = ablation_fraction_from_env()
+    store = warehouse.warehouse(context.log)
+    if fraction <= 0:
+        for shard_key in context.partition_keys:
+            ablation_parquet(layout, shard_key).unlink(missing_ok=True)
+            store.replace_analysis_shard(ABLATION_STATISTICS, shard_key, None)
+        note = (f"Ablation is off ({ENV_ABLATION_FRACTION} unset or 0): no images sampled, no rows written for "
+                f"{', '.join(context.partition_keys)}. Set {ENV_ABLATION_FRACTION}=0.01 (for example) and "
+                "re-materialize to sample 1% of each shard (3 extra forward passes per sampled image).")
+        context.log.info(note)
+        return dg.MaterializeResult(metadata={"fraction": dg.MetadataValue.float(0.0), "note": dg.MetadataValue.text(note),
+                                              "computed": dg.MetadataValue.int(0)})
+    encoder = attention_model.encoder()
+    device = attention_model.resolved_device()
+    precision = resolve_precision(attention_model.precision, device)
+    outcomes = []
+    for shard_key in context.partition_keys:
+        remove_stale_temporaries(ablation_parquet(layout, shard_key).parent)
+        outcome = compute_ablation_shard(
+            layout=layout, shard_key=shard_key, encoder=encoder, model_spec=attention_model.model, device=device,
+            precision=precision, batch_size=attention_model.resolved_batch_size(),
+            num_workers=attention_model.num_workers, fraction=fraction, logger=context.log)
+        store.replace_analysis_shard(ABLATION_STATISTICS, shard_key, outcome.path)
+        outcomes.append(outcome)
+    return dg.MaterializeResult(metadata=_shard_metadata(outcomes, {
+        "fraction": dg.MetadataValue.float(fraction), "device": dg.MetadataValue.text(device),
+        "precision": dg.MetadataValue.text(precision)}))
+
+
+@dg.asset(
+    deps=[ablation_statistics],
+    description="attention_analysis/analyses/ablation.png: cosine distance after masking top-k vs random-k patches.",
+    **_FIGURE,
+)
+def ablation_summary(pipeline: PipelineResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    frame = warehouse.warehouse().query(f'SELECT * FROM "{ABLATION_STATISTICS.name}" ORDER BY image_id')
+    fraction = ablation_fraction_from_env()
+    note = None
+    if frame.empty:
+        note = (f"no sampled images: {ENV_ABLATION_FRACTION}={fraction:g}" if fraction <= 0
+                else "no sampled images in the computed shards")
+    target = _figure_path(pipeline, "ablation.png")
+    render_ablation(frame, target, note=note)
+    metadata = {**table_metadata(ABLATION_STATISTICS, len(frame)), **_figure_metadata(target),
+                "fraction": dg.MetadataValue.float(fraction)}
+    if note:
+        metadata["note"] = dg.MetadataValue.text(note)
+    else:
+        metadata["mean_cosine_distance_topk"] = dg.MetadataValue.float(float(frame["cosine_distance_topk"].mean()))
+        metadata["mean_cosine_distance_random"] = dg.MetadataValue.float(float(frame["cosine_distance_random"].mean()))
+        metadata["topk_beats_random"] = dg.MetadataValue.float(
+            float((frame["cosine_distance_topk"] > frame["cosine_distance_random"]).mean()))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+SHARD_ANALYSIS_ASSETS = (rollout_statistics, ablation_statistics)
+
+analysis_shards_job = dg.define_asset_job(
+    "analysis_shards_job",
+    selection=list(SHARD_ANALYSIS_ASSETS),
+    description="Own-pass analyses (attention rollout, masking ablation) of one shard.",
+)
+
+_DONE = (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.IN_PROGRESS)
+
+
+def analysis_shards_to_fill(instance: dg.DagsterInstance) -> list[str]:
+    """Registered shards where some own-pass analysis is neither materialized nor in progress."""
+    keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
+    if not keys:
+        return []
+    missing: set[str] = set()
+    for asset in SHARD_ANALYSIS_ASSETS:
+        status = instance.get_status_by_partition(asset.key, keys, shard_partitions) or {}
+        missing.update(key for key in keys if status.get(key) not in _DONE)
+    return [key for key in keys if key in missing]

@@ -1,0 +1,132 @@
+"""Own-pass analyses of one shard (rollout, ablation): manifest rows in, one atomic Parquet out. No Dagster."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from attn_assets.core.analyses import RolloutExtractor, ablate, image_seed
+from attn_assets.core.extract import AttentionExtractor
+from attn_assets.core.loader import ImageRecord, iter_batches
+from attn_assets.core.metrics import attention_metrics, metrics_to_numpy
+from attn_assets.core.preprocess import Preprocessor
+from attn_assets.defs.statistics.shard import shard_rows
+from attn_assets.storage.layout import HomeLayout
+from attn_assets.storage.parquet import write_table_atomic
+from attn_assets.storage.schema import ABLATION_STATISTICS, METRIC_COLUMNS, ROLLOUT_RESULTS
+
+ENV_ABLATION_FRACTION = "ATTN_ASSETS_ABLATION_FRACTION"
+ABLATION_SAMPLE_SALT = 0xAB1A
+
+
+def rollout_parquet(layout: HomeLayout, shard_key: str) -> Path:
+    return layout.home / "analyses" / "rollout" / f"{shard_key}.parquet"
+
+
+def ablation_parquet(layout: HomeLayout, shard_key: str) -> Path:
+    return layout.home / "analyses" / "ablation" / f"{shard_key}.parquet"
+
+
+def ablation_fraction_from_env() -> float:
+    raw = os.environ.get(ENV_ABLATION_FRACTION, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError as error:
+        raise ValueError(f"{ENV_ABLATION_FRACTION}={raw!r} is not a number; use a fraction in [0, 1]") from error
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{ENV_ABLATION_FRACTION}={raw!r} must lie in [0, 1]")
+    return value
+
+
+def in_ablation_sample(image_id: str, fraction: float) -> bool:
+    """Deterministic sample: an image is in it when its salted crc32 / 2^32 < fraction (stable across runs)."""
+    return fraction > 0 and image_seed(image_id, ABLATION_SAMPLE_SALT) / 2**32 < fraction
+
+
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    shard_key: str
+    images: int
+    computed: int
+    seconds: float
+    path: Path | None
+
+
+def _records(layout: HomeLayout, shard_key: str, keep=None) -> tuple[list[ImageRecord], dict[str, str]]:
+    rows = shard_rows(layout, shard_key)
+    if keep is not None:
+        rows = rows[[keep(i) for i in rows["image_id"]]]
+    country = dict(zip(rows["image_id"], rows["country"]))
+    return [ImageRecord(image_id=i, path=p) for i, p in zip(rows["image_id"], rows["abs_path"])], country
+
+
+def compute_rollout_shard(*, layout: HomeLayout, shard_key: str, encoder, model_spec: str, device: str,
+                          precision: str, batch_size: int, num_workers: int,
+                          logger: logging.Logger | logging.LoggerAdapter) -> AnalysisOutcome:
+    """Attention rollout of every readable image of the shard -> analyses/rollout/<shard>.parquet."""
+    started = time.monotonic()
+    records, country = _records(layout, shard_key)
+    extractor = RolloutExtractor(encoder, device=device, precision=precision)
+    preprocess = Preprocessor(encoder.processor)
+    ids, maps, metrics = [], [], {m: [] for m in METRIC_COLUMNS}
+    for batch in iter_batches(records, preprocess, batch_size, num_workers):
+        for failure in batch.failures:  # recorded in image_failures by attention_statistics
+            logger.info("%s: rollout skips %s: %s", shard_key, failure.image_id, failure.reason)
+        if not len(batch):
+            continue
+        rows, _ = extractor(batch.pixel_values)
+        values = metrics_to_numpy(attention_metrics(rows))
+        for name in METRIC_COLUMNS:
+            metrics[name].append(values[name])
+        maps.append(rows.cpu().numpy().astype(np.float32))
+        ids.extend(batch.image_ids)
+    gh, gw = encoder.grid_size
+    n = len(ids)
+    flat = np.concatenate(maps) if maps else np.zeros((0, gh * gw), dtype=np.float32)
+    stamp = datetime.now(timezone.utc).replace(tzinfo=None)
+    columns = {
+        "image_id": ids, "shard_key": [shard_key] * n, "country": [country[i] for i in ids],
+        **{name: (np.concatenate(parts) if parts else np.zeros(0)).tolist() for name, parts in metrics.items()},
+        "grid_height": [gh] * n, "grid_width": [gw] * n, "rollout_map": list(flat),
+        "model_spec": [model_spec] * n, "precision": [extractor.precision] * n, "computed_at": [stamp] * n,
+    }
+    path = write_table_atomic(pa.table(columns, schema=ROLLOUT_RESULTS.arrow_schema()), rollout_parquet(layout, shard_key))
+    return AnalysisOutcome(shard_key, len(records), n, time.monotonic() - started, path)
+
+
+def compute_ablation_shard(*, layout: HomeLayout, shard_key: str, encoder, model_spec: str, device: str,
+                           precision: str, batch_size: int, num_workers: int, fraction: float,
+                           logger: logging.Logger | logging.LoggerAdapter) -> AnalysisOutcome:
+    """Top-k vs random-k masking for the sampled images of the shard -> analyses/ablation/<shard>.parquet."""
+    started = time.monotonic()
+    records, country = _records(layout, shard_key, keep=lambda i: in_ablation_sample(i, fraction))
+    extractor = AttentionExtractor(encoder, device=device, precision=precision)
+    preprocess = Preprocessor(encoder.processor)
+    ids, parts = [], []
+    for batch in iter_batches(records, preprocess, batch_size, num_workers):
+        for failure in batch.failures:
+            logger.info("%s: ablation skips %s: %s", shard_key, failure.image_id, failure.reason)
+        if not len(batch):
+            continue
+        parts.append(ablate(extractor, batch.pixel_values, batch.image_ids))
+        ids.extend(batch.image_ids)
+    n = len(ids)
+    stamp = datetime.now(timezone.utc).replace(tzinfo=None)
+    names = ("ablation_k", "topk_attention_share", "cosine_distance_topk", "cosine_distance_random")
+    columns = {
+        "image_id": ids, "shard_key": [shard_key] * n, "country": [country[i] for i in ids],
+        **{name: (np.concatenate([p[name] for p in parts]) if parts else np.zeros(0)).tolist() for name in names},
+        "model_spec": [model_spec] * n, "precision": [extractor.precision] * n, "computed_at": [stamp] * n,
+    }
+    path = write_table_atomic(pa.table(columns, schema=ABLATION_STATISTICS.arrow_schema()),
+                              ablation_parquet(layout, shard_key))
+    return AnalysisOutcome(shard_key, len(records), n, time.monotonic() - started, path)
