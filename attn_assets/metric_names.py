@@ -1,4 +1,4 @@
-"""The seed's six per-image metric names: the contract shared by the core, storage and figures."""
+"""Metric names shared by the core, storage and figures (no heavy imports here)."""
 
 METRIC_NAMES: tuple[str, ...] = (
     "attention_entropy",
@@ -7,4 +7,17 @@ METRIC_NAMES: tuple[str, ...] = (
     "attention_concentration_top25",
     "num_high_attention_patches",
     "attention_spread",
+)
+
+# Spatial statistics of the CLS map (analyses beyond the seed).
+SPATIAL_NAMES: tuple[str, ...] = (
+    "attention_com_x",
+    "attention_com_y",
+    "attention_com_distance",
+    "attention_center_distance",
+    "attention_share_top",
+    "attention_share_middle",
+    "attention_share_bottom",
+    "attention_share_left",
+    "attention_share_right",
 )

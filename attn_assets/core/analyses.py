@@ -39,6 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from attn_assets.metric_names import SPATIAL_NAMES
+
 from .metrics import METRIC_NAMES, attention_metrics, metrics_to_numpy
 
 ARTIFACT_MAD_K = 5.0  # artifact rule: norm > median + k * 1.4826 * MAD (a robust 5-sigma outlier)
@@ -47,17 +49,6 @@ ABLATION_FRACTION_OF_PATCHES = 0.1  # k = int(N * 0.1): the seed's top-10% set
 PERMUTATION_SALT = 0
 RANDOM_MASK_SALT = 0x5EED
 
-SPATIAL_NAMES: tuple[str, ...] = (
-    "attention_com_x",
-    "attention_com_y",
-    "attention_com_distance",
-    "attention_center_distance",
-    "attention_share_top",
-    "attention_share_middle",
-    "attention_share_bottom",
-    "attention_share_left",
-    "attention_share_right",
-)
 REGIONS = ("top", "middle", "bottom", "left", "right")
 
 

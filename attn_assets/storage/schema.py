@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from attn_assets.metric_names import METRIC_NAMES
+from attn_assets.metric_names import METRIC_NAMES, SPATIAL_NAMES
 
 METRIC_COLUMNS: tuple[str, ...] = METRIC_NAMES  # the seed's six metrics, as the core names them
 
@@ -77,17 +77,7 @@ def _metric_columns() -> tuple[Column, ...]:
 
 # --- beyond the seed (issue 7): names shared by the shard Parquet and the warehouse tables
 
-SPATIAL_COLUMNS: tuple[str, ...] = (
-    "attention_com_x",
-    "attention_com_y",
-    "attention_com_distance",
-    "attention_center_distance",
-    "attention_share_top",
-    "attention_share_middle",
-    "attention_share_bottom",
-    "attention_share_left",
-    "attention_share_right",
-)
+SPATIAL_COLUMNS: tuple[str, ...] = SPATIAL_NAMES
 _SPATIAL_DESCRIPTIONS = {
     "attention_com_x": "attention centre of mass, x in [0, 1] from the left edge of the model's view (centre crop)",
     "attention_com_y": "attention centre of mass, y in [0, 1] from the top edge of the model's view",
