@@ -29,6 +29,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 validate: setup
+	mkdir -p "$(DAGSTER_HOME)"
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
 
 # The UI on http://127.0.0.1:3000 (webserver + daemon). The instance lives in DAGSTER_HOME
