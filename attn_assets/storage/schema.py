@@ -332,6 +332,9 @@ _AGGREGATE_COLUMNS = tuple(
     Column(f"{metric}_{stat}", "DOUBLE", f"{stat} of {metric} over the country's images")
     for metric in METRIC_COLUMNS
     for stat in ("mean", "std", "min", "max")
+) + tuple(
+    Column(f"{metric}_uniform", "DOUBLE", f"{metric} of uniform attention over the same patches (baseline)")
+    for metric in METRIC_COLUMNS
 )
 
 COUNTRY_AGGREGATES = Table(

@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -307,8 +307,12 @@ class Warehouse:
                 report["dropped"].append(shard_key)
         return report
 
-    def refresh_country_aggregates(self) -> int:
-        """The seed's groupby('country').agg(...), in SQL, replacing the table in one transaction."""
+    def refresh_country_aggregates(self, uniform_baselines: Callable[[int], Mapping[str, float]] | None = None) -> int:
+        """The seed's groupby('country').agg(...), in SQL, replacing the table in one transaction.
+
+        `uniform_baselines(num_patches)` gives each metric's value for uniform attention; it fills
+        the `<metric>_uniform` columns beside the real values, so "entropy 4.5" can be read.
+        """
         aggregates = ", ".join(
             f'{fn}(s."{metric}") AS "{metric}_{stat}"'
             for metric in METRIC_COLUMNS
@@ -325,6 +329,19 @@ class Warehouse:
                     f'FROM "{ATTENTION_STATISTICS.name}" s LEFT JOIN "{IMAGES.name}" i USING (image_id) '
                     "GROUP BY coalesce(s.country, '')"
                 )
+                if uniform_baselines is not None:
+                    patch_counts = con.execute(
+                        f'SELECT DISTINCT num_patches FROM "{ATTENTION_STATISTICS.name}" WHERE num_patches IS NOT NULL'
+                    ).fetchall()
+                    for (num_patches,) in patch_counts:
+                        values = uniform_baselines(int(num_patches))
+                        assignments = ", ".join(f'"{m}_uniform" = ?' for m in METRIC_COLUMNS)
+                        con.execute(
+                            f'UPDATE "{COUNTRY_AGGREGATES.name}" SET {assignments} WHERE country IN ('
+                            f"SELECT coalesce(country, '') FROM \"{ATTENTION_STATISTICS.name}\" "
+                            "GROUP BY 1 HAVING max(num_patches) = ?)",
+                            [float(values[m]) for m in METRIC_COLUMNS] + [int(num_patches)],
+                        )
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")

@@ -74,6 +74,11 @@ def test_whole_graph_matches_core_and_is_idempotent(pipeline_env, instance, tiny
             ours = aggregates[f"{metric}_{stat}"].sort_index()
             theirs = getattr(by_country[metric], stat)().sort_index()
             np.testing.assert_allclose(ours.to_numpy(float), theirs.to_numpy(float), atol=1e-9, equal_nan=True)
+    # beside each mean, the value uniform attention over the same patches would give
+    num_patches = int(stats["num_patches"].iloc[0])
+    assert (aggregates["attention_entropy_uniform"] - np.log(num_patches)).abs().max() < 1e-6
+    assert (aggregates["attention_max_uniform"] == 1.0 / num_patches).all()
+    assert (aggregates["num_high_attention_patches_uniform"] == 0).all()
 
     # seed CSV export and figures exist
     layout = HomeLayout(pipeline_env.home)

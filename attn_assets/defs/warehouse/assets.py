@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from attn_assets.core.analyses import uniform_baselines
 from attn_assets.defs.manifest.assets import image_manifest
 from attn_assets.defs.metadata import table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
@@ -78,15 +79,18 @@ def attention_warehouse(
     group_name="warehouse",
     deps=[attention_warehouse],
     kinds={"duckdb", "sql"},
-    description="Per-country image count and mean/std/min/max of every metric, computed in DuckDB.",
+    description=(
+        "Per-country image count and mean/std/min/max of every metric, computed in DuckDB, with each "
+        "metric's value for uniform attention beside it (`<metric>_uniform`)."
+    ),
     **_COMMON,
 )
 def country_aggregates(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     store = warehouse.warehouse(context.log)
-    rows = store.refresh_country_aggregates()
+    rows = store.refresh_country_aggregates(uniform_baselines=uniform_baselines)
     preview = store.query(
-        'SELECT country, country_name, image_count, attention_entropy_mean, attention_entropy_std, '
-        'attention_concentration_top10_mean, num_high_attention_patches_mean '
+        'SELECT country, country_name, image_count, attention_entropy_mean, attention_entropy_uniform, '
+        'attention_concentration_top10_mean, attention_concentration_top10_uniform, num_high_attention_patches_mean '
         f'FROM "{COUNTRY_AGGREGATES.name}" ORDER BY image_count DESC, country LIMIT 15'
     )
     return dg.MaterializeResult(metadata=table_metadata(COUNTRY_AGGREGATES, rows, preview.round(4)))
