@@ -142,7 +142,14 @@ def launch_shard_runs(shard_keys: list[str], parallel: int = 4, on_result=None) 
 
     from attn_assets.definitions import build_definitions
 
+    import dagster as dg
+
     build_definitions()  # import everything once, before forking
+    with dg.DagsterInstance.get() as instance:
+        # create the pool's row once here: parallel runs creating it at once race on its unique key
+        # (and dagster 1.13's initializer fails on Postgres when the row exists, so only when absent)
+        if "gpu" not in instance.event_log_storage.get_concurrency_keys():
+            instance.event_log_storage.initialize_concurrency_limit_to_default("gpu")
     results = []
     with ProcessPoolExecutor(max_workers=max(1, parallel), mp_context=multiprocessing.get_context("fork")) as pool:
         futures = [pool.submit(_execute_shard_run, key) for key in shard_keys]
