@@ -34,6 +34,7 @@ from attn_assets.defs.analyses.shards import (
 from attn_assets.defs.manifest.assets import image_manifest
 from attn_assets.defs.metadata import table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
+from attn_assets.defs.statistics.assets import MULTI_RUN_BACKFILL
 from attn_assets.defs.warehouse.assets import attention_warehouse
 from attn_assets.figures.analyses import (
     baselines_markdown,
@@ -62,7 +63,6 @@ from attn_assets.storage.schema import (
 )
 
 ANALYSES_CODE_VERSION = "1"
-SHARDS_PER_RUN = 4
 TOP_COUNTRIES = 8
 ROLLOUT_GALLERY_SIZE = 6
 _COMMON = dict(owners=["team:attn-assets"], code_version=ANALYSES_CODE_VERSION)
@@ -71,9 +71,9 @@ _SHARD = dict(
     group_name="analyses",
     deps=[image_manifest],
     partitions_def=shard_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=SHARDS_PER_RUN),
+    backfill_policy=MULTI_RUN_BACKFILL,
     pool="gpu",
-    kinds={"pytorch", "parquet", "duckdb"},
+    kinds={"pytorch", "parquet"},
     tags={"domain": "analyses", "compute": "gpu"},
     **_COMMON,
 )
@@ -316,6 +316,16 @@ def metric_baselines(pipeline: PipelineResource, warehouse: WarehouseResource) -
 # --------------------------------------------------------------------------- 3: rollout
 
 
+def load_analysis_shards(context: dg.AssetExecutionContext, warehouse: WarehouseResource, table, path_of,
+                         overrides: dict | None = None) -> None:
+    """Load the own-pass analysis files of every shard into DuckDB from this single (unpartitioned) step,
+    so the partitioned steps, which may run on remote workers, never open the warehouse."""
+    store = warehouse.warehouse(context.log)
+    for shard_key in context.instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME):
+        path = path_of(shard_key)
+        store.replace_analysis_shard(table, shard_key, path if path.exists() else None, overrides=overrides)
+
+
 def _shard_metadata(outcomes, extra: dict) -> dict:
     frame = pd.DataFrame([{"shard": o.shard_key, "images": o.images, "computed": o.computed,
                            "seconds": round(o.seconds, 2)} for o in outcomes])
@@ -333,13 +343,11 @@ def _shard_metadata(outcomes, extra: dict) -> dict:
 )
 def rollout_statistics(
     context: dg.AssetExecutionContext, pipeline: PipelineResource, attention_model: AttentionModelResource,
-    warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     layout = pipeline.layout
     encoder = attention_model.encoder()
     device = attention_model.resolved_device()
     precision = resolve_precision(attention_model.precision, device)
-    store = warehouse.warehouse(context.log)
     outcomes = []
     for shard_key in context.partition_keys:
         remove_stale_temporaries(rollout_parquet(layout, shard_key).parent)
@@ -347,8 +355,6 @@ def rollout_statistics(
             layout=layout, shard_key=shard_key, encoder=encoder, model_spec=attention_model.model, device=device,
             precision=precision, batch_size=attention_model.resolved_batch_size(),
             num_workers=attention_model.num_workers, logger=context.log)
-        store.replace_analysis_shard(ROLLOUT_STATISTICS, shard_key, outcome.path,
-                                     overrides={"num_patches": "s.grid_height * s.grid_width"})
         context.log.info("%s: rollout of %d images in %.1f s", shard_key, outcome.computed, outcome.seconds)
         outcomes.append(outcome)
     return dg.MaterializeResult(metadata=_shard_metadata(outcomes, {
@@ -364,6 +370,8 @@ def rollout_statistics(
 )
 def rollout_gallery(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
+    load_analysis_shards(context, warehouse, ROLLOUT_STATISTICS, lambda key: rollout_parquet(pipeline.layout, key),
+                         overrides={"num_patches": "s.grid_height * s.grid_width"})
     store = warehouse.warehouse()
     half = ROLLOUT_GALLERY_SIZE // 2
     select = (f'SELECT r.image_id, r.shard_key, coalesce(r.country, \'\') AS country, i.abs_path, r.attention_entropy '
@@ -415,15 +423,12 @@ def rollout_gallery(context: dg.AssetExecutionContext, pipeline: PipelineResourc
 )
 def ablation_statistics(
     context: dg.AssetExecutionContext, pipeline: PipelineResource, attention_model: AttentionModelResource,
-    warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     layout = pipeline.layout
     fraction = ablation_fraction_from_env()
-    store = warehouse.warehouse(context.log)
     if fraction <= 0:
         for shard_key in context.partition_keys:
             ablation_parquet(layout, shard_key).unlink(missing_ok=True)
-            store.replace_analysis_shard(ABLATION_STATISTICS, shard_key, None)
         note = (f"Ablation is off ({ENV_ABLATION_FRACTION} unset or 0): no images sampled, no rows written for "
                 f"{', '.join(context.partition_keys)}. Set {ENV_ABLATION_FRACTION}=0.01 (for example) and "
                 "re-materialize to sample 1% of each shard (3 extra forward passes per sampled image).")
@@ -440,7 +445,6 @@ def ablation_statistics(
             layout=layout, shard_key=shard_key, encoder=encoder, model_spec=attention_model.model, device=device,
             precision=precision, batch_size=attention_model.resolved_batch_size(),
             num_workers=attention_model.num_workers, fraction=fraction, logger=context.log)
-        store.replace_analysis_shard(ABLATION_STATISTICS, shard_key, outcome.path)
         outcomes.append(outcome)
     return dg.MaterializeResult(metadata=_shard_metadata(outcomes, {
         "fraction": dg.MetadataValue.float(fraction), "device": dg.MetadataValue.text(device),
@@ -452,7 +456,9 @@ def ablation_statistics(
     description="attention_analysis/analyses/ablation.png: cosine distance after masking top-k vs random-k patches.",
     **_FIGURE,
 )
-def ablation_summary(pipeline: PipelineResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def ablation_summary(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                     warehouse: WarehouseResource) -> dg.MaterializeResult:
+    load_analysis_shards(context, warehouse, ABLATION_STATISTICS, lambda key: ablation_parquet(pipeline.layout, key))
     frame = warehouse.warehouse().query(f'SELECT * FROM "{ABLATION_STATISTICS.name}" ORDER BY image_id')
     fraction = ablation_fraction_from_env()
     note = None

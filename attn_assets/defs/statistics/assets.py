@@ -1,8 +1,6 @@
 """attention_statistics: the model run, one partition per shard."""
 
 
-import warnings
-
 import dagster as dg
 import pandas as pd
 
@@ -17,16 +15,15 @@ from attn_assets.storage.parquet import remove_stale_temporaries
 STATISTICS_CODE_VERSION = "2"
 SHARDS_PER_RUN = 4
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.BetaWarning)  # backfill_policy is beta in 1.13, and is what we want
-    _MULTI_RUN_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=SHARDS_PER_RUN)
+# A backfill runs a few shards per run: the model loads once per run, and one bad shard fails only its run.
+MULTI_RUN_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=SHARDS_PER_RUN)
 
 
 @dg.asset(
     group_name="statistics",
     deps=[image_manifest],
     partitions_def=shard_partitions,
-    backfill_policy=_MULTI_RUN_BACKFILL,
+    backfill_policy=MULTI_RUN_BACKFILL,
     pool="gpu",
     kinds={"pytorch", "parquet"},
     owners=["team:attn-assets"],
