@@ -16,13 +16,22 @@ import ctypes.util
 import errno
 import logging
 import os
+import re
 import shutil
+import socket
+import time
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 logger = logging.getLogger(__name__)
+
+# Temp names carry their writer (pid@host) so cleanup never deletes a file another live process
+# is still writing (two runs on the same shard, a redelivered Celery task, a shared filesystem).
+_OWNER = f"{os.getpid()}@{socket.gethostname().replace('-', '_')}"
+_OWNER_PATTERN = re.compile(r"\.(?:tmp|old)-(\d+)@([^-]+)-")
+FOREIGN_TEMP_MAX_AGE_S = 24 * 3600
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -67,7 +76,7 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix=target.suffix, dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-{_OWNER}-", suffix=target.suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -88,7 +97,7 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{_OWNER}-", dir=target.parent))
     try:
         yield tmp
     except BaseException:
@@ -100,7 +109,7 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
             if target.is_dir() and not target.is_symlink() and _exchange(tmp, target):
                 _rmtree(tmp)  # tmp now holds the previous contents
                 return
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{_OWNER}-", dir=target.parent))
             os.rmdir(old)
             os.rename(target, old)
             try:
@@ -131,6 +140,47 @@ def _umask() -> int:
     return 0o022
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_abandoned(path: Path) -> bool:
+    """A temp/old sibling whose writer is gone: a dead pid on this host, or older than a day elsewhere."""
+    match = _OWNER_PATTERN.search(path.name)
+    if match and match.group(2) == _OWNER.split("@", 1)[1]:
+        pid = int(match.group(1))
+        return pid != os.getpid() and not _process_alive(pid)
+    try:
+        return time.time() - path.lstat().st_mtime > FOREIGN_TEMP_MAX_AGE_S
+    except FileNotFoundError:
+        return False
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        _rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_abandoned_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete hidden temp files and folders in ``folder`` whose writer was killed."""
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            if entry.name.startswith(".") and (".tmp-" in entry.name or ".old-" in entry.name) and is_abandoned(entry):
+                _remove(entry)
+                removed.append(entry)
+    return removed
+
+
 def cleanup_stale(parent: str | os.PathLike, name: str) -> list[Path]:
     """Remove temp/old siblings of ``parent/name`` left behind by a killed process."""
     removed = []
@@ -138,10 +188,7 @@ def cleanup_stale(parent: str | os.PathLike, name: str) -> list[Path]:
     if not parent.is_dir():
         return removed
     for p in parent.iterdir():
-        if p.name.startswith((f".{name}.tmp-", f".{name}.old-")):
-            if p.is_dir() and not p.is_symlink():
-                _rmtree(p)
-            else:
-                p.unlink(missing_ok=True)
+        if p.name.startswith((f".{name}.tmp-", f".{name}.old-")) and is_abandoned(p):
+            _remove(p)
             removed.append(p)
     return removed

@@ -22,26 +22,12 @@ from attn_assets.storage.schema import METRIC_COLUMNS, SHARD_ANALYSIS_COLUMNS, S
 
 HEAD_MAP_SUM_KEY = b"attn_assets.head_map_sum"
 
-TMP_MARKER = ".tmp-"
-
-
 def write_table_atomic(table: pa.Table, target: Path) -> Path:
     with atomic_file(target) as tmp:
         pq.write_table(table, tmp, compression="zstd")
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
     return Path(target)
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete temp files left by killed writers (never visible under a real name)."""
-    removed = []
-    if folder.is_dir():
-        for entry in folder.iterdir():
-            if entry.name.startswith(".") and TMP_MARKER in entry.name:
-                entry.unlink(missing_ok=True)
-                removed.append(entry)
-    return removed
 
 
 def build_shard_results(

@@ -34,7 +34,7 @@ from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
 from attn_assets.defs.statistics.schedules import shards_to_fill
 from attn_assets.orchestration import materialize_all
 from attn_assets.storage.layout import HomeLayout
-from attn_assets.storage.parquet import TMP_MARKER
+TMP_MARKER = ".tmp-"  # hidden temp files of atomic writes
 from attn_assets.storage.warehouse import Warehouse
 from attn_assets_tests.conftest import street_scene
 from attn_assets_tests.reliability.conftest import BIN

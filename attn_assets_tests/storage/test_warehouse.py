@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import multiprocessing as mp
 import time
 from datetime import datetime, timezone
@@ -154,3 +155,29 @@ def _hold_read_only(db: str, ready, seconds: float) -> None:
     ready.set()
     time.sleep(seconds)
     con.close()
+
+
+def test_cleanup_removes_only_temporaries_of_dead_writers(tmp_path):
+    import subprocess
+    import sys
+
+    from attn_assets.storage import atomic
+
+    host = atomic._OWNER.split("@", 1)[1]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        abandoned = tmp_path / f".shard-00000.parquet.tmp-{dead_pid}@{host}-abcd1234.parquet"
+        in_progress = tmp_path / f".shard-00001.parquet.tmp-{live.pid}@{host}-efgh5678.parquet"
+        foreign = tmp_path / ".shard-00002.parquet.tmp-123@otherhost-ijkl9012.parquet"
+        for path in (abandoned, in_progress, foreign):
+            path.write_bytes(b"partial")
+        assert atomic.remove_abandoned_temporaries(tmp_path) == [abandoned]
+        assert in_progress.exists() and foreign.exists()  # another host's file is kept until it is a day old
+        old = time.time() - atomic.FOREIGN_TEMP_MAX_AGE_S - 60
+        os.utime(foreign, (old, old))
+        assert atomic.remove_abandoned_temporaries(tmp_path) == [foreign]
+    finally:
+        live.kill()
+        live.wait()

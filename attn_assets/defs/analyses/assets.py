@@ -47,7 +47,8 @@ from attn_assets.figures.analyses import (
     render_spatial,
 )
 from attn_assets.resources import AttentionModelResource, PipelineResource, WarehouseResource
-from attn_assets.storage.parquet import read_cls_maps, read_head_map_sum, remove_stale_temporaries
+from attn_assets.storage.atomic import remove_abandoned_temporaries
+from attn_assets.storage.parquet import read_cls_maps, read_head_map_sum
 from attn_assets.storage.schema import (
     ABLATION_STATISTICS,
     ARTIFACT_STATISTICS,
@@ -350,7 +351,7 @@ def rollout_statistics(
     precision = resolve_precision(attention_model.precision, device)
     outcomes = []
     for shard_key in context.partition_keys:
-        remove_stale_temporaries(rollout_parquet(layout, shard_key).parent)
+        remove_abandoned_temporaries(rollout_parquet(layout, shard_key).parent)
         outcome = compute_rollout_shard(
             layout=layout, shard_key=shard_key, encoder=encoder, model_spec=attention_model.model, device=device,
             precision=precision, batch_size=attention_model.resolved_batch_size(),
@@ -440,7 +441,7 @@ def ablation_statistics(
     precision = resolve_precision(attention_model.precision, device)
     outcomes = []
     for shard_key in context.partition_keys:
-        remove_stale_temporaries(ablation_parquet(layout, shard_key).parent)
+        remove_abandoned_temporaries(ablation_parquet(layout, shard_key).parent)
         outcome = compute_ablation_shard(
             layout=layout, shard_key=shard_key, encoder=encoder, model_spec=attention_model.model, device=device,
             precision=precision, batch_size=attention_model.resolved_batch_size(),

@@ -10,7 +10,7 @@ from attn_assets.defs.manifest.assets import image_manifest
 from attn_assets.defs.partitions import shard_partitions
 from attn_assets.defs.statistics.shard import compute_shard
 from attn_assets.resources import AttentionModelResource, PipelineResource
-from attn_assets.storage.parquet import remove_stale_temporaries
+from attn_assets.storage.atomic import remove_abandoned_temporaries
 
 STATISTICS_CODE_VERSION = "2"
 SHARDS_PER_RUN = 4
@@ -45,7 +45,7 @@ def attention_statistics(
     device = attention_model.resolved_device()
     precision = resolve_precision(attention_model.precision, device)
     batch_size = attention_model.resolved_batch_size()
-    remove_stale_temporaries(layout.shards_dir)
+    remove_abandoned_temporaries(layout.shards_dir)
 
     outcomes = []
     for shard_key in context.partition_keys:
