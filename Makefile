@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/attn-assets demo-data
+	$(VENV)/bin/attn-assets demo-data --images 24
 	ATTN_ASSETS_MODEL=$${ATTN_ASSETS_MODEL:-random:streetclip} $(VENV)/bin/attn-assets materialize
 	$(VENV)/bin/attn-assets sql "SELECT country, image_count, round(attention_entropy_mean, 3) AS entropy, round(attention_concentration_top10_mean, 3) AS top10 FROM country_aggregates ORDER BY image_count DESC"
 
