@@ -140,14 +140,19 @@ def _umask() -> int:
     return 0o022
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        return True  # exists, owned by someone else
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except (OSError, IndexError):
         return True
-    return True
 
 
 def is_abandoned(path: Path) -> bool:
@@ -155,7 +160,7 @@ def is_abandoned(path: Path) -> bool:
     match = _OWNER_PATTERN.search(path.name)
     if match and match.group(2) == _OWNER.split("@", 1)[1]:
         pid = int(match.group(1))
-        return pid != os.getpid() and not _process_alive(pid)
+        return pid != os.getpid() and not process_alive(pid)
     try:
         return time.time() - path.lstat().st_mtime > FOREIGN_TEMP_MAX_AGE_S
     except FileNotFoundError:

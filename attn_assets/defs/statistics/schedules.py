@@ -8,6 +8,7 @@ import dagster as dg
 
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
 from attn_assets.defs.statistics.assets import attention_statistics
+from attn_assets.storage.atomic import process_alive
 
 attention_statistics_job = dg.define_asset_job(
     "attention_statistics_job",
@@ -29,20 +30,6 @@ def local_run_tags() -> dict[str, str]:
     return {RUN_PID_TAG: str(os.getpid()), RUN_HOST_TAG: socket.gethostname()}
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
-    except (OSError, IndexError):
-        return True
-
-
 def fail_dead_local_runs(instance: dg.DagsterInstance) -> list[str]:
     """Mark FAILED the in-process runs of this machine whose process is gone (e.g. SIGKILL, OOM kill).
 
@@ -58,7 +45,7 @@ def fail_dead_local_runs(instance: dg.DagsterInstance) -> list[str]:
             pid = int(run.tags.get(RUN_PID_TAG, ""))
         except ValueError:
             continue
-        if pid == os.getpid() or _process_alive(pid):
+        if pid == os.getpid() or process_alive(pid):
             continue
         instance.report_run_failed(
             run, message=f"the process that ran it (pid {pid} on {host}) is gone; marked failed so its shards are recomputed"
