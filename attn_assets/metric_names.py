@@ -21,3 +21,6 @@ SPATIAL_NAMES: tuple[str, ...] = (
     "attention_share_left",
     "attention_share_right",
 )
+
+#: Geolocation accuracy radii (km) of the OSV-5M / PLONK benchmarks: street, city, region, country, continent.
+ACCURACY_THRESHOLDS_KM: tuple[int, ...] = (1, 25, 200, 750, 2500)

@@ -106,8 +106,45 @@ def materialize_all(
     if not analysis_keys:
         summary.lines.append("rollout/ablation: every shard up to date")
 
-    if force or _downstream_stale(instance, defs):
-        run("downstream_job", "warehouse, aggregates, exports, figures")
+    downstream_ran = force or _downstream_stale(instance, defs)
+    if downstream_ran:
+        if not run("downstream_job", "warehouse, aggregates, exports, figures"):
+            return summary
     else:
         summary.lines.append("downstream assets: up to date")
+
+    _geolocation_stage(instance, force, downstream_ran, run, summary)
     return summary
+
+
+def plonk_available() -> str | None:
+    """None when diff-plonk imports; else why not (shown instead of running the geolocation group)."""
+    from attn_assets.core.model import ModelLoadError
+
+    try:
+        from attn_assets.core.geolocation import import_plonk
+
+        import_plonk()
+    except ModelLoadError as error:
+        return str(error)
+    return None
+
+
+def _geolocation_stage(instance, force: bool, downstream_ran: bool, run, summary: MaterializeSummary) -> None:
+    """PLONK predictions per shard, then accuracy, failure analysis and gallery; skipped without diff-plonk."""
+    from attn_assets.defs.geolocation.assets import geolocation_shards_to_fill
+
+    missing = plonk_available()
+    if missing is not None:
+        summary.lines.append(f"geolocation: skipped ({missing})")
+        return
+    keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME) if force else geolocation_shards_to_fill(instance)
+    ok = True
+    for key in keys:
+        ok = run("geolocation_shards_job", f"geolocation_predictions[{key}]", partition_key=key) and ok
+    if not keys:
+        summary.lines.append("geolocation_predictions: every shard up to date")
+    if ok and (keys or downstream_ran):
+        run("geolocation_job", "geolocation accuracy, failure analysis, worst predictions")
+    elif ok:
+        summary.lines.append("geolocation summaries: up to date")

@@ -17,7 +17,7 @@ from attn_assets import settings as S
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.warehouse import Warehouse
 
-_ENCODER_CACHE: dict[tuple[str, str], object] = {}
+_ENCODER_CACHE: dict[tuple, object] = {}  # per process: encoders and PLONK networks
 _ENCODER_LOCK = threading.Lock()
 
 
@@ -94,6 +94,30 @@ class AttentionModelResource(dg.ConfigurableResource):
             return _ENCODER_CACHE[key]
 
 
+class GeolocationModelResource(dg.ConfigurableResource):
+    """PLONK's network and sampling settings, loaded once per process (README "Geolocation")."""
+
+    plonk_model: str = S.DEFAULT_PLONK_MODEL
+    device: str = "auto"
+    num_steps: int = S.DEFAULT_PLONK_STEPS
+    num_samples: int = S.DEFAULT_PLONK_SAMPLES
+    seed: int = 0
+    cfg: float = 0.0
+
+    def geolocator(self):
+        """Load (or reuse) the PLONK network; raises a ModelLoadError saying what to install or cache."""
+        from attn_assets.core.geolocation import PlonkGeolocator, SamplingConfig
+        from attn_assets.core.model import resolve_device
+
+        device = str(resolve_device(self.device))
+        sampling = SamplingConfig(num_steps=self.num_steps, num_samples=self.num_samples, seed=self.seed, cfg=self.cfg)
+        key = ("plonk", self.plonk_model, device, sampling)
+        with _ENCODER_LOCK:
+            if key not in _ENCODER_CACHE:
+                _ENCODER_CACHE[key] = PlonkGeolocator(self.plonk_model, device=device, sampling=sampling)
+            return _ENCODER_CACHE[key]
+
+
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     cfg = S.Settings.from_env()
     home = _setting(S.ENV_HOME, str(cfg.home))
@@ -114,5 +138,13 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
             precision=_setting(S.ENV_PRECISION, cfg.precision),
             num_workers=_setting(S.ENV_NUM_WORKERS, cfg.num_workers),
             progress_bar=os.environ.get("ATTN_ASSETS_PROGRESS_BAR") == "1",
+        ),
+        "geolocation_model": GeolocationModelResource(
+            plonk_model=_setting(S.ENV_PLONK_MODEL, cfg.plonk_model),
+            device=_setting(S.ENV_DEVICE, cfg.device),
+            num_steps=_setting(S.ENV_PLONK_STEPS, cfg.plonk_steps),
+            num_samples=_setting(S.ENV_PLONK_SAMPLES, cfg.plonk_samples),
+            seed=_setting(S.ENV_PLONK_SEED, cfg.plonk_seed),
+            cfg=_setting(S.ENV_PLONK_CFG, cfg.plonk_cfg),
         ),
     }

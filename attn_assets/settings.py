@@ -28,6 +28,14 @@ ENV_PRECISION = "ATTN_ASSETS_PRECISION"
 ENV_NUM_WORKERS = "ATTN_ASSETS_NUM_WORKERS"
 ENV_FAILURE_RATE_WARN = "ATTN_ASSETS_FAILURE_RATE_WARN"
 ENV_GALLERY_SIZE = "ATTN_ASSETS_GALLERY_SIZE"
+ENV_PLONK_MODEL = "ATTN_ASSETS_PLONK_MODEL"
+ENV_PLONK_STEPS = "ATTN_ASSETS_PLONK_STEPS"
+ENV_PLONK_SAMPLES = "ATTN_ASSETS_PLONK_SAMPLES"
+ENV_PLONK_SEED = "ATTN_ASSETS_PLONK_SEED"
+ENV_PLONK_CFG = "ATTN_ASSETS_PLONK_CFG"
+DEFAULT_PLONK_MODEL = "nicolas-dufour/PLONK_OSV_5M"
+DEFAULT_PLONK_STEPS = 250
+DEFAULT_PLONK_SAMPLES = 16
 
 
 def _env(name: str) -> str | None:
@@ -76,6 +84,11 @@ class Settings:
     num_workers: int
     failure_rate_warn: float
     gallery_size: int
+    plonk_model: str
+    plonk_steps: int
+    plonk_samples: int
+    plonk_seed: int
+    plonk_cfg: float
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -91,6 +104,11 @@ class Settings:
             num_workers=_env_int(ENV_NUM_WORKERS, min(4, os.cpu_count() or 1), minimum=0),
             failure_rate_warn=_env_float(ENV_FAILURE_RATE_WARN, 0.05),
             gallery_size=_env_int(ENV_GALLERY_SIZE, 10),
+            plonk_model=_env(ENV_PLONK_MODEL) or DEFAULT_PLONK_MODEL,
+            plonk_steps=_env_int(ENV_PLONK_STEPS, DEFAULT_PLONK_STEPS),
+            plonk_samples=_env_int(ENV_PLONK_SAMPLES, DEFAULT_PLONK_SAMPLES),
+            plonk_seed=_env_int(ENV_PLONK_SEED, 0, minimum=0),
+            plonk_cfg=_env_float(ENV_PLONK_CFG, 0.0),
         )
 
     def with_overrides(self, **changes) -> "Settings":

@@ -101,8 +101,13 @@ def render_gallery(
     shortest_edge: int = DEFAULT_SHORTEST_EDGE,
     crop_size: int | tuple[int, int] = DEFAULT_CROP_SIZE,
     dpi: int = 100,
+    caption_column: str | None = None,
+    index_columns: tuple[str, ...] = (),
 ) -> GalleryResult:
     """One triptych per row (rows already ordered, rank = position + 1) into ``out_dir``.
+
+    ``caption_column``: a row column appended to each triptych's title (e.g. true vs predicted
+    location); ``index_columns``: further row columns written to index.csv.
 
     Files are ``{rank:02d}_{safe_image_id}.png`` plus ``index.csv`` (rank, image_id, country,
     country_name, file, status and every metric column present). Rows whose image file is gone
@@ -128,6 +133,8 @@ def render_gallery(
                 status = "missing_image"
             else:
                 title = _title(row, rank, metric)
+                if caption_column and row.get(caption_column):
+                    title = f"{title}\n{row[caption_column]}"
                 try:
                     render_triptych(path, attn, _lookup(crop_boxes, image_id), title, tmp / fname,
                                     shortest_edge=shortest_edge, crop_size=crop_size, dpi=dpi)
@@ -147,6 +154,9 @@ def render_gallery(
                     rec[col] = row[col]
             if metric and metric not in rec and metric in row:
                 rec[metric] = row[metric]
+            for col in index_columns:
+                if col in row and col not in rec:
+                    rec[col] = row[col]
             records.append(rec)
         cols = ["rank", "image_id", "country", "country_name", "file", "status"]
         index = pd.DataFrame.from_records(records, columns=cols + [c for c in (records[0] if records else {}) if c not in cols])

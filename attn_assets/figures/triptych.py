@@ -125,7 +125,7 @@ def render_triptych(
 
         if title:
             fig.suptitle(title, fontsize=11)
-            fig.tight_layout(rect=(0, 0, 1, 0.95))
+            fig.tight_layout(rect=(0, 0, 1, 0.95 - 0.04 * title.count("\n")))
         else:
             fig.tight_layout()
         return save_figure(fig, out_path, dpi=dpi)

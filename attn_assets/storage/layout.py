@@ -36,6 +36,14 @@ class HomeLayout:
         return self.shards_dir / f"{shard_key}.parquet"
 
     @property
+    def geolocation_dir(self) -> Path:
+        """PLONK predictions, one Parquet file per shard."""
+        return self.home / "geolocation"
+
+    def geolocation_parquet(self, shard_key: str) -> Path:
+        return self.geolocation_dir / f"{shard_key}.parquet"
+
+    @property
     def warehouse_path(self) -> Path:
         return self.home / "warehouse" / "attention.duckdb"
 

@@ -38,6 +38,7 @@ def build_shard_results(
     countries: Sequence[str | None],
     metrics: dict[str, np.ndarray],
     cls_maps: np.ndarray,
+    cls_embeddings: np.ndarray | None = None,
     image_sizes: Sequence[tuple[int, int]] | None = None,
     crop_boxes: Sequence[tuple[float, float, float, float] | None] | None = None,
     failures: Sequence[tuple[str, str | None, str | None, str]],
@@ -53,7 +54,8 @@ def build_shard_results(
     ``[heads, N]`` (float64 sum over the shard's images of each last-layer head's CLS row), which is
     kept in the file's key-value metadata so the per-head mean maps need no per-image storage.
 
-    `cls_maps` is float32 [n_ok, grid_h, grid_w], row i belonging to image_ids[i];
+    `cls_maps` is float32 [n_ok, grid_h, grid_w], row i belonging to image_ids[i]; `cls_embeddings`
+    [n_ok, D] is ``last_hidden_state[:, 0]``, stored as float16 (what PLONK geolocation reads back);
     `image_sizes` are (width, height) and `crop_boxes` the model's view (left, top, right,
     bottom) in original pixels, per computed image; `failures` are (image_id, path, country, reason).
     """
@@ -70,6 +72,9 @@ def build_shard_results(
         return [cast(v) for v in values] + [None] * n_failed
 
     flat_maps = cls_maps.reshape(n_ok, -1).astype(np.float32, copy=False)
+    if cls_embeddings is not None and len(cls_embeddings) != n_ok:
+        raise ValueError(f"{len(cls_embeddings)} CLS embeddings for {n_ok} images in {shard_key}")
+    embeddings = list(np.asarray(cls_embeddings, dtype=np.float16)) if cls_embeddings is not None else [None] * n_ok
     sizes = list(image_sizes) if image_sizes is not None else [(None, None)] * n_ok
     boxes = [box or (None,) * 4 for box in crop_boxes] if crop_boxes is not None else [(None,) * 4] * n_ok
     if len(sizes) != n_ok or len(boxes) != n_ok:
@@ -89,6 +94,7 @@ def build_shard_results(
         "grid_height": [grid_h] * n_ok + [None] * n_failed,
         "grid_width": [grid_w] * n_ok + [None] * n_failed,
         "cls_map": list(flat_maps) + [None] * n_failed,
+        "cls_embedding": embeddings + [None] * n_failed,
         **_analysis_columns(analyses, n_ok, n_failed),
         "model_spec": [model_spec] * n,
         "precision": [precision] * n,
@@ -156,3 +162,27 @@ def read_cls_maps(
     corners = zip(*(table[c].to_pylist() for c in box_columns))
     boxes = {image_id: (None if any(v is None for v in box) else tuple(box)) for image_id, box in zip(ids, corners)}
     return maps, boxes
+
+
+def read_cls_embeddings(shard_file: Path) -> tuple[list[str], np.ndarray]:
+    """(image ids, float16 CLS embeddings ``[n, D]``) of a shard's computed images.
+
+    Raises ValueError naming the shard when the file predates stored embeddings, so the caller can say
+    which partition of attention_statistics to re-materialize.
+    """
+    names = set(pq.read_schema(shard_file).names)
+    if "cls_embedding" not in names:
+        raise ValueError(f"{shard_file} was written before CLS embeddings were stored")
+    table = pq.read_table(shard_file, columns=["image_id", "cls_embedding"], filters=[("status", "=", "ok")])
+    ids = table["image_id"].to_pylist()
+    column = table["cls_embedding"]
+    if column.null_count:
+        raise ValueError(f"{shard_file} has {column.null_count} computed images without a CLS embedding")
+    if not ids:
+        return ids, np.zeros((0, 0), dtype=np.float16)
+    flat = column.combine_chunks()
+    width = len(flat[0])
+    values = flat.values.to_numpy(zero_copy_only=False).astype(np.float16, copy=False)
+    if values.size != width * len(ids):
+        raise ValueError(f"{shard_file}: CLS embeddings of different lengths")
+    return ids, values.reshape(len(ids), width)

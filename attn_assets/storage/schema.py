@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from attn_assets.metric_names import METRIC_NAMES, SPATIAL_NAMES
+from attn_assets.metric_names import ACCURACY_THRESHOLDS_KM, METRIC_NAMES, SPATIAL_NAMES
 
 METRIC_COLUMNS: tuple[str, ...] = METRIC_NAMES  # the seed's six metrics, as the core names them
 
@@ -21,6 +21,7 @@ _ARROW_TYPES = {
     "INTEGER": pa.int32(),
     "TIMESTAMP": pa.timestamp("us"),
     "FLOAT[]": pa.list_(pa.float32()),
+    "HALF[]": pa.list_(pa.float16()),  # Parquet only (float16 logical type); DuckDB reads it as FLOAT[]
     "DOUBLE[]": pa.list_(pa.float64()),
     "BIGINT[]": pa.list_(pa.int64()),
     "INTEGER[]": pa.list_(pa.int32()),
@@ -165,6 +166,8 @@ SHARD_RESULTS = Table(
         Column("grid_height", "INTEGER", "patch rows of the CLS map"),
         Column("grid_width", "INTEGER", "patch columns of the CLS map"),
         Column("cls_map", "FLOAT[]", "head-averaged last-layer CLS-to-patch attention, row-major"),
+        Column("cls_embedding", "HALF[]",
+               "last_hidden_state[:, 0] (what PLONK conditions on), float16; absent from shards written before issue 9"),
         *SHARD_ANALYSIS_COLUMNS,
         *_PROVENANCE,
     ),
@@ -364,6 +367,75 @@ SHARD_LOADS = Table(
     key=("shard_key",),
 )
 
+# --- geolocation (issue 9): PLONK predictions from the stored CLS embeddings
+
+_SAMPLING_PROVENANCE = (
+    Column("plonk_model", "VARCHAR", "PLONK model (ATTN_ASSETS_PLONK_MODEL)", nullable=False),
+    Column("num_steps", "BIGINT", "sampler steps", nullable=False),
+    Column("num_samples", "BIGINT", "locations sampled per image; the spherical medoid is kept", nullable=False),
+    Column("sampling_seed", "BIGINT", "seed, combined with a hash of the image id", nullable=False),
+    Column("cfg_rate", "DOUBLE", "classifier-free guidance scale (0 = off)", nullable=False),
+    Column("embedding_model_spec", "VARCHAR", "model spec that computed the CLS embedding", nullable=False),
+    Column("embedding_precision", "VARCHAR", "precision of that forward pass (fp32 or bf16)", nullable=False),
+    Column("computed_at", "TIMESTAMP", "UTC time the shard was predicted", nullable=False),
+)
+
+GEOLOCATION_PREDICTIONS = Table(
+    name="geolocation_predictions",
+    description=("PLONK's predicted location per image (geolocation/<shard>.parquet and this table) and its "
+                 "great-circle error against the manifest's coordinates."),
+    columns=(
+        *_IMAGE_KEY,
+        Column("latitude", "DOUBLE", "true latitude from the manifest (degrees; NULL when the manifest has none)"),
+        Column("longitude", "DOUBLE", "true longitude from the manifest (degrees)"),
+        Column("predicted_latitude", "DOUBLE", "predicted latitude (degrees)", nullable=False),
+        Column("predicted_longitude", "DOUBLE", "predicted longitude (degrees)", nullable=False),
+        Column("predicted_country", "VARCHAR", "ISO code of the predicted point (reverse_geocoder)"),
+        Column("error_km", "DOUBLE", "haversine distance between true and predicted location (R = 6371 km)"),
+        Column("geoscore", "DOUBLE", "5000 * exp(-error_km / 1492.7), OSV-5M's GeoScore per image"),
+        Column("prediction_spread_km", "DOUBLE", "median distance of the samples to the kept one (uncertainty)"),
+        *_SAMPLING_PROVENANCE,
+    ),
+    key=("image_id",),
+)
+
+GEOLOCATION_ACCURACY = Table(
+    name="geolocation_accuracy",
+    description=("Accuracy at the standard geolocation radii (share of images with error < r km), GeoScore and "
+                 "error statistics: one row overall (scope 'overall') and one per true country (scope 'country')."),
+    columns=(
+        Column("scope", "VARCHAR", "'overall' or 'country'", nullable=False),
+        Column("country", "VARCHAR", "ISO code of the true country (NULL on the overall row; '' when unknown)"),
+        Column("country_name", "VARCHAR", "country name"),
+        Column("images", "BIGINT", "images with a prediction and true coordinates", nullable=False),
+        Column("mean_error_km", "DOUBLE", "mean haversine error"),
+        Column("median_error_km", "DOUBLE", "median haversine error"),
+        Column("geoscore", "DOUBLE", "mean GeoScore (0-5000)"),
+        *(Column(f"accuracy_{r}km", "DOUBLE", f"share of images with error < {r} km") for r in ACCURACY_THRESHOLDS_KM),
+        Column("country_accuracy", "DOUBLE", "share of images whose predicted point lies in the true country"),
+    ),
+)
+
+GEOLOCATION_ERROR_ANALYSIS = Table(
+    name="geolocation_error_analysis",
+    description=("Does attention predict failure? Per attention metric: Pearson and Spearman correlation with the "
+                 "error, and the metric's mean over the best vs the worst decile of predictions by error."),
+    columns=(
+        Column("metric", "VARCHAR", "attention metric (attention_statistics column)", nullable=False),
+        Column("images", "BIGINT", "images with the metric and an error", nullable=False),
+        Column("pearson_r", "DOUBLE", "Pearson correlation of the metric with error_km"),
+        Column("pearson_p", "DOUBLE", "two-sided p-value of pearson_r"),
+        Column("spearman_rho", "DOUBLE", "Spearman rank correlation with error_km"),
+        Column("spearman_p", "DOUBLE", "two-sided p-value of spearman_rho"),
+        Column("decile_images", "BIGINT", "images in each decile: ceil(images / 10)"),
+        Column("best_decile_mean", "DOUBLE", "metric mean over the images with the smallest errors"),
+        Column("worst_decile_mean", "DOUBLE", "metric mean over the images with the largest errors"),
+        Column("worst_minus_best", "DOUBLE", "worst_decile_mean - best_decile_mean"),
+        Column("mannwhitney_p", "DOUBLE", "two-sided Mann-Whitney U p-value, worst vs best decile"),
+    ),
+    key=("metric",),
+)
+
 WAREHOUSE_TABLES: tuple[Table, ...] = (
     IMAGES,
     ATTENTION_STATISTICS,
@@ -378,6 +450,9 @@ WAREHOUSE_TABLES: tuple[Table, ...] = (
     METRIC_BASELINES,
     ROLLOUT_STATISTICS,
     ABLATION_STATISTICS,
+    GEOLOCATION_PREDICTIONS,
+    GEOLOCATION_ACCURACY,
+    GEOLOCATION_ERROR_ANALYSIS,
 )
 
 # The seed's attention_statistics.csv columns, in its documented order.

@@ -19,8 +19,11 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from attn_assets.metric_names import ACCURACY_THRESHOLDS_KM
 from attn_assets.storage.schema import (
     ARTIFACT_STATISTICS,
+    GEOLOCATION_ACCURACY,
+    GEOLOCATION_PREDICTIONS,
     ATTENTION_STATISTICS,
     HEAD_STATISTICS,
     LAYER_STATISTICS,
@@ -347,6 +350,33 @@ class Warehouse:
                 con.execute("ROLLBACK")
                 raise
             return con.execute(f'SELECT count(*) FROM "{COUNTRY_AGGREGATES.name}"').fetchone()[0]
+
+    def refresh_geolocation_accuracy(self) -> int:
+        """geolocation_accuracy from geolocation_predictions, in SQL, replacing the table in one transaction:
+        one 'overall' row and one row per true country, over the images with true coordinates."""
+        accuracy = ", ".join(f'avg((p.error_km < {r})::DOUBLE) AS "accuracy_{r}km"' for r in ACCURACY_THRESHOLDS_KM)
+        measures = (
+            "count(*) AS images, avg(p.error_km) AS mean_error_km, median(p.error_km) AS median_error_km, "
+            f"avg(p.geoscore) AS geoscore, {accuracy}, "
+            "avg((p.predicted_country = p.country)::DOUBLE) AS country_accuracy"  # NULL true country: not counted
+        )
+        source = (f'FROM "{GEOLOCATION_PREDICTIONS.name}" p LEFT JOIN "{IMAGES.name}" i USING (image_id) '
+                  "WHERE p.error_km IS NOT NULL")
+        with self.writer() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f'DELETE FROM "{GEOLOCATION_ACCURACY.name}"')
+                con.execute(f'INSERT INTO "{GEOLOCATION_ACCURACY.name}" BY NAME '
+                            f"SELECT 'overall' AS scope, NULL AS country, NULL AS country_name, {measures} {source}")
+                con.execute(f'INSERT INTO "{GEOLOCATION_ACCURACY.name}" BY NAME '
+                            f"SELECT 'country' AS scope, coalesce(p.country, '') AS country, "
+                            f"any_value(i.country_name) AS country_name, {measures} {source} "
+                            "GROUP BY coalesce(p.country, '')")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            return con.execute(f'SELECT count(*) FROM "{GEOLOCATION_ACCURACY.name}"').fetchone()[0]
 
     def replace_analysis_shard(self, table: Table, shard_key: str, parquet: Path | None,
                                overrides: Mapping[str, str] | None = None) -> int:

@@ -12,7 +12,7 @@ from attn_assets.defs.statistics.shard import compute_shard
 from attn_assets.resources import AttentionModelResource, PipelineResource
 from attn_assets.storage.atomic import remove_abandoned_temporaries
 
-STATISTICS_CODE_VERSION = "2"
+STATISTICS_CODE_VERSION = "3"  # 3: shard files carry the float16 CLS embedding
 SHARDS_PER_RUN = 4
 
 # A backfill runs a few shards per run: the model loads once per run, and one bad shard fails only its run.
@@ -31,7 +31,7 @@ MULTI_RUN_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=SHARDS_P
     code_version=STATISTICS_CODE_VERSION,
     description=(
         "Last-layer CLS attention of every image in the shard (heads averaged) and the seed's six "
-        "metrics, written atomically to `shards/<shard>.parquet` with the CLS maps. Unreadable images "
+        "metrics, written atomically to `shards/<shard>.parquet` with the CLS maps and the float16 CLS embeddings (PLONK's input). Unreadable images "
         "become failure rows, not a failed run. The model loads once per process."
     ),
 )

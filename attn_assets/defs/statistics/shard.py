@@ -120,6 +120,7 @@ def compute_shard(
     ids: list[str] = []
     metrics: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_COLUMNS}
     maps: list[np.ndarray] = []
+    embeddings: list[np.ndarray] = []
     sizes: list[tuple[int, int]] = []
     boxes: list[tuple | None] = []
     failures: list[tuple[str, str | None, str | None, str]] = []
@@ -136,6 +137,7 @@ def compute_shard(
         for name in METRIC_COLUMNS:
             metrics[name].append(np.asarray(batch.metrics[name]))
         maps.append(np.asarray(batch.cls_maps, dtype=np.float32))
+        embeddings.append(np.asarray(batch.cls_embedding, dtype=np.float16))
         sizes.extend(batch.image_sizes)
         boxes.extend(batch.crop_boxes)
         for failure in batch.failures:
@@ -160,6 +162,7 @@ def compute_shard(
         countries=[country_by_id[i] for i in ids],
         metrics={name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in metrics.items()},
         cls_maps=cls_maps,
+        cls_embeddings=np.concatenate(embeddings) if embeddings else None,
         image_sizes=sizes,
         crop_boxes=boxes,
         failures=failures,

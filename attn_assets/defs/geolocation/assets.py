@@ -1,0 +1,217 @@
+"""Geolocation (issue 9): PLONK's predictions from the stored CLS embeddings, their accuracy, and whether
+attention tells the failures apart.
+
+  geolocation_predictions   partitioned by shard, pool "gpu": geolocation/<shard>.parquet (Parquet only,
+                            so remote workers never open the warehouse)
+  geolocation_accuracy      loads the files into DuckDB; accuracy at 1/25/200/750/2500 km, GeoScore, per
+                            country and overall; prediction map figure
+  geolocation_error_analysis  correlations and best-vs-worst-decile contrasts of each attention metric
+  worst_predictions_gallery visualizations/worst_predictions/: overlays captioned with true vs predicted place
+
+Needs the optional `plonk` extra (diff-plonk); `attn-assets materialize` skips this group without it.
+"""
+
+import dagster as dg
+import pandas as pd
+
+from attn_assets import figures
+from attn_assets.core.error_analysis import error_analysis
+from attn_assets.defs.geolocation.shard import compute_geolocation_shard, is_streetclip
+from attn_assets.defs.metadata import table_metadata
+from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
+from attn_assets.defs.statistics.assets import MULTI_RUN_BACKFILL, attention_statistics
+from attn_assets.defs.visuals.assets import _maps_and_boxes
+from attn_assets.defs.warehouse.assets import attention_warehouse
+from attn_assets.figures.geolocation import location_caption, render_error_analysis, render_prediction_map
+from attn_assets.resources import GeolocationModelResource, PipelineResource, WarehouseResource
+from attn_assets.storage.atomic import remove_abandoned_temporaries
+from attn_assets.storage.schema import (
+    ATTENTION_STATISTICS,
+    GEOLOCATION_ACCURACY,
+    GEOLOCATION_ERROR_ANALYSIS,
+    GEOLOCATION_PREDICTIONS,
+    IMAGES,
+    METRIC_COLUMNS,
+)
+
+GEOLOCATION_CODE_VERSION = "1"
+WORST_PREDICTIONS_FOLDER = "worst_predictions"
+_COMMON = dict(group_name="geolocation", owners=["team:attn-assets"], code_version=GEOLOCATION_CODE_VERSION,
+               tags={"domain": "geolocation"})
+
+
+@dg.asset(
+    deps=[attention_statistics],
+    partitions_def=shard_partitions,
+    backfill_policy=MULTI_RUN_BACKFILL,
+    pool="gpu",
+    kinds={"pytorch", "parquet"},
+    description=("PLONK's predicted latitude/longitude per image from the float16 CLS embeddings that "
+                 "attention_statistics stored (no second pass through StreetCLIP), seeded per image; "
+                 "haversine error against the manifest's coordinates -> geolocation/<shard>.parquet."),
+    **_COMMON,
+)
+def geolocation_predictions(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                            geolocation_model: GeolocationModelResource) -> dg.MaterializeResult:
+    layout = pipeline.layout
+    geolocator = geolocation_model.geolocator()  # fails here, before any output is touched
+    remove_abandoned_temporaries(layout.geolocation_dir)
+    outcomes = []
+    for shard_key in context.partition_keys:
+        outcome = compute_geolocation_shard(layout=layout, shard_key=shard_key, geolocator=geolocator,
+                                            logger=context.log)
+        context.log.info("%s: %d predicted (%d with true coordinates) in %.1f s", shard_key, outcome.predicted,
+                         outcome.with_truth, outcome.seconds)
+        outcomes.append(outcome)
+    per_shard = pd.DataFrame([{"shard": o.shard_key, "predicted": o.predicted, "with_truth": o.with_truth,
+                               "seconds": round(o.seconds, 2), "embeddings_from": o.embedding_model_spec}
+                              for o in outcomes])
+    specs = sorted({o.embedding_model_spec for o in outcomes if o.embedding_model_spec})
+    metadata = {
+        "predicted": dg.MetadataValue.int(int(per_shard["predicted"].sum())),
+        "with_true_coordinates": dg.MetadataValue.int(int(per_shard["with_truth"].sum())),
+        "plonk_model": dg.MetadataValue.text(geolocator.repo),
+        "device": dg.MetadataValue.text(str(geolocator.device)),
+        "num_steps": dg.MetadataValue.int(geolocator.sampling.num_steps),
+        "num_samples": dg.MetadataValue.int(geolocator.sampling.num_samples),
+        "seed": dg.MetadataValue.int(geolocator.sampling.seed),
+        "per_shard": dg.MetadataValue.md(per_shard.to_markdown(index=False)),
+        "paths": dg.MetadataValue.md("\n".join(f"- `{o.path}`" for o in outcomes)),
+    }
+    if any(not is_streetclip(spec) for spec in specs):
+        metadata["warning"] = dg.MetadataValue.text(
+            f"embeddings from {', '.join(specs)}: PLONK was trained on StreetCLIP; these errors say nothing about PLONK")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    deps=[geolocation_predictions, attention_warehouse],
+    kinds={"duckdb", "matplotlib"},
+    description=("Loads every shard's predictions into table geolocation_predictions, then table "
+                 "geolocation_accuracy: share of images with error < 1 / 25 / 200 / 750 / 2500 km, mean and median "
+                 "error, mean GeoScore and country accuracy, overall and per true country; "
+                 "attention_analysis/analyses/geolocation_map.png."),
+    **_COMMON,
+)
+def geolocation_accuracy(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                         warehouse: WarehouseResource) -> dg.MaterializeResult:
+    store = warehouse.warehouse(context.log)
+    for shard_key in context.instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME):
+        path = pipeline.layout.geolocation_parquet(shard_key)
+        store.replace_analysis_shard(GEOLOCATION_PREDICTIONS, shard_key, path if path.exists() else None)
+    store.refresh_geolocation_accuracy()
+    table = store.query(f'SELECT * FROM "{GEOLOCATION_ACCURACY.name}" '
+                        "ORDER BY scope DESC, images DESC, country")  # 'overall' first
+    predictions = store.query(
+        f'SELECT image_id, latitude, longitude, predicted_latitude, predicted_longitude '
+        f'FROM "{GEOLOCATION_PREDICTIONS.name}" WHERE error_km IS NOT NULL ORDER BY image_id')
+    target = pipeline.layout.analysis_dir / "analyses" / "geolocation_map.png"
+    render_prediction_map(predictions, target)
+    overall = table[table["scope"] == "overall"]
+    metadata = {
+        **table_metadata(GEOLOCATION_ACCURACY, len(table)),
+        "accuracy": dg.MetadataValue.md(table.drop(columns=["scope"]).round(4).to_markdown(index=False)),
+        "predictions": dg.MetadataValue.int(int(store.query(
+            f'SELECT count(*) AS n FROM "{GEOLOCATION_PREDICTIONS.name}"')["n"].iloc[0])),
+        "figure": dg.MetadataValue.path(str(target)),
+        "figure_preview": dg.MetadataValue.md(figures.png_preview_markdown(target)),
+    }
+    if len(overall) and overall["images"].iloc[0]:
+        metadata["mean_error_km"] = dg.MetadataValue.float(float(overall["mean_error_km"].iloc[0]))
+        metadata["geoscore"] = dg.MetadataValue.float(float(overall["geoscore"].iloc[0]))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _predictions_with_metrics(warehouse: WarehouseResource, order_limit: str = "", params=()) -> pd.DataFrame:
+    return warehouse.warehouse().query(
+        f'SELECT g.*, i.country_name, i.abs_path, {", ".join(f"s.{m}" for m in METRIC_COLUMNS)} '
+        f'FROM "{GEOLOCATION_PREDICTIONS.name}" g JOIN "{ATTENTION_STATISTICS.name}" s USING (image_id) '
+        f'LEFT JOIN "{IMAGES.name}" i USING (image_id) WHERE g.error_km IS NOT NULL {order_limit}', list(params))
+
+
+@dg.asset(
+    deps=[geolocation_accuracy],
+    kinds={"duckdb", "scipy", "matplotlib"},
+    description=("Does attention tell PLONK's failures apart? Per attention metric: Pearson and Spearman correlation "
+                 "with the error, and its mean over the best vs worst decile (Mann-Whitney U) -> table "
+                 "geolocation_error_analysis and attention_analysis/analyses/geolocation_error.png."),
+    **_COMMON,
+)
+def geolocation_error_analysis(pipeline: PipelineResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    frame = _predictions_with_metrics(warehouse, "ORDER BY image_id")
+    analysis = error_analysis(frame, METRIC_COLUMNS)
+    warehouse.warehouse().replace_table(GEOLOCATION_ERROR_ANALYSIS, analysis)
+    target = pipeline.layout.analysis_dir / "analyses" / "geolocation_error.png"
+    render_error_analysis(frame, analysis, METRIC_COLUMNS, target)
+    return dg.MaterializeResult(metadata={
+        **table_metadata(GEOLOCATION_ERROR_ANALYSIS, len(analysis)),
+        "images": dg.MetadataValue.int(len(frame)),
+        "analysis": dg.MetadataValue.md(analysis.round(4).to_markdown(index=False)),
+        "figure": dg.MetadataValue.path(str(target)),
+        "figure_preview": dg.MetadataValue.md(figures.png_preview_markdown(target)),
+    })
+
+
+@dg.asset(
+    deps=[geolocation_accuracy],
+    kinds={"matplotlib", "png"},
+    description=("visualizations/worst_predictions/: triptychs of the images PLONK placed farthest from the truth, "
+                 "captioned with the true and predicted location and the error; index.csv lists them."),
+    **_COMMON,
+)
+def worst_predictions_gallery(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                              warehouse: WarehouseResource) -> dg.MaterializeResult:
+    rows = _predictions_with_metrics(warehouse, "ORDER BY g.error_km DESC, g.image_id LIMIT ?", [pipeline.gallery_size])
+    rows["caption"] = [location_caption(row) for row in rows.to_dict("records")]
+    maps, boxes = _maps_and_boxes(pipeline.layout, rows)
+    target = pipeline.layout.visualizations_dir / WORST_PREDICTIONS_FOLDER
+    result = figures.render_gallery(
+        rows, maps, boxes, target, "error_km", caption_column="caption",
+        index_columns=("latitude", "longitude", "predicted_latitude", "predicted_longitude", "predicted_country",
+                       "error_km", "geoscore", "prediction_spread_km"))
+    for image_id in result.skipped:
+        context.log.warning("worst_predictions: image %s could not be drawn; skipped", image_id)
+    metadata = {
+        "path": dg.MetadataValue.path(str(target)),
+        "images": dg.MetadataValue.int(len(result.paths)),
+        "skipped": dg.MetadataValue.int(len(result.skipped)),
+        "index": dg.MetadataValue.md(rows[["image_id", "country", "predicted_country", "error_km"]]
+                                     .round(1).to_markdown(index=False) if len(rows) else "_(no predictions)_"),
+    }
+    if result.paths:
+        metadata["preview"] = dg.MetadataValue.md(figures.png_preview_markdown(result.paths[0]))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+GEOLOCATION_SUMMARY_ASSETS = (geolocation_accuracy, geolocation_error_analysis, worst_predictions_gallery)
+
+geolocation_shards_job = dg.define_asset_job(
+    "geolocation_shards_job", selection=[geolocation_predictions],
+    description="PLONK predictions of one shard from its stored CLS embeddings.",
+)
+geolocation_job = dg.define_asset_job(
+    "geolocation_job", selection=list(GEOLOCATION_SUMMARY_ASSETS),
+    description="Geolocation accuracy, failure analysis and the worst-predictions gallery.",
+)
+
+_DONE = (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.IN_PROGRESS)
+
+
+def geolocation_shards_to_fill(instance: dg.DagsterInstance) -> list[str]:
+    """Registered shards whose predictions are neither materialized nor in progress, or older than their statistics."""
+    keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
+    if not keys:
+        return []
+    status = instance.get_status_by_partition(geolocation_predictions.key, keys, shard_partitions) or {}
+    missing = [key for key in keys if status.get(key) not in _DONE]
+    stale = [key for key in keys if key not in missing and _newer_statistics(instance, key)]
+    return [key for key in keys if key in set(missing) | set(stale)]
+
+
+def _newer_statistics(instance: dg.DagsterInstance, shard_key: str) -> bool:
+    def latest(key: dg.AssetKey) -> int:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[shard_key]), limit=1).records
+        return records[0].storage_id if records else 0
+
+    return latest(attention_statistics.key) > latest(geolocation_predictions.key)

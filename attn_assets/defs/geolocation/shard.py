@@ -1,0 +1,101 @@
+"""Predicting one shard: stored CLS embeddings in, one atomic Parquet of PLONK predictions out. No Dagster."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from attn_assets.catalog.manifest import reverse_geocode
+from attn_assets.core.geolocation import PlonkGeolocator, geoscore, haversine_km
+from attn_assets.storage.layout import HomeLayout
+from attn_assets.storage.parquet import read_cls_embeddings, write_table_atomic
+from attn_assets.storage.schema import GEOLOCATION_PREDICTIONS
+
+STREETCLIP_SPECS = ("geolocal/StreetCLIP",)
+
+
+def is_streetclip(model_spec: str) -> bool:
+    """True for the encoder PLONK was trained on (StreetCLIP, any revision, or a PLONK pipeline's tower)."""
+    return model_spec.startswith("plonk:") or model_spec.split("@", 1)[0] in STREETCLIP_SPECS
+
+
+@dataclass(frozen=True)
+class GeolocationOutcome:
+    shard_key: str
+    predicted: int
+    with_truth: int
+    seconds: float
+    embedding_model_spec: str | None
+    path: Path
+
+
+def _provenance(shard_file: Path) -> tuple[str, str]:
+    table = pq.read_table(shard_file, columns=["model_spec", "precision"])
+    if not table.num_rows:
+        return "", ""
+    return table["model_spec"][0].as_py(), table["precision"][0].as_py()
+
+
+def _truth(layout: HomeLayout, shard_key: str) -> pd.DataFrame:
+    return pq.read_table(
+        layout.images_parquet, columns=["image_id", "country", "latitude", "longitude"],
+        filters=[("shard_key", "=", shard_key)],
+    ).to_pandas().set_index("image_id")
+
+
+def compute_geolocation_shard(*, layout: HomeLayout, shard_key: str, geolocator: PlonkGeolocator,
+                              logger: logging.Logger | logging.LoggerAdapter) -> GeolocationOutcome:
+    """PLONK predictions for every computed image of the shard -> geolocation/<shard>.parquet."""
+    started = time.monotonic()
+    shard_file = layout.shard_parquet(shard_key)
+    if not shard_file.exists():
+        raise FileNotFoundError(
+            f"{shard_file} does not exist: materialize attention_statistics for partition {shard_key} first "
+            "(its CLS embeddings are PLONK's input)")
+    try:
+        ids, embeddings = read_cls_embeddings(shard_file)
+    except ValueError as error:
+        raise ValueError(
+            f"{error}. Re-materialize attention_statistics for partition {shard_key} (code version 3 stores the "
+            "embeddings), then geolocation_predictions") from error
+    model_spec, precision = _provenance(shard_file)
+    if ids and not is_streetclip(model_spec):
+        logger.warning(
+            "%s: CLS embeddings come from %r, not StreetCLIP; PLONK was trained on StreetCLIP embeddings, so these "
+            "predictions only exercise the pipeline", shard_key, model_spec)
+    predictions = geolocator.predict(embeddings, ids)
+    truth = _truth(layout, shard_key).reindex(ids)
+    lat, lon = truth["latitude"].to_numpy(dtype=np.float64), truth["longitude"].to_numpy(dtype=np.float64)
+    error = haversine_km(lat, lon, predictions.latitude, predictions.longitude)  # NaN where no truth
+    sampling = geolocator.sampling
+    n = len(ids)
+    stamp = datetime.now(timezone.utc).replace(tzinfo=None)
+
+    def nullable(values: np.ndarray) -> list:
+        return [None if not np.isfinite(v) else float(v) for v in values]
+
+    columns = {
+        "image_id": ids, "shard_key": [shard_key] * n,
+        "country": [c if isinstance(c, str) else None for c in truth["country"]],
+        "latitude": nullable(lat), "longitude": nullable(lon),
+        "predicted_latitude": predictions.latitude.tolist(), "predicted_longitude": predictions.longitude.tolist(),
+        "predicted_country": reverse_geocode(predictions.latitude, predictions.longitude),
+        "error_km": nullable(error), "geoscore": nullable(geoscore(error)),
+        "prediction_spread_km": predictions.spread_km.tolist(),
+        "plonk_model": [geolocator.repo] * n, "num_steps": [sampling.num_steps] * n,
+        "num_samples": [sampling.num_samples] * n, "sampling_seed": [sampling.seed] * n,
+        "cfg_rate": [float(sampling.cfg)] * n, "embedding_model_spec": [model_spec] * n,
+        "embedding_precision": [precision] * n, "computed_at": [stamp] * n,
+    }
+    table = pa.table(columns, schema=GEOLOCATION_PREDICTIONS.arrow_schema())
+    path = write_table_atomic(table, layout.geolocation_parquet(shard_key))
+    return GeolocationOutcome(shard_key, n, int(np.isfinite(error).sum()), time.monotonic() - started,
+                              model_spec or None, path)
