@@ -185,4 +185,6 @@ def _fmt(metric: str, value) -> str:
         return f"{v:.1%}"
     if metric == "num_high_attention_patches":
         return f"{v:.0f}"
+    if metric.endswith("_km"):
+        return f"{v:,.0f} km"
     return f"{v:.4g}"

@@ -27,6 +27,13 @@ def _tables(home) -> dict[str, pd.DataFrame]:
     return {t: store.query(f"SELECT * FROM {t} ORDER BY ALL") for t in TABLES}
 
 
+def extract_records_for(encoder, records):
+    from attn_assets.core.extract import extract_records
+
+    for batch in extract_records(encoder, records, batch_size=3, device="cpu", precision="fp32", num_workers=0):
+        yield from zip(batch.image_ids, batch.cls_embedding)
+
+
 def test_whole_graph_matches_core_and_is_idempotent(pipeline_env, instance, tiny_model_dir):
     summary = materialize_all(instance=instance)
     assert summary.ok, "\n".join(summary.lines)
@@ -89,6 +96,23 @@ def test_whole_graph_matches_core_and_is_idempotent(pipeline_env, instance, tiny
     assert (layout.visualizations_dir / "diverse_examples_grid.png").exists()
     for folder in ("high_concentration", "low_concentration", "high_entropy", "low_entropy"):
         assert len(list((layout.visualizations_dir / folder).glob("*.png"))) == 3
+
+    # shard files carry the float16 CLS embedding (PLONK's input), equal to the core's
+    from attn_assets.storage.parquet import read_cls_embeddings
+
+    embeddings = {}
+    for shard_key in sorted(set(stats["shard_key"])):
+        ids, values = read_cls_embeddings(layout.shard_parquet(shard_key))
+        embeddings.update(zip(ids, values))
+    batches = list(extract_records_for(encoder, records))
+    for image_id, embedding in batches:
+        np.testing.assert_array_equal(embeddings[image_id], embedding.astype(np.float16))
+
+    # without diff-plonk the geolocation group is skipped with the install hint, not failed
+    from attn_assets.orchestration import plonk_available
+
+    if plonk_available() is not None:
+        assert any(line.startswith("geolocation: skipped") and "attn-assets[plonk]" in line for line in summary.lines)
 
     # a second call does nothing and leaves every table unchanged
     again = materialize_all(instance=instance)

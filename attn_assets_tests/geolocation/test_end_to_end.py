@@ -1,0 +1,110 @@
+"""The geolocation group materialized for real with the tiny PLONK, checked against diff-plonk and by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from attn_assets.core.error_analysis import error_analysis
+from attn_assets.core.geolocation import PlonkGeolocator, SamplingConfig, geoscore, haversine_km, noise_for
+from attn_assets.core.preprocess import load_rgb
+from attn_assets.orchestration import materialize_all
+from attn_assets.storage.layout import HomeLayout
+from attn_assets.storage.parquet import read_cls_embeddings
+from attn_assets.storage.schema import METRIC_COLUMNS
+from attn_assets.storage.warehouse import Warehouse
+from attn_assets_tests.defs.conftest import GOOD_ROWS
+from attn_assets_tests.geolocation.conftest import PLONK_REPO, requires_plonk
+
+pytestmark = [pytest.mark.slow, requires_plonk]
+STEPS = 10
+
+
+def test_geolocation_group_end_to_end(pipeline_env, instance, offline_hub, monkeypatch):
+    monkeypatch.setenv("ATTN_ASSETS_MODEL", f"plonk:{PLONK_REPO}")  # the encoder inside PlonkPipeline
+    monkeypatch.setenv("ATTN_ASSETS_PLONK_STEPS", str(STEPS))
+    monkeypatch.setenv("ATTN_ASSETS_PLONK_SAMPLES", "1")
+    monkeypatch.setenv("ATTN_ASSETS_PLONK_SEED", "11")
+    summary = materialize_all(instance=instance)
+    assert summary.ok, "\n".join(summary.lines)
+    assert sum(line.startswith("geolocation_predictions[") and ": ok" in line for line in summary.lines) == 3
+    assert any(line.startswith("geolocation accuracy") and ": ok" in line for line in summary.lines)
+
+    layout = HomeLayout(pipeline_env.home)
+    store = Warehouse(layout.warehouse_path)
+    predictions = store.query("SELECT * FROM geolocation_predictions ORDER BY image_id").set_index("image_id")
+    statistics = store.query("SELECT image_id FROM attention_statistics ORDER BY image_id")
+    assert list(predictions.index) == list(statistics["image_id"]) == sorted(pipeline_env.image_ids)
+    assert set(predictions["embedding_model_spec"]) == {f"plonk:{PLONK_REPO}"}
+    assert set(predictions["num_steps"]) == {STEPS} and set(predictions["sampling_seed"]) == {11}
+
+    # 1. predictions: the network on the stored float16 embeddings, and close to PlonkPipeline on the photos
+    geolocator = PlonkGeolocator(PLONK_REPO, sampling=SamplingConfig(num_steps=STEPS, num_samples=1, seed=11))
+    for shard_key in sorted(set(predictions["shard_key"])):
+        ids, embeddings = read_cls_embeddings(layout.shard_parquet(shard_key))
+        again = geolocator.predict(embeddings, ids)
+        np.testing.assert_allclose(predictions.loc[ids, "predicted_latitude"], again.latitude, atol=1e-9)
+        np.testing.assert_allclose(predictions.loc[ids, "predicted_longitude"], again.longitude, atol=1e-9)
+    from plonk import PlonkPipeline
+
+    ids = sorted(pipeline_env.image_ids)
+    photos = [load_rgb(pipeline_env.image_path(i)) for i in ids]
+    reference = PlonkPipeline(PLONK_REPO)(photos, x_N=noise_for(ids, 1, seed=11), num_steps=STEPS)
+    ours = predictions.loc[ids, ["predicted_latitude", "predicted_longitude"]].to_numpy()
+    assert np.abs(ours - reference).max() < 0.05  # float16 storage of the embedding: well under 0.05 degree
+
+    # 2. errors against the manifest's coordinates
+    truth = {row[0]: (row[1], row[2]) for row in GOOD_ROWS}
+    lat = np.array([truth[i][0] for i in ids])
+    lon = np.array([truth[i][1] for i in ids])
+    np.testing.assert_allclose(predictions.loc[ids, "latitude"], lat)
+    expected_error = haversine_km(lat, lon, ours[:, 0], ours[:, 1])
+    np.testing.assert_allclose(predictions.loc[ids, "error_km"], expected_error, rtol=1e-12)
+    np.testing.assert_allclose(predictions.loc[ids, "geoscore"], geoscore(expected_error), rtol=1e-12)
+
+    # 3. accuracy table equals pandas on the same rows
+    accuracy = store.query("SELECT * FROM geolocation_accuracy")
+    overall = accuracy[accuracy["scope"] == "overall"].iloc[0]
+    assert overall["images"] == len(ids)
+    assert overall["mean_error_km"] == pytest.approx(expected_error.mean())
+    assert overall["median_error_km"] == pytest.approx(np.median(expected_error))
+    for r in (1, 25, 200, 750, 2500):
+        assert overall[f"accuracy_{r}km"] == pytest.approx((expected_error < r).mean())
+    frame = predictions.reset_index()
+    by_country = frame.groupby("country")["error_km"]
+    countries = accuracy[accuracy["scope"] == "country"].set_index("country")
+    assert countries["images"].to_dict() == by_country.size().to_dict()
+    np.testing.assert_allclose(countries["mean_error_km"].sort_index(), by_country.mean().sort_index())
+    assert countries.loc["NA", "country_name"] == "Namibia"
+
+    # 4. failure analysis equals the core's statistics on the joined rows
+    joined = store.query(
+        "SELECT g.image_id, g.error_km, " + ", ".join(f"s.{m}" for m in METRIC_COLUMNS)
+        + " FROM geolocation_predictions g JOIN attention_statistics s USING (image_id) ORDER BY image_id")
+    expected_analysis = error_analysis(joined, METRIC_COLUMNS).set_index("metric")
+    analysis = store.query("SELECT * FROM geolocation_error_analysis").set_index("metric").loc[expected_analysis.index]
+    np.testing.assert_allclose(analysis["spearman_rho"], expected_analysis["spearman_rho"], equal_nan=True)
+    np.testing.assert_allclose(analysis["worst_decile_mean"], expected_analysis["worst_decile_mean"])
+    assert set(analysis["decile_images"]) == {1}  # 9 images: ceil(9 / 10)
+
+    # 5. gallery of the worst predictions, captioned; figures
+    gallery = layout.visualizations_dir / "worst_predictions"
+    pngs = sorted(gallery.glob("*.png"))
+    assert len(pngs) == 3  # ATTN_ASSETS_GALLERY_SIZE
+    index = pd.read_csv(gallery / "index.csv", dtype={"image_id": str})
+    worst = frame.sort_values(["error_km", "image_id"], ascending=[False, True]).head(3)
+    assert list(index["image_id"]) == list(worst["image_id"])
+    np.testing.assert_allclose(index["error_km"], worst["error_km"])
+    assert {"predicted_latitude", "predicted_country", "geoscore"} <= set(index.columns)
+    assert Image.open(pngs[0]).size[0] > 500
+    for name in ("geolocation_map.png", "geolocation_error.png"):
+        assert (layout.analysis_dir / "analyses" / name).stat().st_size > 10_000
+
+    # 6. a second run recomputes nothing and duplicates nothing
+    rerun = materialize_all(instance=instance)
+    assert rerun.ok
+    assert "geolocation_predictions: every shard up to date" in rerun.lines
+    assert "geolocation summaries: up to date" in rerun.lines
+    assert store.query("SELECT count(*) AS n FROM geolocation_predictions")["n"].iloc[0] == len(ids)
