@@ -5,8 +5,12 @@ PY := $(VENV)/bin/python
 # torch==2.13.0 is a CPU build; set TORCH_SPEC=torch for the CUDA build on a GPU machine.
 TORCH_SPEC ?= torch==2.13.0
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+# Geolocation (PLONK, PyPI diff-plonk) needs torchvision, which here pairs only with torch 2.14.1 (a ~5.5 GB CUDA
+# build), and pins scipy==1.13.1: it gets its own venv so the core install stays lean.
+PLONK_VENV ?= .venv-plonk
+PLONK_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-fast ui validate clean-data
+.PHONY: setup setup-plonk demo test test-fast test-plonk ui validate clean-data
 
 setup: $(VENV)/.installed
 
@@ -17,13 +21,26 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
+setup-plonk: $(PLONK_VENV)/.installed
+
+$(PLONK_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PLONK_VENV)
+	$(PLONK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PLONK_VENV)/bin/python -m pip install --quiet $(PLONK_TORCH_SPEC) -e ".[plonk]" "pytest>=8" "psutil>=5.9"
+	touch $@
+
 demo: setup
 	$(VENV)/bin/attn-assets demo-data --images 24
 	ATTN_ASSETS_MODEL=$${ATTN_ASSETS_MODEL:-random:streetclip} $(VENV)/bin/attn-assets materialize
 	$(VENV)/bin/attn-assets sql "SELECT country, image_count, round(attention_entropy_mean, 3) AS entropy, round(attention_concentration_top10_mean, 3) AS top10 FROM country_aggregates ORDER BY image_count DESC"
 
+# The whole suite in the core venv (PLONK tests skip there, saying why), then the geolocation tests with diff-plonk.
 test: setup
 	$(PY) -m pytest -q -rs --durations=15
+	$(MAKE) test-plonk
+
+test-plonk: setup-plonk
+	ATTN_ASSETS_REQUIRE_PLONK=1 $(PLONK_VENV)/bin/python -m pytest -q -rs --durations=5 attn_assets_tests/geolocation
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
