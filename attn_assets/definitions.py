@@ -26,7 +26,8 @@ def build_definitions() -> dg.Definitions:
         jobs=[jobs.manifest_job, jobs.attention_statistics_job, jobs.analysis_shards_job, jobs.downstream_job,
               jobs.geolocation_shards_job, jobs.geolocation_job],
         schedules=[statistics_schedules.missing_shards_schedule],
-        sensors=[manifest_sensors.manifest_sensor, warehouse_sensors.downstream_refresh_sensor],
+        sensors=[manifest_sensors.manifest_sensor, warehouse_sensors.downstream_refresh_sensor,
+                 geolocation_assets.geolocation_sensor],
         resources=resources_from_env(),
         executor=executor_from_env(),  # ATTN_ASSETS_EXECUTOR: celery / k8s profiles (attn_assets/deploy)
     )

@@ -117,24 +117,12 @@ def materialize_all(
     return summary
 
 
-def plonk_available() -> str | None:
-    """None when diff-plonk imports; else why not (shown instead of running the geolocation group)."""
-    from attn_assets.core.model import ModelLoadError
-
-    try:
-        from attn_assets.core.geolocation import import_plonk
-
-        import_plonk()
-    except ModelLoadError as error:
-        return str(error)
-    return None
-
-
 def _geolocation_stage(instance, force: bool, downstream_ran: bool, run, summary: MaterializeSummary) -> None:
     """PLONK predictions per shard, then accuracy, failure analysis and gallery; skipped without diff-plonk."""
+    from attn_assets.core.geolocation import plonk_missing_reason
     from attn_assets.defs.geolocation.assets import geolocation_shards_to_fill
 
-    missing = plonk_available()
+    missing = plonk_missing_reason()
     if missing is not None:
         summary.lines.append(f"geolocation: skipped ({missing})")
         return

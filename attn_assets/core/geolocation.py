@@ -116,6 +116,15 @@ def import_plonk():
     return plonk_pipe
 
 
+def plonk_missing_reason() -> str | None:
+    """None when diff-plonk imports; else why not (what the CLI and the sensor show instead of running)."""
+    try:
+        import_plonk()
+    except ModelLoadError as error:
+        return str(error)
+    return None
+
+
 def noise_for(image_ids: Sequence[str], num_samples: int, seed: int) -> torch.Tensor:
     """The sampler's starting points ``[len(image_ids) * num_samples, 3]``, seeded per image (CPU, fp32)."""
     if not len(image_ids):

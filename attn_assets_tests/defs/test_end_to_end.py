@@ -109,9 +109,9 @@ def test_whole_graph_matches_core_and_is_idempotent(pipeline_env, instance, tiny
         np.testing.assert_array_equal(embeddings[image_id], embedding.astype(np.float16))
 
     # without diff-plonk the geolocation group is skipped with the install hint, not failed
-    from attn_assets.orchestration import plonk_available
+    from attn_assets.core.geolocation import plonk_missing_reason
 
-    if plonk_available() is not None:
+    if plonk_missing_reason() is not None:
         assert any(line.startswith("geolocation: skipped") and "attn-assets[plonk]" in line for line in summary.lines)
 
     # a second call does nothing and leaves every table unchanged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -108,3 +109,21 @@ def test_geolocation_group_end_to_end(pipeline_env, instance, offline_hub, monke
     assert "geolocation_predictions: every shard up to date" in rerun.lines
     assert "geolocation summaries: up to date" in rerun.lines
     assert store.query("SELECT count(*) AS n FROM geolocation_predictions")["n"].iloc[0] == len(ids)
+    evaluations = {
+        key.name: instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+        for key in (dg.AssetCheckKey(dg.AssetKey("geolocation_accuracy"), "geolocation_predictions_valid"),
+                    dg.AssetCheckKey(dg.AssetKey("geolocation_accuracy"), "geolocation_matches_statistics"))
+    }
+    assert all(e is not None and e.status.value == "SUCCEEDED" for e in evaluations.values()), evaluations
+
+    # 7. the sensor: nothing to do now; once a shard's statistics are recomputed, it predicts that shard again
+    from attn_assets.defs.geolocation.assets import geolocation_sensor
+
+    assert isinstance(geolocation_sensor(dg.build_sensor_context(instance=instance)), dg.SkipReason)
+    from attn_assets.definitions import build_definitions
+
+    shard_key = sorted(set(predictions["shard_key"]))[0]
+    assert build_definitions().resolve_job_def("attention_statistics_job").execute_in_process(
+        instance=instance, partition_key=shard_key).success
+    requests = geolocation_sensor(dg.build_sensor_context(instance=instance))
+    assert [(r.job_name, r.partition_key) for r in requests] == [("geolocation_shards_job", shard_key)]

@@ -142,3 +142,15 @@ def test_error_analysis_skips_missing_values_and_breaks_ties_by_id():
     row = error_analysis(frame, ["attention_entropy"]).iloc[0]
     assert row["images"] == 2  # c has no error, d an infinite metric
     assert row["best_decile_mean"] == 1.0 and row["worst_decile_mean"] == 2.0  # tie at 10 km: a before b
+
+
+def test_sensor_without_plonk_skips_with_the_install_hint(monkeypatch):
+    import dagster as dg
+
+    from attn_assets.defs.geolocation.assets import geolocation_sensor
+
+    monkeypatch.setitem(sys.modules, "plonk", None)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = geolocation_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(result, dg.SkipReason)
+    assert "attn-assets[plonk]" in result.skip_message

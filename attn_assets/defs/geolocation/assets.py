@@ -11,11 +11,14 @@ attention tells the failures apart.
 Needs the optional `plonk` extra (diff-plonk); `attn-assets materialize` skips this group without it.
 """
 
+import math
+
 import dagster as dg
 import pandas as pd
 
 from attn_assets import figures
 from attn_assets.core.error_analysis import error_analysis
+from attn_assets.core.geolocation import EARTH_RADIUS_KM
 from attn_assets.defs.geolocation.shard import compute_geolocation_shard, is_streetclip
 from attn_assets.defs.metadata import table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
@@ -183,6 +186,37 @@ def worst_predictions_gallery(context: dg.AssetExecutionContext, pipeline: Pipel
     return dg.MaterializeResult(metadata=metadata)
 
 
+@dg.asset_check(asset=geolocation_accuracy, blocking=True,
+                description="Predicted coordinates on the globe, errors in [0, pi * 6371 km], one prediction per image.")
+def geolocation_predictions_valid(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    row = warehouse.warehouse().query(
+        f"""SELECT
+          count(*) FILTER (WHERE abs(predicted_latitude) > 90 OR abs(predicted_longitude) > 180
+                           OR isnan(predicted_latitude) OR isnan(predicted_longitude)) AS off_globe,
+          count(*) FILTER (WHERE error_km < 0 OR error_km > {math.pi * EARTH_RADIUS_KM + 1e-6}) AS impossible_errors,
+          count(*) - count(DISTINCT image_id) AS duplicate_ids
+        FROM "{GEOLOCATION_PREDICTIONS.name}" """).iloc[0]
+    return dg.AssetCheckResult(passed=bool((row == 0).all()),
+                               metadata={k: dg.MetadataValue.int(int(v)) for k, v in row.to_dict().items()})
+
+
+@dg.asset_check(asset=geolocation_accuracy,
+                description="Warns when a predicted shard's images differ from its statistics (stale predictions).")
+def geolocation_matches_statistics(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    stale = warehouse.warehouse().query(
+        f"""SELECT g.shard_key, count(*) FILTER (WHERE s.image_id IS NULL) AS without_statistics,
+                   (SELECT count(*) FROM "{ATTENTION_STATISTICS.name}" t WHERE t.shard_key = g.shard_key) AS statistics_rows,
+                   count(*) AS prediction_rows
+            FROM "{GEOLOCATION_PREDICTIONS.name}" g LEFT JOIN "{ATTENTION_STATISTICS.name}" s USING (image_id)
+            GROUP BY g.shard_key
+            HAVING without_statistics > 0 OR statistics_rows <> prediction_rows ORDER BY g.shard_key""")
+    return dg.AssetCheckResult(
+        passed=stale.empty, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"stale_shards": dg.MetadataValue.int(len(stale)),
+                  "shards": dg.MetadataValue.md(stale.to_markdown(index=False) if len(stale) else "_none_"),
+                  "fix": dg.MetadataValue.text("re-materialize geolocation_predictions for these partitions")})
+
+
 GEOLOCATION_SUMMARY_ASSETS = (geolocation_accuracy, geolocation_error_analysis, worst_predictions_gallery)
 
 geolocation_shards_job = dg.define_asset_job(
@@ -197,21 +231,63 @@ geolocation_job = dg.define_asset_job(
 _DONE = (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.IN_PROGRESS)
 
 
+def latest_partition_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey, shard_key: str) -> int:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[shard_key]), limit=1).records
+    return records[0].storage_id if records else 0
+
+
 def geolocation_shards_to_fill(instance: dg.DagsterInstance) -> list[str]:
-    """Registered shards whose predictions are neither materialized nor in progress, or older than their statistics."""
+    """Shards whose statistics are materialized and whose predictions are missing (not in progress) or older."""
     keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
     if not keys:
         return []
-    status = instance.get_status_by_partition(geolocation_predictions.key, keys, shard_partitions) or {}
-    missing = [key for key in keys if status.get(key) not in _DONE]
-    stale = [key for key in keys if key not in missing and _newer_statistics(instance, key)]
-    return [key for key in keys if key in set(missing) | set(stale)]
+    statistics = instance.get_status_by_partition(attention_statistics.key, keys, shard_partitions) or {}
+    predictions = instance.get_status_by_partition(geolocation_predictions.key, keys, shard_partitions) or {}
+    fill = []
+    for key in keys:
+        if statistics.get(key) != dg.AssetPartitionStatus.MATERIALIZED:
+            continue  # nothing to predict from yet (or a statistics run is in flight)
+        if predictions.get(key) not in _DONE or (
+            predictions.get(key) == dg.AssetPartitionStatus.MATERIALIZED
+            and latest_partition_storage_id(instance, attention_statistics.key, key)
+            > latest_partition_storage_id(instance, geolocation_predictions.key, key)
+        ):
+            fill.append(key)
+    return fill
 
 
-def _newer_statistics(instance: dg.DagsterInstance, shard_key: str) -> bool:
-    def latest(key: dg.AssetKey) -> int:
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[shard_key]), limit=1).records
-        return records[0].storage_id if records else 0
+def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
+    records = instance.fetch_materializations(key, limit=1).records
+    return records[0].storage_id if records else 0
 
-    return latest(attention_statistics.key) > latest(geolocation_predictions.key)
+
+@dg.sensor(
+    jobs=[geolocation_shards_job, geolocation_job],
+    minimum_interval_seconds=120,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description=("With diff-plonk installed: predicts every shard whose statistics are newer than its predictions, "
+                 "then, once no run is in flight, refreshes accuracy, failure analysis and the gallery."),
+)
+def geolocation_sensor(context: dg.SensorEvaluationContext):
+    from attn_assets.core.geolocation import plonk_missing_reason
+
+    missing = plonk_missing_reason()
+    if missing is not None:
+        return dg.SkipReason(f"Geolocation is off in this environment: {missing}")
+    instance = context.instance
+    shards = geolocation_shards_to_fill(instance)
+    if shards:
+        return [
+            dg.RunRequest(job_name=geolocation_shards_job.name, partition_key=key,
+                          run_key=f"{key}:statistics-{latest_partition_storage_id(instance, attention_statistics.key, key)}")
+            for key in shards
+        ]
+    latest_predictions = _latest_storage_id(instance, geolocation_predictions.key)
+    if latest_predictions <= _latest_storage_id(instance, geolocation_accuracy.key):
+        return dg.SkipReason("Every shard is predicted and the summaries are newer than the predictions")
+    in_flight = instance.get_runs_count(dg.RunsFilter(
+        statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
+    if in_flight:
+        return dg.SkipReason(f"{in_flight} runs still in flight; waiting until they finish")
+    return dg.RunRequest(job_name=geolocation_job.name, run_key=f"predictions-up-to:{latest_predictions}")
