@@ -112,3 +112,40 @@ def test_embeddings_roundtrip_as_float16(tmp_path):
     assert ids == ["a", "b", "c"] and back.dtype == np.float16  # the failed image has no embedding
     np.testing.assert_array_equal(back, embeddings.astype(np.float16))
     assert np.abs(back.astype(np.float32) - embeddings).max() < 2e-3
+
+
+def test_checks_catch_stale_and_impossible_predictions(tmp_path):
+    from attn_assets.defs.geolocation.assets import geolocation_matches_statistics, geolocation_predictions_valid
+    from attn_assets.resources import WarehouseResource
+
+    layout = HomeLayout(tmp_path)
+    path = tmp_path / "s0.parquet"
+    table = predictions_table("s0")
+    pq.write_table(table, path)
+    warehouse = Warehouse(layout.warehouse_path)
+    warehouse.replace_analysis_shard(GEOLOCATION_PREDICTIONS, "s0", path)
+    resource = WarehouseResource(home=str(tmp_path))
+    stale = geolocation_matches_statistics(warehouse=resource)
+    assert not stale.passed and stale.metadata["stale_shards"].value == 1  # no statistics rows at all
+    assert geolocation_predictions_valid(warehouse=resource).passed
+    bad = table.set_column(table.schema.get_field_index("predicted_latitude"), "predicted_latitude",
+                           pa.array([95.0] + [1.0] * (len(ROWS) - 1)))
+    pq.write_table(bad, path)
+    warehouse.replace_analysis_shard(GEOLOCATION_PREDICTIONS, "s0", path)
+    result = geolocation_predictions_valid(warehouse=resource)
+    assert not result.passed and result.metadata["off_globe"].value == 1
+
+
+def test_figures_draw_without_predictions(tmp_path):
+    from attn_assets.figures.geolocation import location_caption, render_error_analysis, render_prediction_map
+    from attn_assets.storage.schema import METRIC_COLUMNS
+
+    empty = pd.DataFrame(columns=["image_id", "error_km", "latitude", "longitude", "predicted_latitude",
+                                  "predicted_longitude", *METRIC_COLUMNS])
+    assert render_error_analysis(empty, pd.DataFrame(), METRIC_COLUMNS, tmp_path / "e.png").stat().st_size > 5_000
+    assert render_prediction_map(empty, tmp_path / "m.png").stat().st_size > 5_000
+    caption = location_caption({"latitude": 48.8566, "longitude": 2.3522, "country": "FR", "predicted_latitude": 51.5074,
+                                "predicted_longitude": -0.1278, "predicted_country": "GB", "error_km": 343.56})
+    assert caption == "true 48.857, 2.352 (FR) -> predicted 51.507, -0.128 (GB): 343.6 km"
+    assert location_caption({"latitude": None, "predicted_latitude": 1.0, "predicted_longitude": 2.0,
+                             "error_km": None}).endswith("no true location")

@@ -69,8 +69,9 @@ def compute_geolocation_shard(*, layout: HomeLayout, shard_key: str, geolocator:
     model_spec, precision = _provenance(shard_file)
     if ids and not is_streetclip(model_spec):
         logger.warning(
-            "%s: CLS embeddings come from %r, not StreetCLIP; PLONK was trained on StreetCLIP embeddings, so these "
-            "predictions only exercise the pipeline", shard_key, model_spec)
+            "%s: CLS embeddings come from %r, not geolocal/StreetCLIP or a plonk: spec; PLONK was trained on "
+            "StreetCLIP embeddings, so unless that is StreetCLIP these predictions only exercise the pipeline",
+            shard_key, model_spec)
     predictions = geolocator.predict(embeddings, ids)
     truth = _truth(layout, shard_key).reindex(ids)
     lat, lon = truth["latitude"].to_numpy(dtype=np.float64), truth["longitude"].to_numpy(dtype=np.float64)
