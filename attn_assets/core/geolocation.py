@@ -182,6 +182,8 @@ class PlonkGeolocator:
     def predict(self, embeddings: np.ndarray, image_ids: Sequence[str]) -> Predictions:
         """Locations for ``embeddings`` ``[N, D]`` (any float dtype), one row per image id."""
         embeddings = np.asarray(embeddings)
+        if not len(image_ids) and embeddings.size == 0:  # a shard whose images all failed
+            embeddings = np.zeros((0, self.embedding_dim), dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(image_ids):
             raise ValueError(f"embeddings of shape {embeddings.shape} do not match {len(image_ids)} image ids")
         if embeddings.shape[1] != self.embedding_dim:
@@ -191,17 +193,15 @@ class PlonkGeolocator:
         if not np.isfinite(embeddings).all():
             bad = [image_ids[i] for i in np.flatnonzero(~np.isfinite(embeddings).all(axis=1))[:5]]
             raise ValueError(f"non-finite CLS embeddings for images {bad}; recompute their shard's attention_statistics")
-        s = self.sampling.num_samples
-        lat = np.zeros((len(image_ids), s))
-        lon = np.zeros((len(image_ids), s))
-        for start in range(0, len(image_ids), self.sampling.batch_size):
+        n, s = len(image_ids), self.sampling.num_samples
+        lat, lon = np.zeros((n, s)), np.zeros((n, s))
+        chosen, spread = np.zeros(n, dtype=np.int64), np.zeros(n)
+        for start in range(0, n, self.sampling.batch_size):
             ids = list(image_ids[start:start + self.sampling.batch_size])
-            emb = torch.from_numpy(embeddings[start:start + len(ids)].astype(np.float32)).repeat_interleave(s, dim=0)
+            rows = slice(start, start + len(ids))
+            emb = torch.from_numpy(embeddings[rows].astype(np.float32)).repeat_interleave(s, dim=0)
             coords = self.sample(emb, noise_for(ids, s, self.sampling.seed)).reshape(len(ids), s, 2)
-            lat[start:start + len(ids)], lon[start:start + len(ids)] = coords[..., 0], coords[..., 1]
-        if not len(image_ids):
-            empty = np.zeros(0)
-            return Predictions(empty, empty, empty, lat, lon)
-        chosen, spread = spherical_medoid(lat, lon)
-        rows = np.arange(len(image_ids))
-        return Predictions(lat[rows, chosen], lon[rows, chosen], spread, lat, lon)
+            lat[rows], lon[rows] = coords[..., 0], coords[..., 1]
+            chosen[rows], spread[rows] = spherical_medoid(lat[rows], lon[rows])  # [batch, S, S] at a time
+        picked = np.arange(n)
+        return Predictions(lat[picked, chosen], lon[picked, chosen], spread, lat, lon)

@@ -182,7 +182,7 @@ def read_cls_embeddings(shard_file: Path) -> tuple[list[str], np.ndarray]:
         return ids, np.zeros((0, 0), dtype=np.float16)
     flat = column.combine_chunks()
     width = len(flat[0])
-    values = flat.values.to_numpy(zero_copy_only=False).astype(np.float16, copy=False)
+    values = flat.flatten().to_numpy(zero_copy_only=False).astype(np.float16, copy=False)  # respects offsets
     if values.size != width * len(ids):
         raise ValueError(f"{shard_file}: CLS embeddings of different lengths")
     return ids, values.reshape(len(ids), width)

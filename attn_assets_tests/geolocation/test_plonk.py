@@ -80,12 +80,14 @@ def test_several_samples_keep_their_medoid_deterministically(offline_hub):
     assert np.all(np.abs(a.latitude) <= 90) and np.all(np.abs(a.longitude) <= 180)
 
 
-def test_wrong_embedding_width_is_explained(offline_hub):
+def test_embedding_shapes_and_values_are_checked(offline_hub):
     from attn_assets.core.geolocation import PlonkGeolocator, SamplingConfig
 
     geolocator = PlonkGeolocator(PLONK_REPO, sampling=SamplingConfig(num_steps=2, num_samples=1))
     with pytest.raises(ValueError, match=r"expects 64-d StreetCLIP CLS embeddings, got 32-d.*ATTN_ASSETS_MODEL"):
         geolocator.predict(np.zeros((2, 32), np.float16), ["a", "b"])
+    empty = geolocator.predict(np.zeros((0, 0), np.float16), [])  # a shard whose images all failed
+    assert empty.latitude.shape == (0,) and empty.sample_latitudes.shape == (0, 1)
     with pytest.raises(ValueError, match=r"non-finite CLS embeddings for images \['b'\]"):
         geolocator.predict(np.array([[0.0] * 64, [np.nan] * 64], np.float16), ["a", "b"])
 
