@@ -113,26 +113,25 @@ def materialize_all(
     else:
         summary.lines.append("downstream assets: up to date")
 
-    _geolocation_stage(instance, force, downstream_ran, run, summary)
+    _geolocation_stage(instance, force, run, summary)
     return summary
 
 
-def _geolocation_stage(instance, force: bool, downstream_ran: bool, run, summary: MaterializeSummary) -> None:
+def _geolocation_stage(instance, force: bool, run, summary: MaterializeSummary) -> None:
     """PLONK predictions per shard, then accuracy, failure analysis and gallery; skipped without diff-plonk."""
     from attn_assets.core.geolocation import plonk_missing_reason
-    from attn_assets.defs.geolocation.assets import geolocation_shards_to_fill
+    from attn_assets.defs.geolocation.assets import geolocation_shards_to_fill, geolocation_summaries_stale
 
     missing = plonk_missing_reason()
     if missing is not None:
         summary.lines.append(f"geolocation: skipped ({missing})")
         return
     keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME) if force else geolocation_shards_to_fill(instance)
-    ok = True
-    for key in keys:
-        ok = run("geolocation_shards_job", f"geolocation_predictions[{key}]", partition_key=key) and ok
+    for key in keys:  # a failed shard is reported and does not stop the others nor the summaries
+        run("geolocation_shards_job", f"geolocation_predictions[{key}]", partition_key=key)
     if not keys:
         summary.lines.append("geolocation_predictions: every shard up to date")
-    if ok and (keys or downstream_ran):
+    if force or geolocation_summaries_stale(instance):
         run("geolocation_job", "geolocation accuracy, failure analysis, worst predictions")
-    elif ok:
+    else:
         summary.lines.append("geolocation summaries: up to date")

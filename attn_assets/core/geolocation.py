@@ -60,10 +60,14 @@ def accuracy_at(error_km, thresholds_km: Sequence[int] = ACCURACY_THRESHOLDS_KM)
 
 def spherical_medoid(lat_deg: np.ndarray, lon_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For samples ``[N, S]``: index of the sample with the least summed distance to the others ``[N]``,
-    and the median distance of the samples to it in km ``[N]`` (the prediction's spread)."""
+    and the median distance of the OTHER samples to it in km ``[N]`` (the prediction's spread; 0 for S = 1)."""
     d = haversine_km(lat_deg[:, :, None], lon_deg[:, :, None], lat_deg[:, None, :], lon_deg[:, None, :])  # [N, S, S]
     chosen = d.sum(axis=2).argmin(axis=1)
-    spread = np.median(d[np.arange(len(chosen)), chosen], axis=1)
+    to_chosen = d[np.arange(len(chosen)), chosen]  # [N, S], zero at the chosen sample itself
+    if lat_deg.shape[1] < 2:
+        return chosen, np.zeros(len(chosen))
+    others = ~np.eye(lat_deg.shape[1], dtype=bool)[chosen]
+    spread = np.median(to_chosen[others].reshape(len(chosen), -1), axis=1)
     return chosen, spread
 
 

@@ -20,12 +20,15 @@ from ._mpl import new_figure, save_figure
 
 def location_caption(row: dict) -> str:
     """'true 48.857, 2.352 (FR) -> predicted 51.507, -0.128 (GB): 343.6 km' for a gallery title."""
+    def known(value) -> bool:  # DuckDB's NULLs arrive as None or NaN
+        return value is not None and np.isfinite(value)
+
     def place(lat, lon, country) -> str:
-        where = f"{lat:.3f}, {lon:.3f}" if lat is not None and np.isfinite(lat) else "unknown"
-        return f"{where} ({country})" if country else where
+        where = f"{lat:.3f}, {lon:.3f}" if known(lat) and known(lon) else "unknown"
+        return f"{where} ({country})" if isinstance(country, str) and country else where
 
     error = row.get("error_km")
-    error_text = f"{error:,.1f} km" if error is not None and np.isfinite(error) else "no true location"
+    error_text = f"{error:,.1f} km" if known(error) else "no true location"
     return (f"true {place(row.get('latitude'), row.get('longitude'), row.get('country'))} -> predicted "
             f"{place(row.get('predicted_latitude'), row.get('predicted_longitude'), row.get('predicted_country'))}: "
             f"{error_text}")

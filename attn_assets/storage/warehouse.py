@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from attn_assets.metric_names import ACCURACY_THRESHOLDS_KM
@@ -358,7 +359,9 @@ class Warehouse:
         measures = (
             "count(*) AS images, avg(p.error_km) AS mean_error_km, median(p.error_km) AS median_error_km, "
             f"avg(p.geoscore) AS geoscore, {accuracy}, "
-            "avg((p.predicted_country = p.country)::DOUBLE) AS country_accuracy"  # NULL true country: not counted
+            # no true country: not counted; no predicted country: counted as wrong
+            "avg(CASE WHEN coalesce(p.country, '') = '' THEN NULL "
+            "ELSE coalesce(p.predicted_country = p.country, false)::DOUBLE END) AS country_accuracy"
         )
         source = (f'FROM "{GEOLOCATION_PREDICTIONS.name}" p LEFT JOIN "{IMAGES.name}" i USING (image_id) '
                   "WHERE p.error_km IS NOT NULL")
@@ -377,6 +380,32 @@ class Warehouse:
                 con.execute("ROLLBACK")
                 raise
             return con.execute(f'SELECT count(*) FROM "{GEOLOCATION_ACCURACY.name}"').fetchone()[0]
+
+    def refresh_geolocation_truth(self, score: Callable[..., tuple[np.ndarray, np.ndarray]]) -> int:
+        """Bring geolocation_predictions' true coordinates and country up to date with `images` (a corrected
+        manifest changes the truth, not the prediction); ``score(lat, lon, pred_lat, pred_lon)`` gives
+        (error_km, geoscore) for the changed rows. Returns how many rows changed."""
+        with self.writer() as con:
+            changed = con.execute(
+                f'SELECT g.image_id, i.latitude, i.longitude, i.country, g.predicted_latitude, g.predicted_longitude '
+                f'FROM "{GEOLOCATION_PREDICTIONS.name}" g JOIN "{IMAGES.name}" i USING (image_id) '
+                "WHERE g.latitude IS DISTINCT FROM i.latitude OR g.longitude IS DISTINCT FROM i.longitude "
+                "OR g.country IS DISTINCT FROM i.country").df()
+            if changed.empty:
+                return 0
+            error, geoscore = score(*(changed[c].to_numpy(np.float64) for c in
+                                      ("latitude", "longitude", "predicted_latitude", "predicted_longitude")))
+            changed["error_km"], changed["geoscore"] = error, geoscore
+            con.register("_truth", changed)
+            try:
+                con.execute(
+                    f'UPDATE "{GEOLOCATION_PREDICTIONS.name}" AS g SET latitude = t.latitude, longitude = t.longitude, '
+                    "country = t.country, error_km = CASE WHEN isnan(t.error_km) THEN NULL ELSE t.error_km END, "
+                    "geoscore = CASE WHEN isnan(t.geoscore) THEN NULL ELSE t.geoscore END "
+                    "FROM _truth t WHERE g.image_id = t.image_id")
+            finally:
+                con.unregister("_truth")
+            return len(changed)
 
     def replace_analysis_shard(self, table: Table, shard_key: str, parquet: Path | None,
                                overrides: Mapping[str, str] | None = None) -> int:

@@ -149,3 +149,37 @@ def test_figures_draw_without_predictions(tmp_path):
     assert caption == "true 48.857, 2.352 (FR) -> predicted 51.507, -0.128 (GB): 343.6 km"
     assert location_caption({"latitude": None, "predicted_latitude": 1.0, "predicted_longitude": 2.0,
                              "error_km": None}).endswith("no true location")
+
+
+def test_corrected_manifest_rescoring_and_missing_predicted_country(tmp_path):
+    """A corrected true location changes the error, not the prediction; no predicted country counts as wrong."""
+    from attn_assets.core.geolocation import haversine_km
+
+    table = predictions_table("s0")
+    table = table.set_column(table.schema.get_field_index("predicted_country"), "predicted_country",
+                             pa.array([None, "DE", "DE", "US", "FR", "FR"]))  # a: reverse geocoding found nothing
+    path = tmp_path / "s0.parquet"
+    pq.write_table(table, path)
+    warehouse = Warehouse(tmp_path / "attention.duckdb")
+    with warehouse.writer() as con:  # the manifest now says image a is in London, c lost its coordinates
+        con.execute("INSERT INTO images (image_id, shard_key, path, abs_path, country, latitude, longitude) VALUES "
+                    "('a', 's0', 'a', '/a', 'GB', 51.5074, -0.1278), ('b', 's0', 'b', '/b', 'FR', 0.0, 0.0), "
+                    "('c', 's0', 'c', '/c', 'DE', NULL, NULL)")
+    warehouse.replace_analysis_shard(GEOLOCATION_PREDICTIONS, "s0", path)
+
+    def score(lat, lon, plat, plon):
+        error = haversine_km(lat, lon, plat, plon)
+        return error, geoscore(error)
+
+    assert warehouse.refresh_geolocation_truth(score) == 2  # a and c; b is unchanged
+    assert warehouse.refresh_geolocation_truth(score) == 0
+    rows = warehouse.query("SELECT * FROM geolocation_predictions ORDER BY image_id").set_index("image_id")
+    assert rows.loc["a", "country"] == "GB" and rows.loc["a", "latitude"] == 51.5074
+    assert rows.loc["a", "error_km"] == pytest.approx(float(haversine_km(51.5074, -0.1278, 1.0, 1.0)))
+    assert rows.loc["a", "geoscore"] == pytest.approx(float(geoscore(rows.loc["a", "error_km"])))
+    assert pd.isna(rows.loc["c", "error_km"]) and pd.isna(rows.loc["c", "geoscore"])
+    assert rows.loc["b", "error_km"] == 30.0  # untouched
+    warehouse.refresh_geolocation_accuracy()
+    overall = warehouse.query("SELECT * FROM geolocation_accuracy WHERE scope = 'overall'").iloc[0]
+    # with truth: a (GB, predicted nothing: wrong), b (FR vs DE: wrong), d (DE vs US: wrong), e (no true country)
+    assert overall["images"] == 4 and overall["country_accuracy"] == pytest.approx(0.0)

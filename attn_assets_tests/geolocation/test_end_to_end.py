@@ -127,3 +127,41 @@ def test_geolocation_group_end_to_end(pipeline_env, instance, offline_hub, monke
         instance=instance, partition_key=shard_key).success
     requests = geolocation_sensor(dg.build_sensor_context(instance=instance))
     assert [(r.job_name, r.partition_key) for r in requests] == [("geolocation_shards_job", shard_key)]
+
+    # 8. that shard's prediction fails (an uncached PLONK model); another shard is predicted anew. The sensor
+    #    neither re-requests the failed run key nor holds the summaries back because of it
+    other = sorted(set(predictions["shard_key"]))[1]
+    with monkeypatch.context() as patch:
+        patch.setenv("ATTN_ASSETS_PLONK_MODEL", "nicolas-dufour/PLONK_OSV_5M_flow")
+        failed = build_definitions().resolve_job_def("geolocation_shards_job").execute_in_process(
+            instance=instance, partition_key=shard_key, raise_on_error=False,
+            tags={"dagster/run_key": requests[0].run_key})
+    assert not failed.success
+    assert build_definitions().resolve_job_def("attention_statistics_job").execute_in_process(
+        instance=instance, partition_key=other).success
+    assert build_definitions().resolve_job_def("geolocation_shards_job").execute_in_process(
+        instance=instance, partition_key=other).success
+    request = geolocation_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(request, dg.RunRequest), request
+    assert (request.job_name, request.partition_key) == ("geolocation_job", None)
+
+    # 9. a corrected manifest (same images, one moved) rescores that image without predicting it again
+    untouched = sorted(set(predictions["shard_key"]))[2]  # not recomputed in 7-8, so not predicted again now
+    moved = sorted(predictions.index[predictions["shard_key"] == untouched])[0]
+    manifest = pipeline_env.manifest.read_text(encoding="utf-8")
+    row = next(line for line in manifest.splitlines() if line.startswith(moved))
+    pipeline_env.manifest.write_text(manifest.replace(row, row.replace(
+        f"{truth[moved][0]},{truth[moved][1]}", "-33.8688,151.2093")), encoding="utf-8")
+    corrected = materialize_all(instance=instance)
+    assert corrected.ok, "\n".join(corrected.lines)
+    assert "geolocation_predictions: every shard up to date" in corrected.lines or all(
+        "geolocation_predictions[" not in line or shard_key in line for line in corrected.lines)
+    assert not any(f"geolocation_predictions[{untouched}]" in line for line in corrected.lines)
+    import pyarrow.parquet as pq
+
+    kept = pq.read_table(layout.geolocation_parquet(untouched), filters=[("image_id", "=", moved)]).to_pylist()[0]
+    assert kept["latitude"] == truth[moved][0]  # the prediction file is as predicted; DuckDB was rescored
+    row = store.query("SELECT * FROM geolocation_predictions WHERE image_id = ?", [moved]).iloc[0]
+    assert (row["latitude"], row["longitude"]) == (-33.8688, 151.2093)
+    assert row["error_km"] == pytest.approx(float(haversine_km(-33.8688, 151.2093, row["predicted_latitude"],
+                                                               row["predicted_longitude"])))

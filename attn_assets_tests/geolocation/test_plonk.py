@@ -38,6 +38,12 @@ def test_predictions_from_embeddings_equal_plonk_pipeline(offline_hub, sample_im
     got = geolocator.predict(embeddings, ids)
     np.testing.assert_allclose(np.c_[got.latitude, got.longitude], expected, atol=1e-4)
     assert len({round(v, 3) for v in got.latitude}) == len(ids)  # the embedding matters, not only the noise
+    # several samples per image: the same rows the pipeline samples for one image and a batch of starting points
+    several = PlonkGeolocator(PLONK_REPO, sampling=SamplingConfig(num_steps=12, num_samples=3, seed=3, batch_size=3))
+    samples = several.predict(embeddings, ids)
+    for i, image_id in enumerate(ids):
+        per_image = pipeline(images[i], x_N=noise_for([image_id], 3, seed=3), num_steps=12)
+        np.testing.assert_allclose(np.c_[samples.sample_latitudes[i], samples.sample_longitudes[i]], per_image, atol=1e-4)
     # stored as float16: within ~0.01 degree (about 1 km) of the fp32 pipeline here
     half = geolocator.predict(embeddings.astype(np.float16), ids)
     assert np.abs(np.c_[half.latitude, half.longitude] - expected).max() < 0.05

@@ -65,7 +65,10 @@ def test_spherical_medoid_picks_the_central_sample():
     chosen, spread = spherical_medoid(lat, lon)
     assert chosen.tolist() == [1]
     d = haversine_km(lat[0, 1], lon[0, 1], lat[0], lon[0])
-    assert spread[0] == pytest.approx(np.median(d))
+    assert spread[0] == pytest.approx(np.median(np.delete(d, 1)))  # the other three samples, not itself
+    two = spherical_medoid(np.array([[0.0, 0.0]]), np.array([[0.0, 1.0]]))[1]
+    assert two[0] == pytest.approx(haversine_km(0, 0, 0, 1))  # the distance between them, not half of it
+    assert spherical_medoid(np.array([[5.0]]), np.array([[6.0]]))[1].tolist() == [0.0]
 
 
 def test_noise_is_seeded_per_image_not_per_batch():

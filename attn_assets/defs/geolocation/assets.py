@@ -15,10 +15,11 @@ import math
 
 import dagster as dg
 import pandas as pd
+from dagster._core.storage.tags import RUN_KEY_TAG
 
 from attn_assets import figures
 from attn_assets.core.error_analysis import error_analysis
-from attn_assets.core.geolocation import EARTH_RADIUS_KM
+from attn_assets.core.geolocation import EARTH_RADIUS_KM, geoscore, haversine_km
 from attn_assets.defs.geolocation.shard import compute_geolocation_shard, is_streetclip
 from attn_assets.defs.metadata import table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
@@ -102,6 +103,10 @@ def geolocation_accuracy(context: dg.AssetExecutionContext, pipeline: PipelineRe
     for shard_key in context.instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME):
         path = pipeline.layout.geolocation_parquet(shard_key)
         store.replace_analysis_shard(GEOLOCATION_PREDICTIONS, shard_key, path if path.exists() else None)
+    corrected = store.refresh_geolocation_truth(lambda lat, lon, plat, plon: (
+        haversine_km(lat, lon, plat, plon), geoscore(haversine_km(lat, lon, plat, plon))))
+    if corrected:
+        context.log.info("%d predictions scored against corrected manifest coordinates or countries", corrected)
     store.refresh_geolocation_accuracy()
     table = store.query(f'SELECT * FROM "{GEOLOCATION_ACCURACY.name}" '
                         "ORDER BY scope DESC, images DESC, country")  # 'overall' first
@@ -262,12 +267,25 @@ def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
     return records[0].storage_id if records else 0
 
 
+def geolocation_summaries_stale(instance: dg.DagsterInstance) -> bool:
+    """True when predictions exist and they, or the warehouse (true coordinates, countries), are newer than
+    geolocation_accuracy."""
+    predictions = _latest_storage_id(instance, geolocation_predictions.key)
+    newest = max(predictions, _latest_storage_id(instance, attention_warehouse.key))
+    return predictions > 0 and newest > _latest_storage_id(instance, geolocation_accuracy.key)
+
+
+def _run_key_used(instance: dg.DagsterInstance, run_key: str) -> bool:
+    return instance.get_runs_count(dg.RunsFilter(tags={RUN_KEY_TAG: run_key})) > 0
+
+
 @dg.sensor(
     jobs=[geolocation_shards_job, geolocation_job],
     minimum_interval_seconds=120,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description=("With diff-plonk installed: predicts every shard whose statistics are newer than its predictions, "
-                 "then, once no run is in flight, refreshes accuracy, failure analysis and the gallery."),
+                 "then, once no run is in flight, refreshes accuracy, failure analysis and the gallery. A shard whose "
+                 "prediction failed is retried only after its statistics change, and does not hold up the summaries."),
 )
 def geolocation_sensor(context: dg.SensorEvaluationContext):
     from attn_assets.core.geolocation import plonk_missing_reason
@@ -276,18 +294,20 @@ def geolocation_sensor(context: dg.SensorEvaluationContext):
     if missing is not None:
         return dg.SkipReason(f"Geolocation is off in this environment: {missing}")
     instance = context.instance
-    shards = geolocation_shards_to_fill(instance)
-    if shards:
-        return [
-            dg.RunRequest(job_name=geolocation_shards_job.name, partition_key=key,
-                          run_key=f"{key}:statistics-{latest_partition_storage_id(instance, attention_statistics.key, key)}")
-            for key in shards
-        ]
-    latest_predictions = _latest_storage_id(instance, geolocation_predictions.key)
-    if latest_predictions <= _latest_storage_id(instance, geolocation_accuracy.key):
-        return dg.SkipReason("Every shard is predicted and the summaries are newer than the predictions")
+    shard_requests = [
+        dg.RunRequest(job_name=geolocation_shards_job.name, partition_key=key, run_key=run_key)
+        for key in geolocation_shards_to_fill(instance)
+        if not _run_key_used(instance, run_key := f"{key}:statistics-"
+                             f"{latest_partition_storage_id(instance, attention_statistics.key, key)}")
+    ]
+    if shard_requests:
+        return shard_requests
+    if not geolocation_summaries_stale(instance):
+        return dg.SkipReason("No shard to predict, and the summaries are newer than the predictions and the warehouse")
     in_flight = instance.get_runs_count(dg.RunsFilter(
         statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
     if in_flight:
         return dg.SkipReason(f"{in_flight} runs still in flight; waiting until they finish")
-    return dg.RunRequest(job_name=geolocation_job.name, run_key=f"predictions-up-to:{latest_predictions}")
+    stamp = (f"{_latest_storage_id(instance, geolocation_predictions.key)}-"
+             f"{_latest_storage_id(instance, attention_warehouse.key)}")
+    return dg.RunRequest(job_name=geolocation_job.name, run_key=f"summaries:{stamp}")
