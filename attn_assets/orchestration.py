@@ -16,6 +16,7 @@ from attn_assets.settings import Settings
 from attn_assets.defs.manifest.assets import image_manifest
 from attn_assets.defs.manifest.sensors import latest_manifest_fingerprint
 from attn_assets.defs.manifest.sources import manifest_fingerprint
+from attn_assets.defs.materializations import latest_storage_id
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
 from attn_assets.defs.statistics.assets import attention_statistics
 from attn_assets.defs.statistics.schedules import fail_dead_local_runs, local_run_tags, shards_to_fill
@@ -31,21 +32,16 @@ class MaterializeSummary:
         return not self.failed_runs
 
 
-def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
-    records = instance.fetch_materializations(key, limit=1).records
-    return records[0].storage_id if records else 0
-
-
 def _downstream_stale(instance: dg.DagsterInstance, defs: dg.Definitions) -> bool:
     """True when a downstream asset was never built or is older than the shards or manifest."""
     job = defs.resolve_job_def("downstream_job")
     keys = [key for key in job.asset_layer.executable_asset_keys]
     from attn_assets.defs.analyses.assets import SHARD_ANALYSIS_ASSETS
 
-    newest_upstream = max(_latest_storage_id(instance, image_manifest.key),
-                          _latest_storage_id(instance, attention_statistics.key),
-                          *(_latest_storage_id(instance, asset.key) for asset in SHARD_ANALYSIS_ASSETS))
-    return any(_latest_storage_id(instance, key) < newest_upstream or _latest_storage_id(instance, key) == 0
+    newest_upstream = max(latest_storage_id(instance, image_manifest.key),
+                          latest_storage_id(instance, attention_statistics.key),
+                          *(latest_storage_id(instance, asset.key) for asset in SHARD_ANALYSIS_ASSETS))
+    return any(latest_storage_id(instance, key) < newest_upstream or latest_storage_id(instance, key) == 0
                for key in keys)
 
 

@@ -33,6 +33,7 @@ from attn_assets.defs.analyses.shards import (
 )
 from attn_assets.defs.manifest.assets import image_manifest
 from attn_assets.defs.metadata import table_metadata
+from attn_assets.defs.materializations import DONE_STATUSES
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
 from attn_assets.defs.statistics.assets import MULTI_RUN_BACKFILL
 from attn_assets.defs.warehouse.assets import attention_warehouse
@@ -491,7 +492,6 @@ analysis_shards_job = dg.define_asset_job(
     description="Own-pass analyses (attention rollout, masking ablation) of one shard.",
 )
 
-_DONE = (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.IN_PROGRESS)
 
 
 def analysis_shards_to_fill(instance: dg.DagsterInstance) -> list[str]:
@@ -502,5 +502,5 @@ def analysis_shards_to_fill(instance: dg.DagsterInstance) -> list[str]:
     missing: set[str] = set()
     for asset in SHARD_ANALYSIS_ASSETS:
         status = instance.get_status_by_partition(asset.key, keys, shard_partitions) or {}
-        missing.update(key for key in keys if status.get(key) not in _DONE)
+        missing.update(key for key in keys if status.get(key) not in DONE_STATUSES)
     return [key for key in keys if key in missing]

@@ -21,6 +21,7 @@ from attn_assets import figures
 from attn_assets.core.error_analysis import error_analysis
 from attn_assets.core.geolocation import EARTH_RADIUS_KM, geoscore, haversine_km
 from attn_assets.defs.geolocation.shard import compute_geolocation_shard, is_streetclip
+from attn_assets.defs.materializations import DONE_STATUSES, latest_storage_id
 from attn_assets.defs.metadata import table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
 from attn_assets.defs.statistics.assets import MULTI_RUN_BACKFILL, attention_statistics
@@ -233,15 +234,6 @@ geolocation_job = dg.define_asset_job(
     description="Geolocation accuracy, failure analysis and the worst-predictions gallery.",
 )
 
-_DONE = (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.IN_PROGRESS)
-
-
-def latest_partition_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey, shard_key: str) -> int:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[shard_key]), limit=1).records
-    return records[0].storage_id if records else 0
-
-
 def geolocation_shards_to_fill(instance: dg.DagsterInstance) -> list[str]:
     """Shards whose statistics are materialized and whose predictions are missing (not in progress) or older."""
     keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
@@ -253,26 +245,21 @@ def geolocation_shards_to_fill(instance: dg.DagsterInstance) -> list[str]:
     for key in keys:
         if statistics.get(key) != dg.AssetPartitionStatus.MATERIALIZED:
             continue  # nothing to predict from yet (or a statistics run is in flight)
-        if predictions.get(key) not in _DONE or (
+        if predictions.get(key) not in DONE_STATUSES or (
             predictions.get(key) == dg.AssetPartitionStatus.MATERIALIZED
-            and latest_partition_storage_id(instance, attention_statistics.key, key)
-            > latest_partition_storage_id(instance, geolocation_predictions.key, key)
+            and latest_storage_id(instance, attention_statistics.key, key)
+            > latest_storage_id(instance, geolocation_predictions.key, key)
         ):
             fill.append(key)
     return fill
 
 
-def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
-    records = instance.fetch_materializations(key, limit=1).records
-    return records[0].storage_id if records else 0
-
-
 def geolocation_summaries_stale(instance: dg.DagsterInstance) -> bool:
     """True when predictions exist and they, or the warehouse (true coordinates, countries), are newer than
     geolocation_accuracy."""
-    predictions = _latest_storage_id(instance, geolocation_predictions.key)
-    newest = max(predictions, _latest_storage_id(instance, attention_warehouse.key))
-    return predictions > 0 and newest > _latest_storage_id(instance, geolocation_accuracy.key)
+    predictions = latest_storage_id(instance, geolocation_predictions.key)
+    newest = max(predictions, latest_storage_id(instance, attention_warehouse.key))
+    return predictions > 0 and newest > latest_storage_id(instance, geolocation_accuracy.key)
 
 
 def _run_key_used(instance: dg.DagsterInstance, run_key: str) -> bool:
@@ -298,7 +285,7 @@ def geolocation_sensor(context: dg.SensorEvaluationContext):
         dg.RunRequest(job_name=geolocation_shards_job.name, partition_key=key, run_key=run_key)
         for key in geolocation_shards_to_fill(instance)
         if not _run_key_used(instance, run_key := f"{key}:statistics-"
-                             f"{latest_partition_storage_id(instance, attention_statistics.key, key)}")
+                             f"{latest_storage_id(instance, attention_statistics.key, key)}")
     ]
     if shard_requests:
         return shard_requests
@@ -308,6 +295,6 @@ def geolocation_sensor(context: dg.SensorEvaluationContext):
         statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
     if in_flight:
         return dg.SkipReason(f"{in_flight} runs still in flight; waiting until they finish")
-    stamp = (f"{_latest_storage_id(instance, geolocation_predictions.key)}-"
-             f"{_latest_storage_id(instance, attention_warehouse.key)}")
+    stamp = (f"{latest_storage_id(instance, geolocation_predictions.key)}-"
+             f"{latest_storage_id(instance, attention_warehouse.key)}")
     return dg.RunRequest(job_name=geolocation_job.name, run_key=f"summaries:{stamp}")

@@ -6,6 +6,7 @@ import socket
 
 import dagster as dg
 
+from attn_assets.defs.materializations import DONE_STATUSES
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
 from attn_assets.defs.statistics.assets import attention_statistics
 from attn_assets.storage.atomic import process_alive
@@ -16,7 +17,6 @@ attention_statistics_job = dg.define_asset_job(
     description="Computes attention statistics for one shard.",
 )
 
-_DONE = (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.IN_PROGRESS)
 
 
 # Tags on runs that `attn-assets materialize` executes in its own process (see fail_dead_local_runs).
@@ -60,7 +60,7 @@ def shards_to_fill(instance: dg.DagsterInstance) -> list[str]:
     if not keys:
         return []
     status = instance.get_status_by_partition(attention_statistics.key, keys, shard_partitions) or {}
-    return [key for key in keys if status.get(key) not in _DONE]
+    return [key for key in keys if status.get(key) not in DONE_STATUSES]
 
 
 @dg.schedule(

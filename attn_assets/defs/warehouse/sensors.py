@@ -3,13 +3,9 @@
 
 import dagster as dg
 
+from attn_assets.defs.materializations import latest_storage_id
 from attn_assets.defs.statistics.assets import attention_statistics
 from attn_assets.defs.warehouse.assets import attention_warehouse
-
-
-def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
-    record = instance.fetch_materializations(key, limit=1).records
-    return record[0].storage_id if record else 0
 
 
 @dg.sensor(
@@ -22,8 +18,8 @@ def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
     ),
 )
 def downstream_refresh_sensor(context: dg.SensorEvaluationContext):
-    latest_shard = _latest_storage_id(context.instance, attention_statistics.key)
-    if latest_shard <= _latest_storage_id(context.instance, attention_warehouse.key):
+    latest_shard = latest_storage_id(context.instance, attention_statistics.key)
+    if latest_shard <= latest_storage_id(context.instance, attention_warehouse.key):
         return dg.SkipReason("The warehouse is newer than every shard")
     in_flight = context.instance.get_runs_count(
         dg.RunsFilter(
