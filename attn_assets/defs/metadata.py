@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import dagster as dg
 
+from attn_assets.figures.preview import png_preview_markdown
 from attn_assets.storage.schema import Table
 
 _DAGSTER_TYPES = {"VARCHAR": "string", "DOUBLE": "float", "BIGINT": "int", "INTEGER": "int",
@@ -23,6 +24,12 @@ def table_schema(table: Table) -> dg.TableSchema:
 def frame_preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     head = frame.head(rows)
     return dg.MetadataValue.md(head.to_markdown(index=False) if len(head) else "_(no rows)_")
+
+
+def figure_metadata(path, **extra) -> dict:
+    """A figure's path and an inline preview, as the analyses' figure assets report them."""
+    return {"figure": dg.MetadataValue.path(str(path)),
+            "figure_preview": dg.MetadataValue.md(png_preview_markdown(path)), **extra}
 
 
 def table_metadata(table: Table, row_count: int, preview: pd.DataFrame | None = None) -> dict:

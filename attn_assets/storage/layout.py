@@ -53,6 +53,11 @@ class HomeLayout:
         return self.home / "attention_analysis"
 
     @property
+    def analyses_dir(self) -> Path:
+        """Figures of the analyses beyond the seed (attention_analysis/analyses/)."""
+        return self.analysis_dir / "analyses"
+
+    @property
     def statistics_csv(self) -> Path:
         return self.analysis_dir / "attention_statistics.csv"
 

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from attn_assets import figures
 from attn_assets.core.analyses import (
     PERMUTATION_INVARIANT,
     uniform_baselines,
@@ -32,7 +31,7 @@ from attn_assets.defs.analyses.shards import (
     rollout_parquet,
 )
 from attn_assets.defs.manifest.assets import image_manifest
-from attn_assets.defs.metadata import table_metadata
+from attn_assets.defs.metadata import figure_metadata, table_metadata
 from attn_assets.defs.materializations import DONE_STATUSES
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
 from attn_assets.defs.statistics.assets import MULTI_RUN_BACKFILL
@@ -82,12 +81,7 @@ _SHARD = dict(
 
 
 def _figure_path(pipeline: PipelineResource, name: str):
-    return pipeline.layout.analysis_dir / "analyses" / name
-
-
-def _figure_metadata(path, **extra) -> dict:
-    return {"figure": dg.MetadataValue.path(str(path)),
-            "figure_preview": dg.MetadataValue.md(figures.png_preview_markdown(path)), **extra}
+    return pipeline.layout.analyses_dir / name
 
 
 def _count(warehouse: WarehouseResource, table: str) -> int:
@@ -140,7 +134,7 @@ def layer_statistics(pipeline: PipelineResource, warehouse: WarehouseResource) -
     rows = _count(warehouse, LAYER_STATISTICS.name)
     return dg.MaterializeResult(metadata={
         **table_metadata(LAYER_STATISTICS, rows, overall.round(4)),
-        **_figure_metadata(target),
+        **figure_metadata(target),
         "layers": dg.MetadataValue.int(len(overall)),
     })
 
@@ -180,7 +174,7 @@ def head_statistics(pipeline: PipelineResource, warehouse: WarehouseResource) ->
     mean_similarity = float(similarity.s) if int(similarity.n) else None
     render_head_maps(mean_maps, summary, target, images=count, mean_similarity=mean_similarity)
     metadata = {**table_metadata(HEAD_STATISTICS, _count(warehouse, HEAD_STATISTICS.name), summary.round(4)),
-                **_figure_metadata(target), "heads": dg.MetadataValue.int(len(summary))}
+                **figure_metadata(target), "heads": dg.MetadataValue.int(len(summary))}
     if mean_similarity is not None:
         metadata["mean_head_similarity"] = dg.MetadataValue.float(mean_similarity)
     return dg.MaterializeResult(metadata=metadata)
@@ -215,7 +209,7 @@ def artifact_statistics(pipeline: PipelineResource, warehouse: WarehouseResource
                      "attention_entropy_without_artifacts"]] if len(frame) else None
     return dg.MaterializeResult(metadata={
         **table_metadata(ARTIFACT_STATISTICS, len(frame), preview),
-        **_figure_metadata(target), **summary,
+        **figure_metadata(target), **summary,
         "rule": dg.MetadataValue.text("artifact patch: last-layer output-token norm > median + 5 * 1.4826 * MAD "
                                       "of the image's patch norms"),
     })
@@ -255,7 +249,7 @@ def spatial_statistics(pipeline: PipelineResource, warehouse: WarehouseResource)
         ).reset_index()
     return dg.MaterializeResult(metadata={
         **table_metadata(SPATIAL_STATISTICS, len(frame)),
-        **_figure_metadata(target),
+        **figure_metadata(target),
         "by_drive_side": dg.MetadataValue.md(by_side.round(4).to_markdown(index=False) if len(by_side) else "_(no rows)_"),
     })
 
@@ -306,7 +300,7 @@ def metric_baselines(pipeline: PipelineResource, warehouse: WarehouseResource) -
     render_baselines(table, target)
     return dg.MaterializeResult(metadata={
         **table_metadata(METRIC_BASELINES, count),
-        **_figure_metadata(target),
+        **figure_metadata(target),
         "table": dg.MetadataValue.md(baselines_markdown(table)),
         "note": dg.MetadataValue.text(
             "The six seed metrics depend only on the multiset of attention weights, so shuffling the patches "
@@ -407,7 +401,7 @@ def rollout_gallery(context: dg.AssetExecutionContext, pipeline: PipelineResourc
         f'FROM "{ROLLOUT_STATISTICS.name}" r JOIN "{ATTENTION_STATISTICS.name}" s USING (image_id)')
     return dg.MaterializeResult(metadata={
         **table_metadata(ROLLOUT_STATISTICS, _count(warehouse, ROLLOUT_STATISTICS.name), rows.drop(columns="abs_path")),
-        **_figure_metadata(target, skipped=dg.MetadataValue.int(len(skipped))),
+        **figure_metadata(target, skipped=dg.MetadataValue.int(len(skipped))),
         "rollout_vs_last_layer": dg.MetadataValue.md(compare.round(4).to_markdown(index=False)),
     })
 
@@ -469,7 +463,7 @@ def ablation_summary(context: dg.AssetExecutionContext, pipeline: PipelineResour
                 else "no sampled images in the computed shards")
     target = _figure_path(pipeline, "ablation.png")
     render_ablation(frame, target, note=note)
-    metadata = {**table_metadata(ABLATION_STATISTICS, len(frame)), **_figure_metadata(target),
+    metadata = {**table_metadata(ABLATION_STATISTICS, len(frame)), **figure_metadata(target),
                 "fraction": dg.MetadataValue.float(fraction)}
     if note:
         metadata["note"] = dg.MetadataValue.text(note)

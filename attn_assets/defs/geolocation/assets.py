@@ -22,7 +22,8 @@ from attn_assets.core.error_analysis import error_analysis
 from attn_assets.core.geolocation import EARTH_RADIUS_KM, geoscore, haversine_km
 from attn_assets.defs.geolocation.shard import compute_geolocation_shard, is_streetclip
 from attn_assets.defs.materializations import DONE_STATUSES, latest_storage_id
-from attn_assets.defs.metadata import table_metadata
+from attn_assets.defs.analyses.assets import load_analysis_shards
+from attn_assets.defs.metadata import figure_metadata, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
 from attn_assets.defs.statistics.assets import MULTI_RUN_BACKFILL, attention_statistics
 from attn_assets.defs.visuals.assets import _maps_and_boxes
@@ -100,10 +101,8 @@ def geolocation_predictions(context: dg.AssetExecutionContext, pipeline: Pipelin
 )
 def geolocation_accuracy(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                          warehouse: WarehouseResource) -> dg.MaterializeResult:
+    load_analysis_shards(context, warehouse, GEOLOCATION_PREDICTIONS, pipeline.layout.geolocation_parquet)
     store = warehouse.warehouse(context.log)
-    for shard_key in context.instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME):
-        path = pipeline.layout.geolocation_parquet(shard_key)
-        store.replace_analysis_shard(GEOLOCATION_PREDICTIONS, shard_key, path if path.exists() else None)
     corrected = store.refresh_geolocation_truth(lambda lat, lon, plat, plon: (
         haversine_km(lat, lon, plat, plon), geoscore(haversine_km(lat, lon, plat, plon))))
     if corrected:
@@ -114,7 +113,7 @@ def geolocation_accuracy(context: dg.AssetExecutionContext, pipeline: PipelineRe
     predictions = store.query(
         f'SELECT image_id, latitude, longitude, predicted_latitude, predicted_longitude '
         f'FROM "{GEOLOCATION_PREDICTIONS.name}" WHERE error_km IS NOT NULL ORDER BY image_id')
-    target = pipeline.layout.analysis_dir / "analyses" / "geolocation_map.png"
+    target = pipeline.layout.analyses_dir / "geolocation_map.png"
     render_prediction_map(predictions, target)
     overall = table[table["scope"] == "overall"]
     metadata = {
@@ -122,8 +121,7 @@ def geolocation_accuracy(context: dg.AssetExecutionContext, pipeline: PipelineRe
         "accuracy": dg.MetadataValue.md(table.drop(columns=["scope"]).round(4).to_markdown(index=False)),
         "predictions": dg.MetadataValue.int(int(store.query(
             f'SELECT count(*) AS n FROM "{GEOLOCATION_PREDICTIONS.name}"')["n"].iloc[0])),
-        "figure": dg.MetadataValue.path(str(target)),
-        "figure_preview": dg.MetadataValue.md(figures.png_preview_markdown(target)),
+        **figure_metadata(target),
     }
     if len(overall) and overall["images"].iloc[0]:
         metadata["mean_error_km"] = dg.MetadataValue.float(float(overall["mean_error_km"].iloc[0]))
@@ -150,14 +148,13 @@ def geolocation_error_analysis(pipeline: PipelineResource, warehouse: WarehouseR
     frame = _predictions_with_metrics(warehouse, "ORDER BY image_id")
     analysis = error_analysis(frame, METRIC_COLUMNS)
     warehouse.warehouse().replace_table(GEOLOCATION_ERROR_ANALYSIS, analysis)
-    target = pipeline.layout.analysis_dir / "analyses" / "geolocation_error.png"
+    target = pipeline.layout.analyses_dir / "geolocation_error.png"
     render_error_analysis(frame, analysis, METRIC_COLUMNS, target)
     return dg.MaterializeResult(metadata={
         **table_metadata(GEOLOCATION_ERROR_ANALYSIS, len(analysis)),
         "images": dg.MetadataValue.int(len(frame)),
         "analysis": dg.MetadataValue.md(analysis.round(4).to_markdown(index=False)),
-        "figure": dg.MetadataValue.path(str(target)),
-        "figure_preview": dg.MetadataValue.md(figures.png_preview_markdown(target)),
+        **figure_metadata(target),
     })
 
 
