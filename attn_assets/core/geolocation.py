@@ -20,14 +20,13 @@ import numpy as np
 import torch
 
 from attn_assets.core.analyses import image_seed
-from attn_assets.core.model import ModelLoadError, resolve_device
+from attn_assets.core.model import PLONK_INSTALL_HINT, ModelLoadError, import_plonk, resolve_device
 from attn_assets.metric_names import ACCURACY_THRESHOLDS_KM
 
 DEFAULT_PLONK_MODEL = "nicolas-dufour/PLONK_OSV_5M"
 EARTH_RADIUS_KM = 6371.0  # as in PLONK's and OSV-5M's evaluation code
 GEOSCORE_MAX = 5000.0
 GEOSCORE_SCALE_KM = 1492.7  # GeoGuessr's decay, used for OSV-5M's GeoScore
-PLONK_INSTALL_HINT = "install it with `pip install 'attn-assets[plonk]'` (PyPI diff-plonk; see README 'Geolocation')"
 
 
 # --------------------------------------------------------------------------- distances and scores
@@ -105,25 +104,20 @@ class Predictions:
     sample_longitudes: np.ndarray
 
 
-def import_plonk():
-    """The diff-plonk package, or a ModelLoadError that says how to install it."""
+def import_plonk_pipe():
+    """``plonk.pipe``, PlonkPipeline's module, whose sampler and scheduler we reuse (after import_plonk's checks)."""
+    import_plonk()
     try:
-        import plonk
         import plonk.pipe as plonk_pipe
     except ImportError as error:
-        raise ModelLoadError(f"geolocation needs the PLONK package `plonk`, which failed to import ({error}); "
-                             f"{PLONK_INSTALL_HINT}") from error
-    if not hasattr(plonk, "PlonkPipeline"):
-        raise ModelLoadError(
-            f"`import plonk` found {getattr(plonk, '__file__', 'a module')} without PlonkPipeline: that is the unrelated "
-            f"astrophysics package from PyPI `plonk`. Run `pip uninstall plonk`, then {PLONK_INSTALL_HINT}")
+        raise ModelLoadError(f"diff-plonk's own imports failed ({error}); {PLONK_INSTALL_HINT}") from error
     return plonk_pipe
 
 
 def plonk_missing_reason() -> str | None:
     """None when diff-plonk imports; else why not (what the CLI and the sensor show instead of running)."""
     try:
-        import_plonk()
+        import_plonk_pipe()
     except ModelLoadError as error:
         return str(error)
     return None
@@ -144,7 +138,7 @@ class PlonkGeolocator:
 
     def __init__(self, repo: str = DEFAULT_PLONK_MODEL, device: str | torch.device = "cpu",
                  sampling: SamplingConfig = SamplingConfig()) -> None:
-        plonk_pipe = import_plonk()
+        plonk_pipe = import_plonk_pipe()
         models = plonk_pipe.MODELS
         if repo not in models:
             raise ModelLoadError(

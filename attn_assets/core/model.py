@@ -254,24 +254,35 @@ def make_clip_processor(image_size: int):
 # --------------------------------------------------------------------------- PLONK
 
 
-def _load_plonk(repo: str) -> tuple[nn.Module, object]:
-    """The StreetCLIP tower and processor inside ``plonk.PlonkPipeline(repo)`` (diff-plonk)."""
-    hint = "install the PLONK geolocation code with `pip install 'attn-assets[plonk]'` (PyPI diff-plonk)"
+PLONK_INSTALL_HINT = "install it with `pip install 'attn-assets[plonk]'` (PyPI diff-plonk; see README 'Geolocation')"
+
+
+def import_plonk():
+    """The diff-plonk package (``import plonk``), or a ModelLoadError that says how to install it."""
     try:
         import plonk
     except ImportError as error:
-        raise ModelLoadError(f"spec 'plonk:{repo}' needs the `plonk` package, which failed to import ({error}); {hint}") from error
+        raise ModelLoadError(f"the PLONK package `plonk` failed to import ({error}); {PLONK_INSTALL_HINT}") from error
     if not hasattr(plonk, "PlonkPipeline"):
         raise ModelLoadError(
             f"`import plonk` found {getattr(plonk, '__file__', 'a module')} without PlonkPipeline: that is the "
-            f"unrelated astrophysics package from PyPI `plonk`. Run `pip uninstall plonk`, then {hint}"
+            f"unrelated astrophysics package from PyPI `plonk`. Run `pip uninstall plonk`, then {PLONK_INSTALL_HINT}"
         )
+    return plonk
+
+
+def _load_plonk(repo: str) -> tuple[nn.Module, object]:
+    """The StreetCLIP tower and processor inside ``plonk.PlonkPipeline(repo)`` (diff-plonk)."""
+    try:
+        plonk = import_plonk()
+    except ModelLoadError as error:
+        raise ModelLoadError(f"spec 'plonk:{repo}': {error}") from error
     try:
         pipeline = plonk.PlonkPipeline(repo)
         cond = pipeline.cond_preprocessing
         return cond.emb_model, cond.processor
     except ImportError as error:
-        raise ModelLoadError(f"diff-plonk's own imports failed ({error}); {hint}") from error
+        raise ModelLoadError(f"diff-plonk's own imports failed ({error}); {PLONK_INSTALL_HINT}") from error
 
 
 # --------------------------------------------------------------------------- pretrained

@@ -17,7 +17,7 @@ from attn_assets.core.geolocation import (
     accuracy_at,
     geoscore,
     haversine_km,
-    import_plonk,
+    import_plonk_pipe,
     noise_for,
     spherical_medoid,
 )
@@ -93,7 +93,7 @@ def test_sampling_config_rejects_nonsense():
 def test_missing_plonk_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "plonk", None)  # import plonk -> ImportError, as without diff-plonk
     with pytest.raises(ModelLoadError, match=r"pip install 'attn-assets\[plonk\]'"):
-        import_plonk()
+        import_plonk_pipe()
 
 
 def test_astrophysics_plonk_is_named(monkeypatch):
@@ -106,7 +106,7 @@ def test_astrophysics_plonk_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "plonk", fake)
     monkeypatch.setitem(sys.modules, "plonk.pipe", fake_pipe)
     with pytest.raises(ModelLoadError, match="astrophysics"):
-        import_plonk()
+        import_plonk_pipe()
 
 
 def test_error_analysis_by_hand():
