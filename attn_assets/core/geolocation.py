@@ -44,6 +44,12 @@ def geoscore(error_km) -> np.ndarray:
     return GEOSCORE_MAX * np.exp(-np.asarray(error_km, dtype=np.float64) / GEOSCORE_SCALE_KM)
 
 
+def score_predictions(lat_deg, lon_deg, predicted_lat_deg, predicted_lon_deg) -> tuple[np.ndarray, np.ndarray]:
+    """(error_km, geoscore) per prediction; NaN where the true location is unknown."""
+    error = haversine_km(lat_deg, lon_deg, predicted_lat_deg, predicted_lon_deg)
+    return error, geoscore(error)
+
+
 def accuracy_column(threshold_km: int) -> str:
     return f"accuracy_{threshold_km}km"
 

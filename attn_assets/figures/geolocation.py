@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from attn_assets.core.error_analysis import decile_size
+
 from ._mpl import new_figure, save_figure
 
 
@@ -44,7 +46,7 @@ def render_error_analysis(frame: pd.DataFrame, analysis: pd.DataFrame, metrics: 
         axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
         error = frame["error_km"].to_numpy(np.float64) if len(frame) else np.zeros(0)
         order = np.lexsort((frame["image_id"].to_numpy(), error)) if len(frame) else np.zeros(0, int)
-        k = math.ceil(len(frame) / 10) if len(frame) else 0
+        k = decile_size(len(frame))
         best, worst = set(order[:k]), set(order[len(order) - k:]) if k else set()
         colors = np.array(["#4c72b0"] * len(frame), dtype=object)
         colors[list(best)] = "#2ca02c"

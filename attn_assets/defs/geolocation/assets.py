@@ -19,7 +19,7 @@ from dagster._core.storage.tags import RUN_KEY_TAG
 
 from attn_assets import figures
 from attn_assets.core.error_analysis import error_analysis
-from attn_assets.core.geolocation import EARTH_RADIUS_KM, geoscore, haversine_km
+from attn_assets.core.geolocation import EARTH_RADIUS_KM, score_predictions
 from attn_assets.defs.geolocation.shard import compute_geolocation_shard, is_streetclip
 from attn_assets.defs.materializations import DONE_STATUSES, latest_storage_id
 from attn_assets.defs.analyses.assets import load_analysis_shards
@@ -103,8 +103,7 @@ def geolocation_accuracy(context: dg.AssetExecutionContext, pipeline: PipelineRe
                          warehouse: WarehouseResource) -> dg.MaterializeResult:
     load_analysis_shards(context, warehouse, GEOLOCATION_PREDICTIONS, pipeline.layout.geolocation_parquet)
     store = warehouse.warehouse(context.log)
-    corrected = store.refresh_geolocation_truth(lambda lat, lon, plat, plon: (
-        haversine_km(lat, lon, plat, plon), geoscore(haversine_km(lat, lon, plat, plon))))
+    corrected = store.refresh_geolocation_truth(score_predictions)
     if corrected:
         context.log.info("%d predictions scored against corrected manifest coordinates or countries", corrected)
     store.refresh_geolocation_accuracy()

@@ -14,17 +14,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from attn_assets.catalog.manifest import reverse_geocode
-from attn_assets.core.geolocation import PlonkGeolocator, geoscore, haversine_km
+from attn_assets.core.geolocation import PlonkGeolocator, score_predictions
+from attn_assets.core.model import DEFAULT_MODEL
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import read_cls_embeddings, write_table_atomic
 from attn_assets.storage.schema import GEOLOCATION_PREDICTIONS
 
-STREETCLIP_SPECS = ("geolocal/StreetCLIP",)
-
-
 def is_streetclip(model_spec: str) -> bool:
     """True for the encoder PLONK was trained on (StreetCLIP, any revision, or a PLONK pipeline's tower)."""
-    return model_spec.startswith("plonk:") or model_spec.split("@", 1)[0] in STREETCLIP_SPECS
+    return model_spec.startswith("plonk:") or model_spec.split("@", 1)[0] == DEFAULT_MODEL
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ def compute_geolocation_shard(*, layout: HomeLayout, shard_key: str, geolocator:
     predictions = geolocator.predict(embeddings, ids)
     truth = _truth(layout, shard_key).reindex(ids)
     lat, lon = truth["latitude"].to_numpy(dtype=np.float64), truth["longitude"].to_numpy(dtype=np.float64)
-    error = haversine_km(lat, lon, predictions.latitude, predictions.longitude)  # NaN where no truth
+    error, geoscore = score_predictions(lat, lon, predictions.latitude, predictions.longitude)  # NaN: no truth
     sampling = geolocator.sampling
     n = len(ids)
     stamp = datetime.now(timezone.utc).replace(tzinfo=None)
@@ -89,7 +87,7 @@ def compute_geolocation_shard(*, layout: HomeLayout, shard_key: str, geolocator:
         "latitude": nullable(lat), "longitude": nullable(lon),
         "predicted_latitude": predictions.latitude.tolist(), "predicted_longitude": predictions.longitude.tolist(),
         "predicted_country": reverse_geocode(predictions.latitude, predictions.longitude),
-        "error_km": nullable(error), "geoscore": nullable(geoscore(error)),
+        "error_km": nullable(error), "geoscore": nullable(geoscore),
         "prediction_spread_km": predictions.spread_km.tolist(),
         "plonk_model": [geolocator.repo] * n, "num_steps": [sampling.num_steps] * n,
         "num_samples": [sampling.num_samples] * n, "sampling_seed": [sampling.seed] * n,
