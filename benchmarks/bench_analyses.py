@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_extraction import synthetic_photos  # noqa: E402
+from bench_extraction import encoder_and_pixels  # noqa: E402
 
 from attn_assets.core.analyses import (  # noqa: E402
     RolloutExtractor,
@@ -47,8 +47,7 @@ from attn_assets.core.analyses import (  # noqa: E402
 )
 from attn_assets.core.extract import AttentionExtractor  # noqa: E402
 from attn_assets.core.metrics import attention_metrics, metrics_to_numpy  # noqa: E402
-from attn_assets.core.model import load_encoder, resolve_device  # noqa: E402
-from attn_assets.core.preprocess import Preprocessor  # noqa: E402
+from attn_assets.core.model import resolve_device  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,9 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    encoder = load_encoder(args.model, device)
-    preprocess = Preprocessor(encoder.processor)
-    pixels = torch.stack([preprocess(p) for p in synthetic_photos(args.images)]).to(device)
+    encoder, pixels = encoder_and_pixels(args.model, args.images, device)
     ids = [f"image-{i:05d}" for i in range(args.images)]
     grid = encoder.grid_size
     last = AttentionExtractor(encoder, device, precision=args.precision)

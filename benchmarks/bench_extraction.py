@@ -51,6 +51,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def encoder_and_pixels(model: str, images: int, device) -> tuple:
+    """The encoder and `images` preprocessed synthetic photos ``[images, 3, H, W]`` on ``device`` (untimed setup)."""
+    encoder = load_encoder(model, device)
+    preprocess = Preprocessor(encoder.processor)
+    return encoder, torch.stack([preprocess(p) for p in synthetic_photos(images)]).to(device)
+
+
 def run_seed(encoder, pixels: torch.Tensor) -> list[dict]:
     """Seed method: eager, batch 1, every layer's attention returned."""
     out = []
@@ -91,9 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     device = resolve_device(args.device)
-    encoder = load_encoder(args.model, device)
-    preprocess = Preprocessor(encoder.processor)
-    pixels = torch.stack([preprocess(p) for p in synthetic_photos(args.images)]).to(device)  # untimed
+    encoder, pixels = encoder_and_pixels(args.model, args.images, device)
     fp32 = AttentionExtractor(encoder, device, precision="fp32")
     bf16 = AttentionExtractor(encoder, device, precision="bf16")
     available = {

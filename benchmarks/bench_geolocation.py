@@ -28,12 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_extraction import synthetic_photos  # noqa: E402
+from bench_extraction import encoder_and_pixels  # noqa: E402
 
 from attn_assets.core.extract import AttentionExtractor  # noqa: E402
 from attn_assets.core.geolocation import SamplingConfig, noise_for  # noqa: E402
-from attn_assets.core.model import load_encoder  # noqa: E402
-from attn_assets.core.preprocess import Preprocessor  # noqa: E402
 
 
 class BenchGeolocator:
@@ -71,11 +69,8 @@ def main() -> None:
     parser.add_argument("--expansion", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    encoder = load_encoder(args.model, "cpu")
-    preprocess = Preprocessor(encoder.processor)
-    pixels = torch.stack([preprocess(p) for p in synthetic_photos(args.images)])  # untimed
+    encoder, pixels = encoder_and_pixels(args.model, args.images, "cpu")
     extractor = AttentionExtractor(encoder, device="cpu", precision="fp32")
     ids = [f"img{i}" for i in range(args.images)]
     with torch.inference_mode():
