@@ -12,6 +12,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
+from attn_assets.storage.schema import UNKNOWN_COUNTRY
+
 from ._mpl import new_figure, save_figure
 from .geometry import as_grid
 
@@ -24,10 +26,22 @@ BOX_METRICS = [
 _MPL_VERSION = tuple(int(p) for p in matplotlib.__version__.split(".")[:2] if p.isdigit())
 
 
+def country_labels(country: pd.Series) -> pd.Series:
+    """Country codes with a missing (NULL or blank) country shown as UNKNOWN_COUNTRY."""
+    return country.astype("string").fillna("").replace("", UNKNOWN_COUNTRY)
+
+
+def country_caption(name: object, code: object) -> str:
+    """A caption for one image's country: its name, else its code, else UNKNOWN_COUNTRY (NULL, NaN, '' alike)."""
+    for value in (name, code):
+        if isinstance(value, str) and value.strip():
+            return value
+    return UNKNOWN_COUNTRY
+
+
 def top_countries(df: pd.DataFrame, top_n: int = 12) -> list[str]:
-    """Countries with the most images (ties by country code); blank / missing countries left out."""
-    c = df["country"].astype("string").fillna("")
-    counts = c[c != ""].value_counts()
+    """Country labels (:func:`country_labels`) with the most images, ties by label; unknown is one group."""
+    counts = country_labels(df["country"]).value_counts()
     counts = counts.rename_axis("country").reset_index(name="n").sort_values(["n", "country"], ascending=[False, True])
     return counts["country"].head(top_n).tolist()
 
@@ -45,7 +59,7 @@ def render_country_boxplots(
     Returns ``{metric: [country codes in drawn order, bottom to top]}``.
     """
     countries = top_countries(df, top_n)
-    c = df["country"].astype("string").fillna("")
+    c = country_labels(df["country"])
     sub = df[c.isin(countries)].assign(_c=c[c.isin(countries)])
     names = {}
     if "country_name" in df.columns:

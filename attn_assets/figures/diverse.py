@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ._mpl import new_figure, save_figure
+from .countries import country_caption
 from .geometry import DEFAULT_CROP_SIZE, DEFAULT_SHORTEST_EDGE, Box
 from .triptych import draw_overlay, prepare_view
 
@@ -147,7 +148,7 @@ def render_diverse_grid(
 def _caption(image_id: str, row) -> str:
     if row is None:
         return image_id
-    country = row.get("country_name") or row.get("country") or "?"
+    country = country_caption(row.get("country_name"), row.get("country"))
     try:
         return (f"{country}\nH={float(row['attention_entropy']):.2f}  "
                 f"top10={float(row['attention_concentration_top10']):.1%}  "

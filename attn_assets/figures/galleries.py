@@ -21,6 +21,7 @@ import pandas as pd
 from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.storage.atomic import atomic_directory, atomic_file
 from .geometry import DEFAULT_CROP_SIZE, DEFAULT_SHORTEST_EDGE, Box
+from .countries import country_caption
 from .triptych import render_triptych
 
 logger = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ def render_gallery(
 
 
 def _title(row: dict, rank: int, metric: str | None) -> str:
-    country = row.get("country_name") or row.get("country") or "?"
+    country = country_caption(row.get("country_name"), row.get("country"))
     parts = [f"#{rank} {row['image_id']} ({country})"]
     if metric and metric in row:
         parts.append(f"{metric} = {_fmt(metric, row[metric])}")

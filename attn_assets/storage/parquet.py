@@ -100,7 +100,7 @@ def build_shard_results(
         "precision": [precision] * n,
         "computed_at": [computed_at.replace(tzinfo=None)] * n,
     }
-    table = pa.table(columns, schema=SHARD_RESULTS.arrow_schema())
+    table = SHARD_RESULTS.arrow_table(columns)
     head_sum = (analyses or {}).get("head_map_sum")
     if head_sum is not None and n_ok:
         head_sum = np.asarray(head_sum, dtype=np.float64)

@@ -6,6 +6,7 @@ metadata) all derive their columns from here, so a column is renamed in one plac
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -13,6 +14,9 @@ import pyarrow as pa
 from attn_assets.metric_names import ACCURACY_THRESHOLDS_KM, METRIC_NAMES, SPATIAL_NAMES
 
 METRIC_COLUMNS: tuple[str, ...] = METRIC_NAMES  # the seed's six metrics, as the core names them
+
+#: How aggregates and figures label the images whose country is unknown (NULL in every table).
+UNKNOWN_COUNTRY = "unknown"
 
 _ARROW_TYPES = {
     "VARCHAR": pa.string(),
@@ -57,6 +61,18 @@ class Table:
 
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, _ARROW_TYPES[c.sql_type], nullable=c.nullable) for c in self.columns])
+
+    def arrow_table(self, columns: Mapping[str, Sequence]) -> pa.Table:
+        """One table's rows, from a column name -> values mapping (lists, arrays or pandas Series).
+
+        In text columns every missing value (None, float NaN as pandas 3 uses for its ``str`` dtype,
+        ``pd.NA``) becomes NULL; numeric NaN stays NaN. Raises KeyError for a missing column.
+        """
+        schema = self.arrow_schema()
+        arrays = [
+            pa.array(columns[f.name], type=f.type, from_pandas=pa.types.is_string(f.type)) for f in schema
+        ]
+        return pa.Table.from_arrays(arrays, schema=schema)
 
 
 _METRIC_DESCRIPTIONS = {
@@ -344,12 +360,11 @@ COUNTRY_AGGREGATES = Table(
     name="country_aggregates",
     description="Per-country image count and mean/std/min/max of each metric (the seed's groupby).",
     columns=(
-        Column("country", "VARCHAR", "ISO 3166-1 alpha-2 code ('' when unknown)", nullable=False),
-        Column("country_name", "VARCHAR", "country name"),
+        Column("country", "VARCHAR", "ISO 3166-1 alpha-2 code (NULL: the images whose country is unknown)"),
+        Column("country_name", "VARCHAR", f"country name ('{UNKNOWN_COUNTRY}' on the NULL-country row)"),
         Column("image_count", "BIGINT", "images with statistics", nullable=False),
         *_AGGREGATE_COLUMNS,
     ),
-    key=("country",),
 )
 
 SHARD_LOADS = Table(
@@ -405,7 +420,7 @@ GEOLOCATION_ACCURACY = Table(
                  "error statistics: one row overall (scope 'overall') and one per true country (scope 'country')."),
     columns=(
         Column("scope", "VARCHAR", "'overall' or 'country'", nullable=False),
-        Column("country", "VARCHAR", "ISO code of the true country (NULL on the overall row; '' when unknown)"),
+        Column("country", "VARCHAR", "ISO code of the true country (NULL on the overall row, and on the row of images whose country is unknown)"),
         Column("country_name", "VARCHAR", "country name"),
         Column("images", "BIGINT", "images with a prediction and true coordinates", nullable=False),
         Column("mean_error_km", "DOUBLE", "mean haversine error"),

@@ -30,6 +30,7 @@ from attn_assets.storage.schema import (
     LAYER_STATISTICS,
     SPATIAL_STATISTICS,
     COUNTRY_AGGREGATES,
+    UNKNOWN_COUNTRY,
     IMAGE_FAILURES,
     IMAGES,
     MANIFEST_REJECTIONS,
@@ -325,13 +326,17 @@ class Warehouse:
         with self.writer() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(f'DELETE FROM "{COUNTRY_AGGREGATES.name}"')
+                # dropped and re-created: homes written before the NULL-country row had a primary key on country
+                con.execute(f'DROP TABLE IF EXISTS "{COUNTRY_AGGREGATES.name}"')
+                con.execute(COUNTRY_AGGREGATES.create_sql())
                 con.execute(
                     f'INSERT INTO "{COUNTRY_AGGREGATES.name}" BY NAME '
-                    f"SELECT coalesce(s.country, '') AS country, any_value(i.country_name) AS country_name, "
+                    "SELECT s.country AS country, "
+                    "CASE WHEN s.country IS NULL THEN ? ELSE any_value(i.country_name) END AS country_name, "
                     f"count(*) AS image_count, {aggregates} "
                     f'FROM "{ATTENTION_STATISTICS.name}" s LEFT JOIN "{IMAGES.name}" i USING (image_id) '
-                    "GROUP BY coalesce(s.country, '')"
+                    "GROUP BY s.country",
+                    [UNKNOWN_COUNTRY],
                 )
                 if uniform_baselines is not None:
                     patch_counts = con.execute(
@@ -341,9 +346,10 @@ class Warehouse:
                         values = uniform_baselines(int(num_patches))
                         assignments = ", ".join(f'"{m}_uniform" = ?' for m in METRIC_COLUMNS)
                         con.execute(
-                            f'UPDATE "{COUNTRY_AGGREGATES.name}" SET {assignments} WHERE country IN ('
-                            f"SELECT coalesce(country, '') FROM \"{ATTENTION_STATISTICS.name}\" "
-                            "GROUP BY 1 HAVING max(num_patches) = ?)",
+                            f'UPDATE "{COUNTRY_AGGREGATES.name}" AS a SET {assignments} FROM ('
+                            f'SELECT country FROM "{ATTENTION_STATISTICS.name}" '
+                            "GROUP BY country HAVING max(num_patches) = ?) AS g "
+                            "WHERE a.country IS NOT DISTINCT FROM g.country",
                             [float(values[m]) for m in METRIC_COLUMNS] + [int(num_patches)],
                         )
                 con.execute("COMMIT")
@@ -360,7 +366,7 @@ class Warehouse:
             "count(*) AS images, avg(p.error_km) AS mean_error_km, median(p.error_km) AS median_error_km, "
             f"avg(p.geoscore) AS geoscore, {accuracy}, "
             # no true country: not counted; no predicted country: counted as wrong
-            "avg(CASE WHEN coalesce(p.country, '') = '' THEN NULL "
+            "avg(CASE WHEN p.country IS NULL THEN NULL "
             "ELSE coalesce(p.predicted_country = p.country, false)::DOUBLE END) AS country_accuracy"
         )
         source = (f'FROM "{GEOLOCATION_PREDICTIONS.name}" p LEFT JOIN "{IMAGES.name}" i USING (image_id) '
@@ -372,9 +378,9 @@ class Warehouse:
                 con.execute(f'INSERT INTO "{GEOLOCATION_ACCURACY.name}" BY NAME '
                             f"SELECT 'overall' AS scope, NULL AS country, NULL AS country_name, {measures} {source}")
                 con.execute(f'INSERT INTO "{GEOLOCATION_ACCURACY.name}" BY NAME '
-                            f"SELECT 'country' AS scope, coalesce(p.country, '') AS country, "
-                            f"any_value(i.country_name) AS country_name, {measures} {source} "
-                            "GROUP BY coalesce(p.country, '')")
+                            "SELECT 'country' AS scope, p.country AS country, "
+                            f"CASE WHEN p.country IS NULL THEN ? ELSE any_value(i.country_name) END AS country_name, "
+                            f"{measures} {source} GROUP BY p.country", [UNKNOWN_COUNTRY])
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")

@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from attn_assets.core.analyses import RolloutExtractor, ablate, image_seed
 from attn_assets.core.extract import AttentionExtractor
@@ -99,7 +98,7 @@ def compute_rollout_shard(*, layout: HomeLayout, shard_key: str, encoder, model_
         "grid_height": [gh] * n, "grid_width": [gw] * n, "rollout_map": list(flat),
         "model_spec": [model_spec] * n, "precision": [extractor.precision] * n, "computed_at": [stamp] * n,
     }
-    path = write_table_atomic(pa.table(columns, schema=ROLLOUT_RESULTS.arrow_schema()), rollout_parquet(layout, shard_key))
+    path = write_table_atomic(ROLLOUT_RESULTS.arrow_table(columns), rollout_parquet(layout, shard_key))
     return AnalysisOutcome(shard_key, len(records), n, time.monotonic() - started, path)
 
 
@@ -127,6 +126,6 @@ def compute_ablation_shard(*, layout: HomeLayout, shard_key: str, encoder, model
         **{name: (np.concatenate([p[name] for p in parts]) if parts else np.zeros(0)).tolist() for name in names},
         "model_spec": [model_spec] * n, "precision": [extractor.precision] * n, "computed_at": [stamp] * n,
     }
-    path = write_table_atomic(pa.table(columns, schema=ABLATION_STATISTICS.arrow_schema()),
+    path = write_table_atomic(ABLATION_STATISTICS.arrow_table(columns),
                               ablation_parquet(layout, shard_key))
     return AnalysisOutcome(shard_key, len(records), n, time.monotonic() - started, path)

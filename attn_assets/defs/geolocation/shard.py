@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from attn_assets.catalog.manifest import reverse_geocode
@@ -94,7 +93,7 @@ def compute_geolocation_shard(*, layout: HomeLayout, shard_key: str, geolocator:
         "cfg_rate": [float(sampling.cfg)] * n, "embedding_model_spec": [model_spec] * n,
         "embedding_precision": [precision] * n, "computed_at": [stamp] * n,
     }
-    table = pa.table(columns, schema=GEOLOCATION_PREDICTIONS.arrow_schema())
+    table = GEOLOCATION_PREDICTIONS.arrow_table(columns)
     path = write_table_atomic(table, layout.geolocation_parquet(shard_key))
     return GeolocationOutcome(shard_key, n, int(np.isfinite(error).sum()), time.monotonic() - started,
                               model_spec or None, path)

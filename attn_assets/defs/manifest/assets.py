@@ -12,7 +12,7 @@ from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
 from attn_assets.defs.manifest.sources import manifest_fingerprint
 from attn_assets.resources import PipelineResource
 from attn_assets.storage.parquet import write_table_atomic
-from attn_assets.storage.schema import IMAGES, MANIFEST_REJECTIONS
+from attn_assets.storage.schema import IMAGES, MANIFEST_REJECTIONS, UNKNOWN_COUNTRY
 
 MANIFEST_CODE_VERSION = "1"
 
@@ -62,7 +62,7 @@ def image_manifest(context: dg.AssetExecutionContext, pipeline: PipelineResource
         len(shard_keys), len(new_keys), len(result.rejections), len(plan.removed),
     )
 
-    countries = images["country"].fillna("").replace("", "(unknown)").value_counts()
+    countries = images["country"].fillna(UNKNOWN_COUNTRY).value_counts()
     return dg.MaterializeResult(
         metadata={
             **table_metadata(IMAGES, len(images), images[[c for c in IMAGES.column_names if c in images]]),

@@ -17,7 +17,7 @@ from attn_assets.defs.warehouse.assets import attention_warehouse, country_aggre
 from attn_assets.resources import PipelineResource, WarehouseResource
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import read_cls_maps
-from attn_assets.storage.schema import ATTENTION_STATISTICS, IMAGES, METRIC_COLUMNS
+from attn_assets.storage.schema import ATTENTION_STATISTICS, IMAGES, METRIC_COLUMNS, UNKNOWN_COUNTRY
 
 VISUALS_CODE_VERSION = "1"
 _COMMON = dict(
@@ -124,15 +124,17 @@ gallery_assets = [_gallery_asset(folder, metric, highest) for folder, (metric, h
 def _country_mean_maps(layout: HomeLayout, warehouse: WarehouseResource, countries: list[str]) -> tuple[dict, dict]:
     """Mean CLS map per country, streamed shard by shard (never all maps in memory)."""
     shards = warehouse.warehouse().query(
-        f'SELECT DISTINCT shard_key FROM "{ATTENTION_STATISTICS.name}" WHERE country IN (SELECT unnest(?)) ORDER BY 1',
-        [countries],
+        f'SELECT DISTINCT shard_key FROM "{ATTENTION_STATISTICS.name}" '
+        "WHERE coalesce(country, ?) IN (SELECT unnest(?)) ORDER BY 1",
+        [UNKNOWN_COUNTRY, countries],
     )["shard_key"]
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     for shard_key in shards:
         ids = warehouse.warehouse().query(
-            f'SELECT image_id, country FROM "{ATTENTION_STATISTICS.name}" WHERE shard_key = ? AND country IN (SELECT unnest(?))',
-            [shard_key, countries],
+            f'SELECT image_id, coalesce(country, ?) AS country FROM "{ATTENTION_STATISTICS.name}" '
+            "WHERE shard_key = ? AND coalesce(country, ?) IN (SELECT unnest(?))",
+            [UNKNOWN_COUNTRY, shard_key, UNKNOWN_COUNTRY, countries],
         )
         maps, _ = read_cls_maps(layout.shard_parquet(shard_key), list(ids["image_id"]), with_boxes=True)
         for image_id, country in zip(ids["image_id"], ids["country"]):
