@@ -65,8 +65,9 @@ IMAGE_COLUMNS: tuple[str, ...] = (
 #: Columns of ``ManifestResult.rejections``, in order.
 REJECTION_COLUMNS: tuple[str, ...] = ("source_file", "source_row", "image_id", "column", "reason", "raw")
 
-#: Values of the ``country_source`` column.
-COUNTRY_SOURCES: tuple[str, ...] = ("manifest", "unique_country", "reverse_geocoder")
+#: Values of the ``country_source`` column. ``at_sea``: the coordinates are outside every country's
+#: territorial waters, so ``country`` is NULL (see attn_assets.catalog.countries).
+COUNTRY_SOURCES: tuple[str, ...] = ("manifest", "unique_country", "reverse_geocoder", "at_sea")
 
 #: Names of the two formats (``ManifestResult.formats``).
 FORMAT_OSV5M = "osv5m"
@@ -82,10 +83,6 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 #: Required columns of each format.
 OSV_REQUIRED: tuple[str, ...] = ("id", "latitude", "longitude")
 PLAIN_REQUIRED: tuple[str, ...] = ("image_id", "path")
-
-#: Codes reverse_geocoder (and therefore OSV-5M's ``country``) uses that pycountry lacks.
-#: XK is the user-assigned code for Kosovo used by GeoNames, the EU and OSV-5M.
-EXTRA_COUNTRY_CODES: dict[str, str] = {"XK": "Kosovo"}
 
 ESCAPE_REASON = "path escapes image root"
 
@@ -132,44 +129,17 @@ class ManifestResult:
 
 
 # --------------------------------------------------------------------------------------------
-# Countries
+# Countries (codes, names and the country of a coordinate live in attn_assets.catalog.countries; re-exported
+# here because callers import them from this module)
 
-
-@lru_cache(maxsize=1)
-def country_names() -> dict[str, str]:
-    """Every valid alpha-2 code -> display name (pycountry ``common_name`` else ``name``)."""
-    import pycountry
-
-    names = {c.alpha_2: getattr(c, "common_name", None) or c.name for c in pycountry.countries}
-    for code, name in EXTRA_COUNTRY_CODES.items():
-        names.setdefault(code, name)
-    return names
-
-
-def country_name(code: str | None) -> str | None:
-    if code is None:
-        return None
-    return country_names().get(str(code).strip().upper())
-
-
-def _normalize_codes(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """-> (upper-cased stripped codes, present mask, valid mask)."""
-    codes = values.fillna("").astype(str).str.strip().str.upper()
-    present = codes != ""
-    valid = codes.isin(list(country_names()))
-    return codes, present, valid
-
-
-def reverse_geocode(latitudes: Sequence[float], longitudes: Sequence[float]) -> list[str | None]:
-    """Offline country codes for coordinates, one batched reverse_geocoder call (single process)."""
-    coords = [(float(a), float(b)) for a, b in zip(latitudes, longitudes)]
-    if not coords:
-        return []
-    import reverse_geocoder
-
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loading formatted geocoded file..."
-        found = reverse_geocoder.search(coords, mode=1)
-    return [(r.get("cc") or "").strip().upper() or None for r in found]
+from attn_assets.catalog.countries import (  # noqa: E402
+    EXTRA_COUNTRY_CODES,
+    country_name,
+    country_names,
+    resolve_countries,
+    reverse_geocode,
+)
+from attn_assets.catalog.countries import normalize_codes as _normalize_codes  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------
@@ -791,11 +761,14 @@ def read_manifest(
     lon_g = lon[keep].reset_index(drop=True)
     need = country.isna() & lat_g.notna() & lon_g.notna()
     if geocode and need.any():
-        found = pd.Series(reverse_geocode(lat_g[need].tolist(), lon_g[need].tolist()), index=lat_g.index[need], dtype="str")
-        valid = found.isin(list(country_names()))
-        idx = found.index[valid.to_numpy()]
-        country[idx] = found[idx]
-        source[idx] = "reverse_geocoder"
+        # The nearest GeoNames place's country, or NULL with source 'at_sea' outside territorial waters.
+        found = resolve_countries(lat_g[need].to_numpy(), lon_g[need].to_numpy())
+        at = lat_g.index[need]
+        codes_f = pd.Series(found.country, index=at, dtype="str")
+        sources_f = pd.Series(found.source, index=at, dtype="str")
+        ok = (codes_f.isin(list(country_names())) | codes_f.isna()) & sources_f.notna()
+        country[at[ok.to_numpy()]] = codes_f[ok]
+        source[at[ok.to_numpy()]] = sources_f[ok]
     names = country.map(country_names()).astype("str")
 
     rel_g = rel[keep].reset_index(drop=True).astype("str")
