@@ -16,7 +16,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".ti
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
-    print(f"attn-assets: error: {message}", file=sys.stderr)
+    from attn_assets.core.path_text import path_to_text
+
+    print(f"attn-assets: error: {path_to_text(message)}", file=sys.stderr)
     return code
 
 
@@ -67,7 +69,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from attn_assets.core.extract import extract_records, resolve_precision
-    from attn_assets.core.loader import ImageRecord
+    from attn_assets.core.loader import records_from_paths
+    from attn_assets.core.path_text import path_to_text
     from attn_assets.core.model import ModelLoadError, load_encoder, resolve_device
     from attn_assets.storage.parquet import write_table_atomic
     from attn_assets.storage.schema import METRIC_COLUMNS
@@ -82,7 +85,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     except (ModelLoadError, ValueError, RuntimeError) as error:
         return _fail(str(error))
     batch_size = args.batch_size or S.default_batch_size(device)
-    records = [ImageRecord(image_id=str(p), path=str(p)) for p in images]
+    records = records_from_paths(images)
 
     rows: dict[str, list] = {"image_path": [], **{m: [] for m in METRIC_COLUMNS}, "failure_reason": []}
     failures = []
@@ -106,7 +109,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     write_table_atomic(table, Path(args.out))
     for failure in failures:
         print(f"failed: {failure.image_id}: {failure.reason}", file=sys.stderr)
-    print(f"wrote {args.out}: {len(records) - len(failures)} images computed, {len(failures)} failed "
+    print(f"wrote {path_to_text(args.out)}: {len(records) - len(failures)} images computed, {len(failures)} failed "
           f"({args.model}, {device}, {precision})")
     return EXIT_OK
 

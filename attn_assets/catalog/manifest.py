@@ -36,6 +36,7 @@ import io
 import json
 import os
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -44,6 +45,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+
+from attn_assets.core.path_text import path_to_text, text_to_path
 
 # --------------------------------------------------------------------------------------------
 # Contract: column names (storage and the Dagster assets use these).
@@ -93,7 +96,7 @@ class ManifestError(ValueError):
     """A manifest file cannot be used at all (as opposed to single rows, which are rejected)."""
 
     def __init__(self, message: str, *, rejections: pd.DataFrame | None = None):
-        super().__init__(message)
+        super().__init__(path_to_text(message))
         self.rejections = rejections
 
 
@@ -185,7 +188,8 @@ def build_image_index(root: str | os.PathLike) -> ImageIndex:
     """Scan ``root`` recursively (os.scandir, no stat per file) for image files.
 
     Folder symlinks are followed (each real folder once, so cycles end); files reached through a
-    symlink are marked so the manifest reader can check where they really point.
+    symlink are marked so the manifest reader can check where they really point. Names that are not
+    UTF-8 are kept, escaped by :func:`~attn_assets.core.path_text.path_to_text`.
     """
     root = Path(os.path.realpath(root))
     stems: list[str] = []
@@ -219,10 +223,11 @@ def build_image_index(root: str | os.PathLike) -> ImageIndex:
             stem, ext = os.path.splitext(name)
             if ext.lower() not in IMAGE_EXTENSIONS:
                 continue
-            stems.append(stem)
-            rels.append(rel)
+            rel_text = path_to_text(rel)
+            stems.append(path_to_text(stem))
+            rels.append(rel_text)
             if linked or is_link:
-                via.add(rel)
+                via.add(rel_text)
         stack.extend(reversed(subdirs))
     frame = pd.DataFrame({"stem": pd.Series(stems, dtype="str"), "path": pd.Series(rels, dtype="str")})
     del stems, rels
@@ -508,9 +513,9 @@ def _check_paths(paths: pd.Series, root: str) -> tuple[pd.Series, pd.Series]:
     odd = paths.str.startswith("/") | paths.str.contains(r"(?:^|/)\.{1,2}(?:/|$)|//", regex=True)
     for i in paths.index[odd.to_numpy()]:
         p = paths.at[i]
-        real = os.path.realpath(os.path.join(root, p))
+        real = os.path.realpath(os.path.join(root, text_to_path(p, root)))
         if _inside(real, root) and real != root:
-            rel.at[i] = Path(os.path.relpath(real, root)).as_posix()
+            rel.at[i] = path_to_text(Path(os.path.relpath(real, root)).as_posix())
         else:
             escapes.at[i] = True
     normal = ~odd
@@ -521,13 +526,13 @@ def _check_paths(paths: pd.Series, root: str) -> tuple[pd.Series, pd.Series]:
         dir_escapes = np.zeros(len(uniques), dtype=bool)
         linked_rows: list[np.ndarray] = []
         for k, parent in enumerate(uniques):
-            pdir = os.path.join(root, parent) if parent else root
+            pdir = os.path.join(root, text_to_path(parent, root)) if parent else root
             if not _inside(os.path.realpath(pdir), root):
                 dir_escapes[k] = True
                 continue
             try:
                 with os.scandir(pdir) as it:
-                    links = {e.name for e in it if e.is_symlink()}
+                    links = {path_to_text(e.name) for e in it if e.is_symlink()}
             except OSError:
                 continue
             if links:
@@ -537,7 +542,7 @@ def _check_paths(paths: pd.Series, root: str) -> tuple[pd.Series, pd.Series]:
         esc = dir_escapes[codes]
         for rows in linked_rows:
             for r in rows:
-                real = os.path.realpath(os.path.join(root, sub.iat[r]))
+                real = os.path.realpath(os.path.join(root, text_to_path(sub.iat[r], root)))
                 if not _inside(real, root):
                     esc[r] = True
         escapes[normal] = esc
@@ -546,6 +551,68 @@ def _check_paths(paths: pd.Series, root: str) -> tuple[pd.Series, pd.Series]:
 
 def _as_str(s: pd.Series) -> pd.Series:
     return s.astype("str")
+
+
+#: Columns the pipeline itself writes beside the manifest's own (IMAGE_COLUMNS, then the image's shard);
+#: DuckDB compares identifiers without case. (A manifest column named ``extra`` is kept: it becomes a key
+#: of the ``images.extra`` JSON like any other.)
+RESERVED_COLUMNS: tuple[str, ...] = (*IMAGE_COLUMNS, "shard_key")
+
+
+def _extra_column_names(path: Path, columns: list[str]) -> dict[str, str]:
+    """Manifest column -> name it is kept under: its own name, or ``manifest_<name>`` where it equals a
+    :data:`RESERVED_COLUMNS` name ignoring case (DuckDB would otherwise merge or rename the two).
+
+    Extra columns that differ from each other only in case (``Drive_Side`` beside ``drive_side``) keep
+    both names: the warehouse stores them as distinct keys of ``images.extra``. Raises ManifestError
+    when a prefixed name collides with another column of the file.
+    """
+    reserved = {c.lower() for c in RESERVED_COLUMNS}
+    names = {c: f"manifest_{c}" if c.lower() in reserved else c for c in columns}
+    clashes = sorted(c for c, name in names.items() if name != c and name in names)
+    if clashes:
+        raise ManifestError(
+            f"{path}: columns {', '.join(repr(c) for c in clashes)} would be kept as "
+            f"{', '.join(repr(names[c]) for c in clashes)}, which the file already has; rename one of them"
+        )
+    return names
+
+
+#: Float64 holds every integer up to 2**53 exactly; beyond it an id written as a float may name another image.
+_FLOAT_EXACT_INTEGERS = 2**53
+_RESAVE_IDS = (
+    "Re-save the manifest with the id column as text (pandas: read_csv(..., dtype={'id': str}); a spreadsheet: "
+    "format the column as Text before pasting), or re-download the original metadata CSV."
+)
+
+
+def _integral_ids(written: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """OSV-5M ids written as floats (``3859149887473420.0``, ``3.859149887481337e+15``) -> (the integer as
+    text, else None; the reason the id cannot be used, else None), aligned with ``written``.
+
+    An id resolves only when its text denotes an integer exactly (decimal arithmetic, no rounding) and at
+    most 2**53, where float64 still holds every integer; whether its file exists is checked by the caller.
+    """
+    integers, problems = [], []
+    for text in written:
+        try:
+            value = Decimal(text.strip())
+        except InvalidOperation:
+            value = None
+        if value is None or not value.is_finite() or value != value.to_integral_value():
+            integers.append(None)
+            problems.append(f"id '{text}' is not an integer (OSV-5M ids are whole numbers). {_RESAVE_IDS}")
+        elif value < 0 or value > _FLOAT_EXACT_INTEGERS:
+            integers.append(None)
+            problems.append(
+                f"id '{text}' is written as a float beyond 2**53, where floats cannot hold every integer: its "
+                f"digits may have been rounded to another image's id. {_RESAVE_IDS}"
+            )
+        else:
+            integers.append(str(int(value)))
+            problems.append(None)
+    return (pd.Series(integers, index=written.index, dtype="str"),
+            pd.Series(problems, index=written.index, dtype=object))
 
 
 def read_manifest(
@@ -584,7 +651,7 @@ def read_manifest(
         fmt = _detect_format(path, cols)
         if len(rf.frame) == 0 and not rf.bad_rows:
             raise ManifestError(f"{path}: the file has a header but no data rows")
-        src = str(path.resolve())
+        src = path_to_text(path.resolve())
         formats[src] = fmt
         file_columns[fi] = cols
         raw_frames[fi] = rf.frame
@@ -622,10 +689,8 @@ def read_manifest(
             },
             index=f.index,
         )
-        for c in cols:
-            if c in mapped:
-                continue
-            name = f"manifest_{c}" if c in IMAGE_COLUMNS else c
+        renamed = _extra_column_names(path, [c for c in cols if c not in mapped])
+        for c, name in renamed.items():
             part[name] = f[c].to_numpy()
         parts.append(part)
 
@@ -654,6 +719,17 @@ def read_manifest(
     # 1. id
     idcol = lambda pos: at("_idcol", pos).to_numpy()  # noqa: E731
     reject(df["image_id"].to_numpy() == "", idcol, lambda pos: (at("_idcol", pos) + " is empty").to_numpy())
+    written = df["image_id"].copy()
+    written_as_float = np.zeros(n, dtype=bool)
+    odd_id = osv & (df["image_id"] != "").to_numpy() & ~df["image_id"].str.fullmatch(r"[0-9]+").to_numpy()
+    if odd_id.any():
+        integers, problems = _integral_ids(df.loc[odd_id, "image_id"])
+        problem = pd.Series(None, index=df.index, dtype=object)
+        problem[odd_id] = problems.to_numpy()
+        reject(problem.notna().to_numpy(), "id", lambda pos: problem.iloc[pos].to_numpy())
+        resolved = odd_id & problem.isna().to_numpy()
+        df.loc[resolved, "image_id"] = integers[resolved[odd_id]].to_numpy()
+        written_as_float = resolved
 
     # 2. coordinates
     coords = {}
@@ -705,6 +781,15 @@ def read_manifest(
         missing = np.zeros(n, dtype=bool)
         missing[np.flatnonzero(lookup)[found.isna().to_numpy()]] = True
         reject(
+            missing & written_as_float,
+            "id",
+            lambda pos: (
+                "id '" + written.iloc[pos] + "' is written as a float; it denotes the integer " + at("image_id", pos)
+                + " but no image file " + at("image_id", pos) + ".jpg is under the image root, so the float has "
+                "probably lost digits. " + _RESAVE_IDS
+            ).to_numpy(),
+        )
+        reject(
             missing & (df["image_id"] != "").to_numpy(),
             "id",
             lambda pos: ("image file " + at("image_id", pos) + ".jpg not found under image root").to_numpy(),
@@ -712,7 +797,7 @@ def read_manifest(
         if index.via_symlink:
             linked = lookup & (pd.Index(sorted(index.via_symlink), dtype="str").get_indexer(rel) >= 0) & pd.isna(rej_reason)
             for i in np.flatnonzero(linked):
-                real = os.path.realpath(os.path.join(root_s, rel.iat[i]))
+                real = os.path.realpath(os.path.join(root_s, text_to_path(rel.iat[i], root_s)))
                 if not _inside(real, root_s):
                     m = np.zeros(n, dtype=bool)
                     m[i] = True
@@ -776,7 +861,7 @@ def read_manifest(
         {
             "image_id": good["image_id"].astype("str"),
             "path": rel_g,
-            "abs_path": (root_s.rstrip("/") + "/" + rel_g).astype("str"),
+            "abs_path": (path_to_text(root_s).rstrip("/") + "/" + rel_g).astype("str"),
             "country": country,
             "country_name": names,
             "country_source": source,
@@ -801,7 +886,7 @@ def read_manifest(
     return ManifestResult(
         images=images,
         rejections=rejections,
-        files=[str(p.resolve()) for p in files],
+        files=[path_to_text(p.resolve()) for p in files],
         formats=formats,
         image_root=root,
     )

@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from .path_text import path_to_text, text_to_path
 from .preprocess import Preprocessor, load_rgb
 
 # Non-Sequence record streams are cut into windows of this many batches.
@@ -26,6 +27,8 @@ WINDOW_BATCHES = 256
 
 @dataclass(frozen=True)
 class ImageRecord:
+    """One image to load: ``path`` is text as :func:`~attn_assets.core.path_text.path_to_text` writes it."""
+
     image_id: str
     path: str
 
@@ -105,11 +108,12 @@ def _sniff_text(path: str | Path) -> str:
 
 def load_one(record: ImageRecord, preprocess: Preprocessor) -> tuple[torch.Tensor, tuple[int, int]] | ImageFailure:
     """Pixel values ``[3, H, W]`` and the original (width, height) for one record, or the reason it failed."""
+    path = text_to_path(record.path)
     try:
-        image = load_rgb(record.path)
+        image = load_rgb(path)
         return preprocess(image), image.size
     except Exception as error:  # noqa: BLE001 - every per-image problem becomes a row, never a crash
-        return ImageFailure(record.image_id, record.path, describe_failure(record.path, error))
+        return ImageFailure(record.image_id, record.path, path_to_text(describe_failure(path, error)))
 
 
 def load_batch(records: Sequence[ImageRecord], preprocess: Preprocessor) -> Batch:
@@ -186,5 +190,5 @@ def iter_batches(
 
 
 def records_from_paths(paths: Iterable[str | Path]) -> list[ImageRecord]:
-    """ImageRecords keyed by the path itself (the CLI's ``image_path`` key)."""
-    return [ImageRecord(str(p), str(p)) for p in paths]
+    """ImageRecords keyed by the path itself (the CLI's ``image_path`` key), as escaped text."""
+    return [ImageRecord(path_to_text(p), path_to_text(p)) for p in paths]

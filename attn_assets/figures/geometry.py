@@ -11,6 +11,7 @@ non-square photo; see DESIGN.md, CORRECTION on overlays).
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Union
@@ -18,6 +19,8 @@ from typing import Union
 import numpy as np
 from PIL import Image
 from scipy.ndimage import zoom
+
+from attn_assets.core.path_text import text_to_path
 
 Box = tuple[float, float, float, float]
 ImageLike = Union[Image.Image, str, Path]
@@ -136,7 +139,7 @@ def load_display_image(
         return img, orig
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(Path(image)) as im:
+        with Image.open(text_to_path(os.fspath(image))) as im:
             orig = im.size
             if max(orig) > max_side:
                 scale = max_side / max(orig)

@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from attn_assets.metric_names import ACCURACY_THRESHOLDS_KM
 from attn_assets.storage.schema import (
@@ -55,6 +56,16 @@ class WarehouseBusyError(RuntimeError):
 
 def _is_lock_error(error: Exception) -> bool:
     return any(hint in str(error).lower() for hint in _LOCK_ERROR_HINTS)
+
+
+def _sql_string(value: str) -> str:
+    """``value`` as a SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_identifier(name: str) -> str:
+    """``name`` as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _select_list(table: Table, source_alias: str = "s", overrides: Mapping[str, str] | None = None) -> str:
@@ -200,10 +211,15 @@ class Warehouse:
         """Replace the `images` table with the validated manifest, in one transaction."""
         known = set(IMAGES.column_names) - {"extra"}
         with self.writer() as con:
-            present = {row[0] for row in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(images_parquet)]).fetchall()}
-            extras = sorted(present - known)
+            # DuckDB renames columns that differ only in case (Drive_Side -> Drive_Side_1): pair its names with
+            # the file's own by position, and key the JSON by the file's names.
+            described = [row[0] for row in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(images_parquet)]).fetchall()]
+            extras = sorted((name, as_read) for name, as_read in zip(pq.read_schema(images_parquet).names, described)
+                            if name not in known)
             extra_sql = (
-                "to_json(struct_pack(" + ", ".join(f'"{c}" := s."{c}"' for c in extras) + "))" if extras else "NULL"
+                "to_json(map([" + ", ".join(_sql_string(name) for name, _ in extras) + "], ["
+                + ", ".join(f"s.{_sql_identifier(as_read)}::VARCHAR" for _, as_read in extras) + "]))"
+                if extras else "NULL"
             )
             con.execute("BEGIN TRANSACTION")
             try:
