@@ -72,6 +72,10 @@ ANTARCTIC_LATITUDE = -60.0
 #: Mean Earth radius (km, IUGG), for the reported distances.
 EARTH_RADIUS_KM = 6371.0088
 
+#: A latitude this far past a pole (degrees, ~1 m) is rounding, not an error: float32 asin(1) in degrees is
+#: 90.0000025 (e.g. PLONK's predicted coordinates); it is clipped to the pole.
+_LATITUDE_SLACK = 1e-5
+
 #: Prefix of the nautical (open ocean) zones in the timezone data.
 _OCEAN_ZONE_PREFIX = "Etc/"
 
@@ -150,7 +154,8 @@ def _timezones():
 def at_sea(latitudes, longitudes) -> np.ndarray:
     """True where a point (degrees) is outside every country's timezone polygon (territorial waters included).
 
-    Raises ValueError for a latitude outside [-90, 90] or a non-finite coordinate.
+    Raises ValueError for a latitude outside [-90, 90] (beyond 1e-5 degrees of rounding) or a non-finite
+    coordinate.
     """
     lat, lon = _check(latitudes, longitudes)
     finder, ocean = _timezones()
@@ -167,12 +172,12 @@ def _check(latitudes, longitudes) -> tuple[np.ndarray, np.ndarray]:
     lon = np.ascontiguousarray(longitudes, dtype=np.float64).reshape(-1)
     if lat.shape != lon.shape:
         raise ValueError(f"{lat.size} latitudes but {lon.size} longitudes")
-    bad = ~np.isfinite(lat) | ~np.isfinite(lon) | (np.abs(lat) > 90.0)
+    bad = ~np.isfinite(lat) | ~np.isfinite(lon) | (np.abs(lat) > 90.0 + _LATITUDE_SLACK)
     if bad.any():
         i = int(np.argmax(bad))
         raise ValueError(f"coordinate {i} ({lat[i]}, {lon[i]}) is not a point: latitude must be in [-90, 90] "
                          "degrees and both must be finite")
-    return lat, normalize_longitude(lon)
+    return np.clip(lat, -90.0, 90.0), normalize_longitude(lon)
 
 
 def _floats(values) -> np.ndarray:
@@ -199,7 +204,8 @@ def resolve_countries(latitudes: Sequence[float] | np.ndarray, longitudes: Seque
     """Country of each point (degrees), or NULL at sea; see the module docstring for the rules and accuracy.
 
     A point with a missing coordinate (None / NaN in either) gets no country and no source. Raises
-    ValueError for a latitude outside [-90, 90], an infinite coordinate, or inputs of different lengths.
+    ValueError for a latitude outside [-90, 90] (more than 1e-5 degrees of rounding past a pole is an
+    error; less is clipped), an infinite coordinate, or inputs of different lengths.
     Vectorized: ~1-2 s per million points on one core after a one-time load of ~1 s.
     """
     lat, lon = _floats(latitudes), _floats(longitudes)

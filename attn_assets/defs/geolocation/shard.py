@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from attn_assets.catalog.manifest import reverse_geocode
+from attn_assets.catalog.countries import reverse_geocode
 from attn_assets.core.geolocation import PlonkGeolocator, score_predictions
 from attn_assets.core.model import DEFAULT_MODEL
 from attn_assets.storage.layout import HomeLayout
@@ -85,6 +85,8 @@ def compute_geolocation_shard(*, layout: HomeLayout, shard_key: str, geolocator:
         "country": [c if isinstance(c, str) else None for c in truth["country"]],
         "latitude": nullable(lat), "longitude": nullable(lon),
         "predicted_latitude": predictions.latitude.tolist(), "predicted_longitude": predictions.longitude.tolist(),
+        # the same resolver as the manifest's countries: a prediction at sea has no country (NULL), which
+        # country accuracy counts as a wrong country
         "predicted_country": reverse_geocode(predictions.latitude, predictions.longitude),
         "error_km": nullable(error), "geoscore": nullable(geoscore),
         "prediction_spread_km": predictions.spread_km.tolist(),
