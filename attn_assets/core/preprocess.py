@@ -131,6 +131,73 @@ def resized_shape(width: int, height: int, size) -> tuple[int, int] | None:
     return None
 
 
+class ProcessorSizeError(ValueError):
+    """A processor whose settings do not give every image the same, unpadded input size.
+
+    ``setting`` names the offending preprocessor_config.json key (``crop_size``, ``size``,
+    ``do_center_crop``, ``do_resize``), so the model loader can say which file and key to fix.
+    """
+
+    def __init__(self, setting: str, message: str):
+        super().__init__(message)
+        self.setting = setting
+
+
+def _size_text(size) -> str:
+    keys = ("height", "width", "shortest_edge", "longest_edge")
+    parts = {k: _get(size, k) for k in keys}
+    return "{" + ", ".join(f"{k!r}: {v}" for k, v in parts.items() if v is not None) + "}"
+
+
+def processor_input_size(processor) -> tuple[int, int]:
+    """(height, width) of the pixel values ``processor`` makes from ANY image.
+
+    That is the centre crop (``do_center_crop`` with ``crop_size``) after the resize (shortest edge
+    to ``size.shortest_edge``, or to ``size.height`` x ``size.width``), or the fixed resize when it
+    does not crop. Read from the processor, never from the model's ``config.image_size`` (DINOv2
+    checkpoints say 518 and crop 224). Raises ProcessorSizeError, naming the setting, when the size
+    depends on the image (shortest-edge resize without a crop, no resize at all) or when the resize
+    is smaller than the crop, so that every image would be padded with black.
+    """
+    size = _processor_attr(processor, "size")
+    crop = _processor_attr(processor, "crop_size")
+    do_resize = bool(_processor_attr(processor, "do_resize", True))
+    do_crop = bool(_processor_attr(processor, "do_center_crop", False))
+    shortest = _get(size, "shortest_edge") if do_resize else None
+    fixed = (_get(size, "height"), _get(size, "width")) if do_resize else (None, None)
+    if do_crop:
+        crop_h, crop_w = _get(crop, "height"), _get(crop, "width")
+        if not (crop_h and crop_w):
+            raise ProcessorSizeError(
+                "crop_size", f"do_center_crop is true but crop_size {crop!r} has no height and width"
+            )
+        crop_h, crop_w = int(crop_h), int(crop_w)
+        if shortest and not _get(size, "longest_edge") and int(shortest) < max(crop_h, crop_w):
+            raise ProcessorSizeError(
+                "size",
+                f"size.shortest_edge {int(shortest)} is smaller than crop_size {crop_h}x{crop_w}: every image "
+                "would be padded with black before the model sees it",
+            )
+        if not shortest and all(fixed) and (int(fixed[0]) < crop_h or int(fixed[1]) < crop_w):
+            raise ProcessorSizeError(
+                "size",
+                f"size {int(fixed[0])}x{int(fixed[1])} is smaller than crop_size {crop_h}x{crop_w}: every image "
+                "would be padded with black before the model sees it",
+            )
+        return crop_h, crop_w
+    if not do_resize:
+        raise ProcessorSizeError(
+            "do_resize", "do_resize and do_center_crop are both false: the input size would be each image's own size"
+        )
+    if all(fixed) and not shortest:
+        return int(fixed[0]), int(fixed[1])
+    raise ProcessorSizeError(
+        "do_center_crop",
+        f"size {_size_text(size)} without a centre crop (do_center_crop false) gives each image an input size "
+        "that depends on its aspect ratio",
+    )
+
+
 # --------------------------------------------------------------------------- preprocessing
 
 
