@@ -2,8 +2,9 @@
 
 Specs (see DESIGN.md "Contracts"):
 - a Hugging Face id (optionally ``id@revision``) or a local directory saved with
-  ``save_pretrained``: CLIPVisionModel, CLIPModel (its vision tower), ViTModel, and other
-  ViTs with a CLS token whose layers expose q/k projections;
+  ``save_pretrained``, of one of the ``ARCHITECTURES``: CLIPVisionModel, CLIPModel (its vision
+  tower), ViTModel, DeiTModel (CLS + distillation token), Dinov2Model and
+  Dinov2WithRegistersModel (CLS + register tokens); every other architecture is refused by name;
 - ``plonk:<repo id>``: the StreetCLIP encoder inside a PLONK pipeline (``pip install
   'attn-assets[plonk]'``);
 - ``random:streetclip``, ``random:vit-b16``, ``random:tiny``: seeded untrained models of
@@ -11,6 +12,13 @@ Specs (see DESIGN.md "Contracts"):
 
 Weights are loaded from safetensors only and never with ``trust_remote_code``; a load that
 leaves weights missing or unused fails instead of running on random weights.
+
+Every inconsistency between the image processor and the model that can be seen at load time
+(the crop differs from ``config.image_size`` for a model with fixed position embeddings, a crop
+that is not a whole number of patches, a processor without normalisation mean/std, an input
+size that varies per image, ...) raises ``ModelLoadError`` naming the file and the setting; the
+token layout (prefix tokens, then the patch grid of the processor's crop) is checked with a
+probe through the patch embedding before the encoder is returned.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from .preprocess import ProcessorSizeError, processor_input_size
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +75,19 @@ class AttentionSite:
 
 @dataclass
 class Encoder:
-    """A loaded ViT encoder: call ``model(pixel_values=...)`` -> ``.last_hidden_state``."""
+    """A loaded ViT encoder: call ``model(pixel_values=...)`` -> ``.last_hidden_state[B, T, D]``.
+
+    Token layout of each image's sequence, ``T = num_prefix_tokens + grid_h * grid_w``: index 0
+    is CLS, then the distillation token (DeiT), then ``num_register_tokens`` registers (DINOv2 with
+    registers), then the patches row-major. ``input_size`` (H, W) is the processor's crop, the
+    pixel values' spatial shape; ``grid_size`` = ``input_size // patch_size``, which differs from
+    ``config.image_size // patch_size`` for models that interpolate position embeddings (DINOv2).
+    """
 
     model: nn.Module = field(repr=False)
     processor: object = field(repr=False)
     spec: str
-    image_size: int
+    image_size: int  # side of the model's input (the processor's crop); max side if not square
     patch_size: int
     grid_size: tuple[int, int]
     num_layers: int
@@ -78,10 +95,25 @@ class Encoder:
     hidden_size: int
     layers: list[nn.Module] = field(repr=False)
     attention_sites: list[AttentionSite] = field(repr=False)
+    input_size: tuple[int, int] = (0, 0)  # (H, W) of pixel_values
+    architecture: str = ""  # class name, e.g. "Dinov2WithRegistersModel"
+    num_register_tokens: int = 0
+    has_distillation_token: bool = False
 
     @property
     def num_patches(self) -> int:
         return self.grid_size[0] * self.grid_size[1]
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches: CLS, the distillation token (DeiT), the registers."""
+        return 1 + int(self.has_distillation_token) + self.num_register_tokens
+
+    @property
+    def register_columns(self) -> slice:
+        """Token indices of the register tokens (empty slice for models without registers)."""
+        start = 1 + int(self.has_distillation_token)
+        return slice(start, start + self.num_register_tokens)
 
     @property
     def device(self) -> torch.device:
@@ -120,42 +152,289 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
 
 def load_encoder(spec: str, device: str | torch.device = "cpu") -> Encoder:
-    """Load the encoder named by ``spec`` in eval mode on ``device``."""
+    """Load the encoder named by ``spec`` in eval mode on ``device``.
+
+    Raises ModelLoadError (one line: what, which file and setting, what to do) for anything that
+    would make extraction fail or be wrong later: unsupported architectures, a processor that does
+    not fit the model, missing or unused weights, pickle-only weights, an unreachable hub.
+    """
     spec = spec.strip()
     target = resolve_device(device)
+    sources, settings = None, None
     if spec.startswith("random:"):
         model, processor = _build_random(spec.split(":", 1)[1])
     elif spec.startswith("plonk:"):
         model, processor = _load_plonk(spec.split(":", 1)[1])
     else:
-        model, processor = _load_pretrained(spec)
+        model, processor, sources, settings = _load_pretrained(spec)
     model = model.to(target).eval()
-    return describe_encoder(model, processor, spec)
+    return describe_encoder(model, processor, spec, sources=sources, processor_settings=settings)
 
 
-def describe_encoder(model: nn.Module, processor: object, spec: str) -> Encoder:
-    """Wrap an already-built vision model (e.g. from a notebook) as an Encoder."""
+def describe_encoder(
+    model: nn.Module,
+    processor: object,
+    spec: str,
+    *,
+    sources: ModelSources | None = None,
+    processor_settings: dict | None = None,
+) -> Encoder:
+    """Wrap an already-built vision model (e.g. from a notebook) as an Encoder.
+
+    Checks that the architecture is supported and that ``processor`` fits the model
+    (``check_processor_fits``), takes the patch grid from the processor's crop, and probes the
+    token layout (CLS, distillation token, registers, then the grid) through the patch embedding.
+    ``sources`` names the files for error messages; ``processor_settings`` is the raw
+    preprocessor_config.json (to see settings it leaves to class defaults).
+    """
     model = vision_tower(model)
     config = model.config
-    image_size = _as_int(config.image_size)
-    patch_size = _as_int(config.patch_size)
-    grid = (_pair(config.image_size)[0] // _pair(config.patch_size)[0],
-            _pair(config.image_size)[1] // _pair(config.patch_size)[1])
+    sources = sources or ModelSources(f"spec {spec!r}", "the model config", "the image processor")
+    arch = architecture_of(model, sources)
+    input_size = check_processor_fits(config, processor, arch, sources, processor_settings)
+    patch = _pair(config.patch_size)
+    grid = (input_size[0] // patch[0], input_size[1] // patch[1])
+    if input_size != _pair(config.image_size):  # only architectures that interpolate get here
+        log.info("%s: the processor crops %dx%d while %s says image_size %s; %s interpolates its position "
+                 "embeddings, so the patch grid is %dx%d", sources.model, *input_size, sources.config_file,
+                 config.image_size, arch.name, *grid)
     layers = find_layers(model, config.num_hidden_layers)
     sites = [find_attention_site(layer, config.num_attention_heads) for layer in layers]
-    return Encoder(
+    encoder = Encoder(
         model=model,
         processor=processor,
         spec=spec,
-        image_size=image_size,
-        patch_size=patch_size,
+        image_size=_as_int(input_size),
+        patch_size=_as_int(config.patch_size),
         grid_size=grid,
         num_layers=len(layers),
         num_heads=config.num_attention_heads,
         hidden_size=config.hidden_size,
         layers=list(layers),
         attention_sites=sites,
+        input_size=input_size,
+        architecture=type(model).__name__,
+        num_register_tokens=int(getattr(config, "num_register_tokens", 0) or 0) if arch.has_register_tokens else 0,
+        has_distillation_token=arch.has_distillation_token,
     )
+    probe_token_layout(encoder, sources)
+    return encoder
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What the loader knows about one supported ``config.model_type``.
+
+    ``interpolates_position_embeddings``: the forward we run (``model(pixel_values=...)``, without
+    ``interpolate_pos_encoding``) resizes the position embeddings to the input's patch grid, so the
+    processor's crop may differ from ``config.image_size`` (DINOv2 always interpolates; CLIP, ViT
+    and DeiT only when ``interpolate_pos_encoding=True`` is passed, which extraction does not do).
+    """
+
+    name: str
+    interpolates_position_embeddings: bool
+    has_distillation_token: bool = False
+    has_register_tokens: bool = False  # config.num_register_tokens registers right after CLS
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "clip": Architecture("CLIPModel", False),
+    "clip_vision_model": Architecture("CLIPVisionModel", False),
+    "vit": Architecture("ViTModel", False),
+    "deit": Architecture("DeiTModel", False, has_distillation_token=True),
+    "dinov2": Architecture("Dinov2Model", True),
+    "dinov2_with_registers": Architecture("Dinov2WithRegistersModel", True, has_register_tokens=True),
+}
+
+# Why some families cannot be supported (model_type prefix -> reason); others get a generic reason.
+_REFUSED_FAMILIES: dict[str, str] = {
+    "siglip": "it has no CLS token: it pools the patches with a multi-head attention probe (MAP head)",
+    "beit": "it adds a relative position bias to the attention scores, so softmax(q_cls . K^T) is not its attention",
+    "data2vec-vision": "it adds a relative position bias to the attention scores, so softmax(q_cls . K^T) is not "
+                       "its attention",
+    "vit_mae": "its forward pass drops a random 75% of the patches",
+    "dinov3": "it rotates queries and keys (RoPE), so softmax(q_cls . K^T) of the projections is not its attention",
+    "swin": "it attends within shifted windows and has no CLS token",
+    "convnext": "it is a convolutional network without attention or a CLS token",
+    "resnet": "it is a convolutional network without attention or a CLS token",
+}
+
+
+@dataclass(frozen=True)
+class ModelSources:
+    """Names for load-time error messages: what was loaded and the files its settings come from."""
+
+    model: str  # e.g. "the model folder /models/x", "model 'org/name'", "spec 'random:tiny'"
+    config_file: str = "config.json"
+    processor_file: str = "preprocessor_config.json"
+
+
+def _refusal(sources: ModelSources, problem: str, fix: str) -> ModelLoadError:
+    return ModelLoadError(f"cannot use {sources.model}: {problem}. {fix}")
+
+
+def _supported_names() -> str:
+    return ", ".join(dict.fromkeys(a.name for a in ARCHITECTURES.values()))
+
+
+def _unsupported(class_name: str, model_type: str, sources: ModelSources) -> ModelLoadError:
+    reason = next((why for prefix, why in _REFUSED_FAMILIES.items() if model_type.startswith(prefix)),
+                  "its token layout and attention are not ones this loader knows (a CLS token, optional "
+                  "distillation/register tokens, then a patch grid, with plain softmax(q . K^T) attention)")
+    return _refusal(
+        sources,
+        f"{class_name} ({sources.config_file}: model_type {model_type!r}) is not supported: {reason}",
+        f"Use one of {_supported_names()}",
+    )
+
+
+def architecture_of(model: nn.Module, sources: ModelSources) -> Architecture:
+    """The supported Architecture of a (vision-tower) model, or a ModelLoadError naming its class."""
+    model_type = str(getattr(model.config, "model_type", "") or "")
+    arch = ARCHITECTURES.get(model_type)
+    if arch is None:
+        raise _unsupported(type(model).__name__, model_type, sources)
+    return arch
+
+
+def _setting(processor: object, name: str, default=None):
+    value = getattr(processor, name, default)
+    return default if value is None else value
+
+
+def _channel_values(value) -> list[float] | None:
+    try:
+        values = [float(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+    except (TypeError, ValueError):
+        return None
+    return values if len(values) in (1, 3) else None
+
+
+def check_processor_fits(
+    config, processor: object, arch: Architecture, sources: ModelSources, settings: dict | None = None
+) -> tuple[int, int]:
+    """Refuse a processor that does not fit the model; return the input size (H, W) it produces.
+
+    Checks, each a ModelLoadError naming the file and the setting: rescaling and normalisation on,
+    with 1 or 3 ``image_mean`` / ``image_std`` values written in the processor's file (``settings``,
+    when known; a missing key would silently fall back to the processor class's default); one fixed,
+    unpadded input size (``processor_input_size``); 3 input channels; for models with fixed position
+    embeddings an input of exactly ``config.image_size``; an input that is a whole number of patches.
+    """
+    pfile, cfile, name = sources.processor_file, sources.config_file, arch.name
+    if not _setting(processor, "do_rescale", True):
+        raise _refusal(sources, f"{pfile} sets do_rescale false: pixels would reach {name} as 0-255, not 0-1",
+                       f'Set "do_rescale": true (with "rescale_factor": 1/255) in {pfile}')
+    if not _setting(processor, "do_normalize", True):
+        raise _refusal(sources, f"{pfile} sets do_normalize false: {name} would see unnormalised pixels",
+                       f'Set "do_normalize": true with the image_mean and image_std the model was trained with in {pfile}')
+    for key in ("image_mean", "image_std"):
+        missing = settings is not None and key not in settings
+        values = _channel_values(getattr(processor, key, None))
+        if missing or values is None or (key == "image_std" and any(v <= 0 for v in values)):
+            what = (f"{pfile} has no {key}, so {type(processor).__name__} would silently use its class default "
+                    f"{getattr(processor, key, None)}, which need not be what {name} was trained with"
+                    if missing else f"{pfile} {key} {getattr(processor, key, None)!r} is not 3 (or 1) "
+                    + ("positive " if key == "image_std" else "") + "numbers")
+            raise _refusal(sources, what,
+                           f'Write the model\'s "image_mean" and "image_std" into {pfile} (CLIP: {list(CLIP_MEAN)} / '
+                           f"{list(CLIP_STD)}; ImageNet, as DINOv2 and most ViTs: [0.485, 0.456, 0.406] / "
+                           "[0.229, 0.224, 0.225])")
+    patch = _pair(config.patch_size)
+    expected = _pair(config.image_size)
+    try:
+        height, width = processor_input_size(processor)
+    except ProcessorSizeError as error:
+        example = expected if not arch.interpolates_position_embeddings else (16 * patch[0], 16 * patch[1])
+        raise _refusal(
+            sources, f"{pfile} setting {error.setting}: {error}",
+            f'Give {pfile} a centre crop the model can take ("do_center_crop": true, "crop_size": '
+            f'{{"height": {example[0]}, "width": {example[1]}}} and "size": {{"shortest_edge": {max(example)}}})',
+        ) from error
+    crop_setting = "crop_size" if _setting(processor, "do_center_crop", False) else "size"
+    channels = int(getattr(config, "num_channels", 3) or 3)
+    if channels != 3:
+        raise _refusal(sources, f"{cfile} num_channels is {channels}, but the image processor makes RGB (3 channels)",
+                       "Use an RGB model")
+    if (height, width) != expected and not arch.interpolates_position_embeddings:
+        grid = (expected[0] // patch[0], expected[1] // patch[1])
+        raise _refusal(
+            sources,
+            f"{pfile} {crop_setting} makes {height}x{width} inputs, but {name} expects {expected[0]}x{expected[1]} "
+            f"({cfile}: image_size {config.image_size}); its position embeddings cover a {grid[0]}x{grid[1]} grid of "
+            f"{patch[0]}-px patches and extraction does not interpolate them",
+            f"Save the image processor that belongs to these weights beside them (one that crops "
+            f"{expected[0]}x{expected[1]}), or point the model spec at the weights this processor was made for",
+        )
+    if height % patch[0] or width % patch[1]:
+        raise _refusal(
+            sources,
+            f"{pfile} {crop_setting} makes {height}x{width} inputs, which is not a whole number of "
+            f"{patch[0]}x{patch[1]}-px patches ({cfile}: patch_size {config.patch_size}): "
+            f"{height / patch[0]:.2f} x {width / patch[1]:.2f} patches",
+            f"Set {crop_setting} in {pfile} to a multiple of {patch[0]} "
+            f"(e.g. {max(patch[0], height // patch[0] * patch[0])}x{max(patch[1], width // patch[1] * patch[1])})",
+        )
+    return height, width
+
+
+class _ProbeDone(Exception):
+    """Raised by the token-layout probe's hook to stop the forward after the embeddings."""
+
+
+def probe_token_layout(encoder: Encoder, sources: ModelSources | None = None) -> int:
+    """Run a zero image of ``encoder.input_size`` through the patch embedding; return its token count T.
+
+    The forward is stopped at the first attention layer's input (``[1, T, D]``), so this costs one
+    patch embedding. Refuses (ModelLoadError) an input the embedding rejects, or a token count other
+    than ``num_prefix_tokens + grid_h * grid_w`` (e.g. registers the config does not declare).
+    """
+    sources = sources or ModelSources(f"spec {encoder.spec!r}", "the model config", "the image processor")
+    seen: dict[str, int] = {}
+
+    def hook(module, args, kwargs):
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        seen["tokens"] = int(hidden.shape[1])
+        raise _ProbeDone
+
+    height, width = encoder.input_size
+    parameter = next(encoder.model.parameters())
+    pixels = torch.zeros(1, 3, height, width, device=parameter.device, dtype=parameter.dtype)
+    handle = encoder.attention_sites[0].module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            encoder.model(pixel_values=pixels)
+    except _ProbeDone:
+        pass
+    except (RuntimeError, ValueError) as error:
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise _refusal(
+            sources,
+            f"a {height}x{width} input (the crop of {sources.processor_file}) does not go through "
+            f"{encoder.architecture}'s patch embedding ({type(error).__name__}: {first})",
+            f"Save the image processor that belongs to these weights beside them ({sources.config_file}: "
+            f"image_size {getattr(encoder.model.config, 'image_size', '?')})",
+        ) from error
+    finally:
+        handle.remove()
+    expected = encoder.num_prefix_tokens + encoder.num_patches
+    tokens = seen.get("tokens")
+    if tokens != expected:
+        layout = " + ".join(
+            part for part in ("1 CLS", "1 distillation" if encoder.has_distillation_token else "",
+                              f"{encoder.num_register_tokens} register" if encoder.num_register_tokens else "",
+                              f"{encoder.grid_size[0]}x{encoder.grid_size[1]} patch") if part
+        )
+        raise _refusal(
+            sources,
+            f"{encoder.architecture} makes {tokens} tokens from a {height}x{width} input, not the {expected} of its "
+            f"declared layout ({layout} tokens; {sources.config_file})",
+            "Check the model's config.json (num_register_tokens, patch_size) against its weights",
+        )
+    return tokens
 
 
 # --------------------------------------------------------------------------- structure
@@ -361,15 +640,20 @@ def _model_class(model_type: str):
         "clip": transformers.CLIPModel,
         "clip_vision_model": transformers.CLIPVisionModel,
         "vit": transformers.ViTModel,
+        "deit": transformers.DeiTModel,
+        "dinov2": transformers.Dinov2Model,
+        "dinov2_with_registers": transformers.Dinov2WithRegistersModel,
     }
-    return classes.get(model_type, transformers.AutoModel)
+    return classes[model_type]
 
 
-# Families without a CLS token (pooled by attention-pooling heads instead).
-_NO_CLS_TOKEN = ("siglip",)
+# Model types whose base class takes add_pooling_layer (the pooler is not used here).
+_POOLER_TYPES = ("vit", "deit")
 
-# Weights a checkpoint may carry that we do not use (ViT's pooler head).
-_IGNORABLE_UNEXPECTED = ("pooler.",)
+# Weights a checkpoint may carry that we do not use: heads that read last_hidden_state and never feed
+# back into the encoder (ViT/DeiT pooler; the classifiers of ViTForImageClassification and of DeiT's
+# distilled checkpoints, DeiTForImageClassificationWithTeacher, which are how DeiT ships on the hub).
+_IGNORABLE_UNEXPECTED = ("pooler.", "classifier.", "cls_classifier.", "distillation_classifier.")
 
 
 def _check_loading_info(spec: str, info: dict) -> None:
@@ -391,7 +675,12 @@ def _check_loading_info(spec: str, info: dict) -> None:
         )
 
 
-def _load_pretrained(spec: str) -> tuple[nn.Module, object]:
+def _load_pretrained(spec: str) -> tuple[nn.Module, object, ModelSources, dict | None]:
+    """(model, processor, the sources for messages, the raw processor settings) of a hub id or folder.
+
+    Order: config -> supported architecture -> image processor -> processor fits the config ->
+    weights, so that a bad folder is refused before any weights are read or downloaded.
+    """
     from transformers import AutoConfig, AutoImageProcessor
 
     repo, revision = _split_revision(spec)
@@ -406,6 +695,14 @@ def _load_pretrained(spec: str) -> tuple[nn.Module, object]:
         _require_weights_only_torch()
 
     common = {"revision": revision, "trust_remote_code": False}
+    if local.is_dir():
+        processor_name = "preprocessor_config.json"
+        if not (local / processor_name).is_file() and (local / "processor_config.json").is_file():
+            processor_name = "processor_config.json"
+        sources = ModelSources(f"the model folder {local}", str(local / "config.json"), str(local / processor_name))
+    else:
+        where = f"model {repo!r}" + (f" (revision {revision})" if revision else "")
+        sources = ModelSources(where, f"config.json of {repo}", f"preprocessor_config.json of {repo}")
 
     def failure(error: Exception) -> ModelLoadError:
         if local.is_dir():
@@ -416,20 +713,25 @@ def _load_pretrained(spec: str) -> tuple[nn.Module, object]:
         config = AutoConfig.from_pretrained(repo, **common)
     except (OSError, ValueError) as error:
         raise failure(error) from error
-    model_type = getattr(config, "model_type", "")
-    if model_type.startswith(_NO_CLS_TOKEN):
-        raise ModelLoadError(f"{spec!r} is a {model_type} model, which has no CLS token to take attention from")
-    vision_config = getattr(config, "vision_config", config)
-    if not all(hasattr(vision_config, name) for name in ("image_size", "patch_size", "num_attention_heads")):
+    model_type = str(getattr(config, "model_type", "") or "")
+    if model_type not in ARCHITECTURES:
+        class_name = (getattr(config, "architectures", None) or [type(config).__name__.replace("Config", "Model")])[0]
+        raise _unsupported(class_name, model_type, sources)
+    vision_config = config.vision_config if model_type == "clip" else config
+    try:
+        processor = AutoImageProcessor.from_pretrained(repo, **common)
+    except (OSError, ValueError) as error:
         raise ModelLoadError(
-            f"{spec!r} is a {model_type or 'unknown'} model, not a Vision Transformer with a CLS token. "
-            "Set ATTN_ASSETS_MODEL to a CLIP vision model (e.g. geolocal/StreetCLIP), a CLIPModel or a ViTModel"
-        )
+            f"{spec!r} loaded but its image processor (preprocessor_config.json) could not be: {error}"
+        ) from error
+    settings = _processor_settings(repo, revision)
+    arch = ARCHITECTURES["clip_vision_model" if model_type == "clip" else model_type]
+    check_processor_fits(vision_config, processor, arch, sources, settings)
     cls = _model_class(model_type)
     kwargs = dict(common, use_safetensors=safetensors, output_loading_info=True)
     if not safetensors:
         kwargs["weights_only"] = True
-    if model_type == "vit":
+    if model_type in _POOLER_TYPES:
         kwargs["add_pooling_layer"] = False
     try:
         model, info = cls.from_pretrained(repo, **kwargs)
@@ -442,10 +744,15 @@ def _load_pretrained(spec: str) -> tuple[nn.Module, object]:
         else:
             raise failure(error) from error
     _check_loading_info(spec, info)
+    return model, processor, sources, settings
+
+
+def _processor_settings(repo: str, revision: str | None) -> dict | None:
+    """The processor's settings as written in its file (None when they cannot be read back)."""
+    from transformers.image_processing_utils import ImageProcessingMixin
+
     try:
-        processor = AutoImageProcessor.from_pretrained(repo, **common)
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(
-            f"{spec!r} loaded but its image processor (preprocessor_config.json) could not be: {error}"
-        ) from error
-    return model, processor
+        settings, _ = ImageProcessingMixin.get_image_processor_dict(repo, revision=revision)
+    except (OSError, ValueError):
+        return None
+    return dict(settings.get("image_processor", settings)) if isinstance(settings, dict) else None
