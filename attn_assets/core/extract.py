@@ -6,6 +6,13 @@ is needed: a forward pre-hook on each selected attention module takes the layer'
 normalised input hidden states and computes ``softmax(q_cls . K^T * scale)`` per head in
 float32 with autocast off. That is the eager CLS row (to ~1e-6) without ever building a
 T x T matrix, so the model itself can run batched, with SDPA, and under bf16 autocast.
+
+Token layout: the row covers ``T = P + gh * gw`` tokens, ``P = encoder.num_prefix_tokens`` (CLS,
+DeiT's distillation token, DINOv2's registers) and the grid of the ACTUAL input
+(``pixel_values`` H // patch x W // patch). The patch maps and the seed metrics use the patch
+columns only (every prefix column dropped, not renormalised, as the seed dropped CLS); the
+registers' share of the CLS row (sum over the register columns, heads averaged) is reported
+beside them as ``register_attention_share``.
 """
 
 from __future__ import annotations
@@ -114,10 +121,18 @@ def precision_context(device: torch.device, precision: str):
 class ExtractionOutput:
     """CLS attention of the selected layers and the CLS embedding, for one batch."""
 
-    cls_attention: torch.Tensor  # [B, L_sel, heads, N_patches] float32, CLS column dropped
+    cls_attention: torch.Tensor  # [B, L_sel, heads, N_patches] float32, prefix columns (CLS, registers) dropped
     cls_embedding: torch.Tensor  # [B, D] float32 = last_hidden_state[:, 0]
     layers: tuple[int, ...]
-    patch_norms: torch.Tensor | None = None  # [B, N_patches] float32 norms of last_hidden_state[:, 1:] (token_norms=True)
+    patch_norms: torch.Tensor | None = None  # [B, N_patches] float32 norms of the patch tokens (token_norms=True)
+    grid_size: tuple[int, int] | None = None  # (gh, gw) of the input: N_patches = gh * gw
+    register_attention: torch.Tensor | None = None  # [B, L_sel, heads, R] float32 CLS -> register tokens; None if R = 0
+
+    def register_share(self) -> torch.Tensor | None:
+        """``[B]`` share of the last selected layer's head-averaged CLS row on the registers (None without)."""
+        if self.register_attention is None:
+            return None
+        return self.register_attention[:, -1].mean(dim=1).sum(dim=-1)
 
     def head_mean(self) -> torch.Tensor:
         """Head-averaged rows ``[B, L_sel, N_patches]`` (the seed's ``attn_avg[0, 1:]``)."""
@@ -175,9 +190,21 @@ class AttentionExtractor:
         return ExtractionOutput(
             torch.cat([p.cls_attention for p in parts]), torch.cat([p.cls_embedding for p in parts]), self.layers,
             torch.cat([p.patch_norms for p in parts]) if self.token_norms else None,
+            parts[0].grid_size,
+            None if parts[0].register_attention is None else torch.cat([p.register_attention for p in parts]),
         )
 
+    def grid_of(self, pixel_values: torch.Tensor) -> tuple[int, int]:
+        """Patch grid ``(H // patch, W // patch)`` of ``pixel_values[B, 3, H, W]``; refuses partial patches."""
+        height, width = int(pixel_values.shape[-2]), int(pixel_values.shape[-1])
+        patch = self.encoder.patch_size
+        if height % patch or width % patch:
+            raise ValueError(f"pixel values of {height}x{width} are not a whole number of {patch}-px patches")
+        return height // patch, width // patch
+
     def _forward(self, pixel_values: torch.Tensor) -> ExtractionOutput:
+        grid = self.grid_of(pixel_values)
+        prefix = self.encoder.num_prefix_tokens
         captured: dict[int, torch.Tensor] = {}
         handles = [
             self.encoder.attention_sites[index].module.register_forward_pre_hook(
@@ -192,12 +219,21 @@ class AttentionExtractor:
             cls_embedding = outputs.last_hidden_state[:, 0].float()
             patch_norms = None
             if self.token_norms:  # artifact tokens (Darcet et al. 2023): output-token norms of the patches
-                patch_norms = outputs.last_hidden_state[:, 1:].float().norm(dim=-1)
+                patch_norms = outputs.last_hidden_state[:, prefix:].float().norm(dim=-1)
         finally:
             for handle in handles:
                 handle.remove()
         rows = torch.stack([captured[index] for index in self.layers], dim=1)  # [B, L, H, T]
-        return ExtractionOutput(rows[..., 1:].contiguous(), cls_embedding, self.layers, patch_norms)
+        tokens = rows.shape[-1]
+        if tokens != prefix + grid[0] * grid[1]:
+            raise RuntimeError(
+                f"{self.encoder.architecture or 'the model'} made {tokens} tokens from {tuple(pixel_values.shape[-2:])} "
+                f"pixels, not {prefix} prefix + {grid[0]}x{grid[1]} patch tokens"
+            )
+        registers = None
+        if self.encoder.num_register_tokens:
+            registers = rows[..., self.encoder.register_columns].contiguous()
+        return ExtractionOutput(rows[..., prefix:].contiguous(), cls_embedding, self.layers, patch_norms, grid, registers)
 
     def _make_hook(self, index: int, captured: dict[int, torch.Tensor]) -> Callable:
         site = self.encoder.attention_sites[index]
@@ -242,7 +278,11 @@ def eager_attention(model: torch.nn.Module):
 
 
 def seed_reference(encoder: Encoder, img: Image.Image | str | Path) -> np.ndarray:
-    """The seed notebook's method, literally: eager, batch 1, all attentions -> ``cls_attn[N]``."""
+    """The seed notebook's method, literally: eager, batch 1, all attentions -> ``cls_attn[N]``.
+
+    The seed dropped the CLS column (``attn_avg[0, 1:]``); here every prefix column is dropped
+    (``attn_avg[0, encoder.num_prefix_tokens:]``), which is the same for CLIP and ViT.
+    """
     if not isinstance(img, Image.Image):
         img = Image.open(img).convert("RGB")
     inputs = encoder.processor(images=img, return_tensors="pt")
@@ -256,7 +296,7 @@ def seed_reference(encoder: Encoder, img: Image.Image | str | Path) -> np.ndarra
         )
     attention_weights = outputs.attentions[-1]  # [batch, num_heads, seq_len, seq_len]
     attn_avg = attention_weights[0].mean(dim=0).cpu().numpy()  # [seq_len, seq_len]
-    return attn_avg[0, 1:]
+    return attn_avg[0, encoder.num_prefix_tokens:]
 
 
 # --------------------------------------------------------------------------- high level
@@ -276,6 +316,7 @@ class BatchResult:
     image_sizes: list[tuple[int, int]] = field(default_factory=list)  # original (width, height)
     crop_boxes: list[tuple[float, float, float, float] | None] = field(default_factory=list)  # model view, original px
     analyses: dict | None = None  # analyses=True: core.analyses.same_pass_analyses of the batch
+    register_attention_share: np.ndarray | None = None  # [B] float64 CLS row on the registers; NaN without registers
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -286,17 +327,30 @@ def _empty_result(encoder: Encoder, failures: list[ImageFailure], keep_maps: boo
                for name in METRIC_NAMES}
     maps = np.zeros((0, *encoder.grid_size), dtype=np.float32) if keep_maps else None
     embedding = np.zeros((0, encoder.hidden_size), dtype=np.float32)
-    return BatchResult([], [], metrics, maps, embedding, failures, precision)
+    return BatchResult([], [], metrics, maps, embedding, failures, precision,
+                       register_attention_share=np.zeros(0, dtype=np.float64))
 
 
-def summarize(output: ExtractionOutput, grid_size: tuple[int, int], keep_maps: bool = True) -> dict:
-    """Metrics, maps and embeddings of one ExtractionOutput as host numpy arrays."""
+def summarize(output: ExtractionOutput, grid_size: tuple[int, int] | None = None, keep_maps: bool = True) -> dict:
+    """Metrics, maps ``[B, gh, gw]``, embeddings ``[B, D]`` and register shares ``[B]`` as host numpy arrays.
+
+    The grid is the output's own (from the pixel values); ``grid_size``, if given, must agree.
+    ``register_attention_share`` is NaN for models without registers.
+    """
     row = output.last_layer_map()  # [B, N]
-    maps = row.reshape(row.shape[0], *grid_size).cpu().numpy().astype(np.float32) if keep_maps else None
+    grid = output.grid_size or grid_size
+    if grid is None or (grid_size is not None and tuple(grid_size) != tuple(grid)):
+        raise ValueError(f"patch grid {grid_size} does not match the extraction's {output.grid_size}")
+    if grid[0] * grid[1] != row.shape[1]:
+        raise ValueError(f"{row.shape[1]} patch columns do not form a {grid[0]}x{grid[1]} grid")
+    maps = row.reshape(row.shape[0], *grid).cpu().numpy().astype(np.float32) if keep_maps else None
+    share = output.register_share()
     return {
         "metrics": metrics_to_numpy(attention_metrics(row)),
         "cls_maps": maps,
         "cls_embedding": output.cls_embedding.cpu().numpy().astype(np.float32),
+        "register_attention_share": (np.full(row.shape[0], np.nan) if share is None
+                                     else share.double().cpu().numpy()),
     }
 
 
@@ -338,11 +392,13 @@ def extract_records(
     for batch in batches:
         if len(batch):
             output = extractor(batch.pixel_values)
-            parts = summarize(output, encoder.grid_size, keep_maps)
+            parts = summarize(output, keep_maps=keep_maps)
             if analyses:
                 parts["analyses"] = same_pass_analyses(
-                    output.cls_attention, output.patch_norms, encoder.grid_size, batch.image_ids
+                    output.cls_attention, output.patch_norms, output.grid_size, batch.image_ids
                 )
+                if encoder.num_register_tokens:  # absent (NULL in the shard) for models without registers
+                    parts["analyses"]["register_attention_share"] = parts["register_attention_share"]
             boxes = [_model_view_box(preprocess, w, h) for w, h in batch.image_sizes]
             result = BatchResult(batch.image_ids, batch.paths, failures=batch.failures,
                                  precision=extractor.precision, image_sizes=list(batch.image_sizes),
@@ -358,18 +414,21 @@ def extract_records(
 def extract_to_frame(encoder: Encoder, records: Iterable[ImageRecord], **options):
     """All results in memory: (statistics DataFrame, maps [N, gh, gw], failures DataFrame).
 
-    For notebooks and small folders; pipelines should consume ``extract_records`` instead.
+    The statistics hold ``image_id``, ``path``, the six metrics and ``register_attention_share``
+    (NaN for models without registers). For notebooks and small folders; pipelines should consume
+    ``extract_records`` instead.
     """
     import pandas as pd
 
     rows, maps, failures = [], [], []
     for result in extract_records(encoder, records, **options):
-        frame = pd.DataFrame({"image_id": result.image_ids, "path": result.paths, **result.metrics})
+        frame = pd.DataFrame({"image_id": result.image_ids, "path": result.paths, **result.metrics,
+                              "register_attention_share": result.register_attention_share})
         rows.append(frame)
         if result.cls_maps is not None:
             maps.append(result.cls_maps)
         failures.extend(result.failures)
-    columns = ["image_id", "path", *METRIC_NAMES]
+    columns = ["image_id", "path", *METRIC_NAMES, "register_attention_share"]
     stats = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
     all_maps = np.concatenate(maps) if maps else np.zeros((0, *encoder.grid_size), dtype=np.float32)
     failure_frame = pd.DataFrame(

@@ -110,7 +110,9 @@ def test_oom_halves_batch_and_retries(tiny_encoder, sample_images, caplog):
     extractor = AttentionExtractor(tiny_encoder)
     preprocess = Preprocessor(tiny_encoder.processor)
     pixels = torch.stack([preprocess(load_rgb(p)) for p in list(sample_images.values())[:6]])
-    expected = extractor(pixels)
+    # the retry runs chunks of 3; a float32 GEMM may block (and so round) differently for 6 rows than
+    # for 3, so the expected values come from the same chunks: same shapes and inputs give the same bits
+    expected = torch.cat([extractor(pixels[:3]).cls_attention, extractor(pixels[3:]).cls_attention])
     real = extractor._forward
 
     def flaky(chunk):
@@ -123,7 +125,7 @@ def test_oom_halves_batch_and_retries(tiny_encoder, sample_images, caplog):
         out = extractor(pixels)
     assert extractor.max_batch == 3
     assert "out of memory" in caplog.text
-    torch.testing.assert_close(out.cls_attention, expected.cls_attention, atol=1e-6, rtol=0)
+    assert torch.equal(out.cls_attention, expected)
 
 
 def test_progress_failures_and_keep_maps(tiny_encoder, sample_images, bad_images):
