@@ -144,11 +144,19 @@ def _without_artifact_columns() -> tuple[Column, ...]:
     )
 
 
+# Register tokens (DINOv2 with registers) take part of the CLS row; the patch maps exclude them.
+_REGISTER_SHARE = Column(
+    "register_attention_share", "DOUBLE",
+    "share of the last layer's head-averaged CLS attention on the register tokens (sum over the register columns); "
+    "NULL for models without registers",
+)
+
 # Columns of the same-pass analyses in the shard Parquet (absent from shards written before issue 7).
 SHARD_ANALYSIS_COLUMNS: tuple[Column, ...] = (
     *_list_metric_columns("layer", "per layer (index = 0-based layer), heads averaged"),
     *_list_metric_columns("head", "per last-layer head (index = head)"),
     Column("head_similarity", "DOUBLE", "mean pairwise cosine similarity of the last layer's per-head CLS maps"),
+    _REGISTER_SHARE,
     *_ARTIFACT_COLUMNS,
     Column("artifact_indices", "INTEGER[]", "row-major patch indices of the artifact patches"),
     *_without_artifact_columns(),
@@ -221,6 +229,7 @@ ATTENTION_STATISTICS = Table(
         Column("num_patches", "BIGINT", "patches in the CLS map (576 for StreetCLIP)"),
         *_PROVENANCE,
         Column("head_similarity", "DOUBLE", "mean pairwise cosine similarity of the last layer's per-head CLS maps"),
+        _REGISTER_SHARE,
     ),
     key=("image_id",),
 )

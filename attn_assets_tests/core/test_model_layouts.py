@@ -401,3 +401,43 @@ def test_cli_extract_prints_one_line_and_writes_nothing(tmp_path, sample_images,
     lines = captured.err.strip().splitlines()
     assert lines == [lines[0]] and lines[0].startswith(f"attn-assets: error: cannot use the model folder {directory}")
     assert "Traceback" not in captured.err + captured.out
+
+
+def test_register_share_flows_to_the_warehouse(layout_models, six_images, tmp_path):
+    """extract_records(analyses=True) -> shard Parquet -> attention_statistics.register_attention_share.
+
+    The shard step collects the per-batch analyses by name (ShardAnalyses) and the warehouse copies
+    the shard's columns by name, so the value arrives unchanged; NULL for a model without registers.
+    """
+    from datetime import datetime, timezone
+
+    from attn_assets.defs.statistics.shard import ShardAnalyses
+    from attn_assets.storage.parquet import build_shard_results, write_table_atomic
+    from attn_assets.storage.warehouse import Warehouse
+
+    records = [ImageRecord(f"img{i}", str(p)) for i, p in enumerate(six_images[:3])]
+    shards, expected = {}, {}
+    for shard_key, name in (("with_registers", "dinov2_registers"), ("without", "dinov2")):
+        encoder = load_encoder(str(layout_models[name][0]))
+        ids = [f"{shard_key}-{r.image_id}" for r in records]
+        (result,) = list(extract_records(encoder, records, batch_size=3, num_workers=0, analyses=True))
+        analyses = ShardAnalyses()
+        analyses.add(result.analyses)
+        table = build_shard_results(
+            shard_key=shard_key, image_ids=ids, paths=[r.path for r in records], countries=["NA"] * 3,
+            metrics=result.metrics, cls_maps=result.cls_maps, cls_embeddings=result.cls_embedding,
+            image_sizes=result.image_sizes, crop_boxes=result.crop_boxes, failures=[], model_spec=name,
+            precision=result.precision, computed_at=datetime.now(timezone.utc), analyses=analyses.merged(3),
+        )
+        shards[shard_key] = write_table_atomic(table, tmp_path / f"{shard_key}.parquet")
+        expected.update(zip(ids, result.register_attention_share))
+    warehouse = Warehouse(tmp_path / "attention.duckdb")
+    warehouse.sync_shards(shards)
+    rows = warehouse.query("SELECT image_id, register_attention_share AS share, num_patches FROM attention_statistics "
+                           "WHERE shard_key = 'with_registers'")
+    assert len(rows) == 3 and set(rows.num_patches) == {64}
+    for image_id, share in zip(rows.image_id, rows.share):
+        assert share == expected[image_id]  # float64 written and read back unchanged
+    nulls = warehouse.query("SELECT count(*) AS n FROM attention_statistics "
+                            "WHERE shard_key = 'without' AND register_attention_share IS NULL")
+    assert int(nulls.n.iloc[0]) == 3  # SQL NULL, not NaN, for a model without registers
