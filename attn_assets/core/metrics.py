@@ -1,7 +1,8 @@
 """The seed's six per-image attention metrics, vectorised over a batch.
 
-``cls_attention`` is the head-averaged CLS->patch row with the CLS column dropped and NOT
-renormalised. Entropy and concentrations use ``a / (a.sum() + 1e-8)``; max and spread use
+``cls_attention`` is the head-averaged CLS->patch row over the patch columns only: the CLS
+column (and, for DeiT / DINOv2 with registers, the distillation and register columns) dropped
+and NOT renormalised. Entropy and concentrations use ``a / (a.sum() + 1e-8)``; max and spread use
 the raw row; spread is the population std (numpy's default).
 """
 
@@ -14,7 +15,7 @@ from attn_assets.metric_names import METRIC_NAMES  # noqa: F401 (re-exported)
 
 
 def attention_metrics(cls_attention: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``cls_attention[B, N]`` -> ``{metric: Tensor[B]}``, computed in float64 on its device."""
+    """``cls_attention[B, N_patches]`` -> ``{metric: Tensor[B]}``, computed in float64 on its device."""
     if cls_attention.dim() != 2:
         raise ValueError(f"expected cls_attention [B, N], got shape {tuple(cls_attention.shape)}")
     a = cls_attention.detach().to(torch.float64)

@@ -52,6 +52,26 @@ def test_crop_geometry_for_osv_photo():
     assert resized_shape(512, 792, {"shortest_edge": 336}) == (336, 519)
 
 
+def test_crop_geometry_follows_the_processor_not_the_model_config(sample_images):
+    """A DINOv2 processor (shortest edge 256, centre crop 224; the config says 518): the view is its crop."""
+    from transformers import BitImageProcessor
+
+    processor = BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
+                                  image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    preprocess = Preprocessor(processor)
+    assert preprocess.output_size == (224, 224)
+    g = preprocess.crop_geometry(792, 512)  # resized to 396x256 (scale 0.5), crop offsets (396-224)//2, (256-224)//2
+    assert (g.resized_width, g.resized_height, g.left, g.top) == (396, 256, 86, 16)
+    assert g.box_in_original() == (172.0, 32.0, 620.0, 480.0)
+    # Both paths compute (x / 255 - mean) / std in float32 from the same uint8 value x; if they order those
+    # operations differently, each of the <= 3 roundings moves the result (|value| <= (1 - 0.406) / 0.225
+    # < 2.7) by <= u * 2.7 with u = 2**-24, so the two differ by <= 2 * 3 * 2.7 * 2**-24 < 1e-6.
+    for name in ("wide_792x512.jpg", "tall_512x792.jpg", "small_97x61.png", "panorama_1600x300.jpg"):
+        image = load_rgb(sample_images[name])
+        theirs = processor(images=image, return_tensors="pt")["pixel_values"][0]
+        assert float((preprocess(image) - theirs).abs().max()) <= 2 * 3 * 2.7 * 2.0**-24, name
+
+
 def test_load_rgb_matches_seed_for_ordinary_modes(sample_images):
     for name in ("wide_792x512.jpg", "gray_L.jpg", "rgba.png", "cmyk.jpg", "palette_transparent.png"):
         ours = load_rgb(sample_images[name])
