@@ -1,5 +1,6 @@
 """Manifests, stable shards and the demo data set (pure pandas / pyarrow / PIL, no Dagster)."""
 
+from attn_assets.catalog.countries import country_name, resolve_countries, reverse_geocode
 from attn_assets.catalog.manifest import (
     COUNTRY_SOURCES,
     ESCAPE_REASON,
@@ -11,10 +12,8 @@ from attn_assets.catalog.manifest import (
     ManifestError,
     ManifestResult,
     build_image_index,
-    country_name,
     find_manifest_files,
     read_manifest,
-    reverse_geocode,
 )
 from attn_assets.catalog.sharding import (
     ASSIGNMENT_COLUMNS,
@@ -48,6 +47,7 @@ __all__ = [
     "plan_shards",
     "read_manifest",
     "removed_images",
+    "resolve_countries",
     "reverse_geocode",
     "shard_index",
     "shard_key",

@@ -21,14 +21,18 @@ are never dropped silently. Problems with a whole file (missing columns, not UTF
 raise :class:`ManifestError`.
 
 Country resolution, per row: the manifest's ``country`` if it is a valid ISO 3166-1 alpha-2
-code; else ``unique_country`` if valid; else offline reverse geocoding of the coordinates
-(``reverse_geocoder``, one batched call). ``country_source`` says which one was used.
+code; else ``unique_country`` if valid; else the coordinates, offline
+(:func:`attn_assets.catalog.countries.resolve_countries`: no country at sea, else the nearest town's).
+``country_source`` says which one was used.
+
+Paths listed from folders (the image index, manifest file names) are text as
+:func:`attn_assets.core.path_text.path_to_text` writes it; OSV-5M ids written as floats resolve to their
+integer only when exact (see :func:`_integral_ids`).
 """
 
 from __future__ import annotations
 
 import codecs
-import contextlib
 import csv
 import glob as globlib
 import gzip
@@ -37,15 +41,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from attn_assets.catalog.countries import country_names, normalize_codes, resolve_countries
 from attn_assets.core.path_text import path_to_text, text_to_path
 
 # --------------------------------------------------------------------------------------------
@@ -129,20 +133,6 @@ class ManifestResult:
                 for k, v in self.rejections["column"].fillna("(file)").value_counts().items()
             },
         }
-
-
-# --------------------------------------------------------------------------------------------
-# Countries (codes, names and the country of a coordinate live in attn_assets.catalog.countries; re-exported
-# here because callers import them from this module)
-
-from attn_assets.catalog.countries import (  # noqa: E402
-    EXTRA_COUNTRY_CODES,
-    country_name,
-    country_names,
-    resolve_countries,
-    reverse_geocode,
-)
-from attn_assets.catalog.countries import normalize_codes as _normalize_codes  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,18 +356,19 @@ def _read_csv(path: Path) -> _RawFile:
 
     table = None
     try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, encoding="utf8"),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                column_types={h: pa.string() for h in header},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-                null_values=[],
-                auto_dict_encode=False,
-            ),
-        )
+        with _open_bytes(path) as stream:  # a file object: pyarrow cannot open a non-UTF-8 file name itself
+            table = pacsv.read_csv(
+                stream,
+                read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, encoding="utf8"),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={h: pa.string() for h in header},
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                    null_values=[],
+                    auto_dict_encode=False,
+                ),
+            )
     except (pa.ArrowInvalid, pa.ArrowException):
         problems.append(1)
     if table is not None and not problems and n_lines == table.num_rows + 1:
@@ -430,7 +421,8 @@ def _read_csv_slow(path: Path, header: list[str]) -> _RawFile:
 
 def _read_parquet(path: Path) -> _RawFile:
     try:
-        table = pd.read_parquet(path)
+        with open(path, "rb") as stream:
+            table = pd.read_parquet(stream)
     except Exception as e:  # noqa: BLE001 - report any reader failure as a file problem
         raise ManifestError(f"{path}: cannot read as Parquet ({type(e).__name__}: {e})") from None
     header = [str(c).strip() for c in table.columns]
@@ -750,7 +742,7 @@ def read_manifest(
     reject(lon_present & ~lat_present, "latitude", "latitude is empty but longitude is given")
 
     # 3. country code
-    codes, c_present, c_valid = _normalize_codes(df["_country"])
+    codes, c_present, c_valid = normalize_codes(df["_country"])
     reject(
         (c_present & ~c_valid).to_numpy(),
         "country",
@@ -834,7 +826,7 @@ def read_manifest(
     good = df.loc[keep].reset_index(drop=True)
     codes_g = codes[keep].reset_index(drop=True)
     cvalid_g = c_valid[keep].reset_index(drop=True)
-    ucodes, _, uvalid = _normalize_codes(good["_unique"])
+    ucodes, _, uvalid = normalize_codes(good["_unique"])
     country = pd.Series(pd.NA, index=good.index, dtype="str")
     source = pd.Series(pd.NA, index=good.index, dtype="str")
     country[cvalid_g] = codes_g[cvalid_g]

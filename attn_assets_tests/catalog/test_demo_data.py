@@ -53,7 +53,7 @@ def test_demo_data_loads_with_zero_rejections(tmp_path):
     assert img["country"].notna().all()
     assert set(img["country_source"]) == {"manifest", "unique_country", "reverse_geocoder"}
     # coordinates agree with the country everywhere (reverse geocoding of every row)
-    from attn_assets.catalog.manifest import reverse_geocode
+    from attn_assets.catalog.countries import reverse_geocode
 
     assert reverse_geocode(img["latitude"], img["longitude"]) == img["country"].tolist()
     assert img["path"].str.fullmatch(r"images/test/00/\d{16}\.jpg").all()

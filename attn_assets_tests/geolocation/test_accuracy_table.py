@@ -52,7 +52,7 @@ def test_accuracy_table_matches_hand_computation(tmp_path):
         con.execute("INSERT INTO images (image_id, shard_key, path, abs_path, country, country_name) VALUES "
                     "('a', 's0', 'a.jpg', '/a.jpg', 'FR', 'France'), ('c', 's0', 'c.jpg', '/c.jpg', 'DE', 'Germany')")
     assert warehouse.replace_analysis_shard(GEOLOCATION_PREDICTIONS, "s0", path) == 6
-    assert warehouse.refresh_geolocation_accuracy() == 4  # overall, FR, DE, unknown ''
+    assert warehouse.refresh_geolocation_accuracy() == 4  # overall, FR, DE, unknown (NULL)
     assert warehouse.replace_analysis_shard(GEOLOCATION_PREDICTIONS, "s0", path) == 6  # a re-run never duplicates
     assert warehouse.refresh_geolocation_accuracy() == 4
     table = warehouse.query(f'SELECT * FROM "{GEOLOCATION_ACCURACY.name}"')
@@ -63,8 +63,10 @@ def test_accuracy_table_matches_hand_computation(tmp_path):
     assert overall["geoscore"] == pytest.approx(np.mean(geoscore([0.5, 30, 800, 3000, 10])))
     assert [overall[f"accuracy_{r}km"] for r in (1, 25, 200, 750, 2500)] == pytest.approx([0.2, 0.4, 0.6, 0.6, 0.8])
     assert overall["country_accuracy"] == pytest.approx(2 / 4)  # e has no true country: not counted
-    by_country = table[table["scope"] == "country"].set_index("country")
-    fr, de, unknown = by_country.loc["FR"], by_country.loc["DE"], by_country.loc[""]
+    countries = table[table["scope"] == "country"]
+    (unknown,) = (row for _, row in countries.iterrows() if pd.isna(row["country"]))
+    by_country = countries.dropna(subset=["country"]).set_index("country")
+    fr, de = by_country.loc["FR"], by_country.loc["DE"]
     assert fr["images"] == 2 and fr["country_name"] == "France"
     assert fr["mean_error_km"] == pytest.approx(15.25) and fr["median_error_km"] == pytest.approx(15.25)
     assert [fr[f"accuracy_{r}km"] for r in (1, 25, 200, 750, 2500)] == pytest.approx([0.5, 0.5, 1, 1, 1])
@@ -72,7 +74,7 @@ def test_accuracy_table_matches_hand_computation(tmp_path):
     assert de["images"] == 2 and de["country_name"] == "Germany"
     assert [de[f"accuracy_{r}km"] for r in (1, 25, 200, 750, 2500)] == pytest.approx([0, 0, 0, 0, 0.5])
     assert de["mean_error_km"] == pytest.approx(1900.0)
-    assert unknown["images"] == 1 and math.isnan(unknown["country_accuracy"])
+    assert unknown["images"] == 1 and unknown["country_name"] == "unknown" and math.isnan(unknown["country_accuracy"])
 
 
 def _shard_without_embeddings(path):
