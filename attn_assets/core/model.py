@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .preprocess import ProcessorSizeError, processor_input_size
+from .preprocess import ProcessorSizeError, image_processor_of, processor_input_size
 
 log = logging.getLogger(__name__)
 
@@ -280,10 +280,15 @@ def _supported_names() -> str:
     return ", ".join(dict.fromkeys(a.name for a in ARCHITECTURES.values()))
 
 
-def _unsupported(class_name: str, model_type: str, sources: ModelSources) -> ModelLoadError:
-    reason = next((why for prefix, why in _REFUSED_FAMILIES.items() if model_type.startswith(prefix)),
-                  "its token layout and attention are not ones this loader knows (a CLS token, optional "
-                  "distillation/register tokens, then a patch grid, with plain softmax(q . K^T) attention)")
+def _unsupported(class_name: str, config, sources: ModelSources) -> ModelLoadError:
+    model_type = str(getattr(config, "model_type", "") or "")
+    vision = getattr(config, "vision_config", config)
+    if not all(hasattr(vision, name) for name in ("image_size", "patch_size")):
+        reason = f"it is a {model_type or 'non-vision'} model, not a Vision Transformer with a CLS token"
+    else:
+        reason = next((why for prefix, why in _REFUSED_FAMILIES.items() if model_type.startswith(prefix)),
+                      "its token layout and attention are not ones this loader knows (a CLS token, optional "
+                      "distillation/register tokens, then a patch grid, with plain softmax(q . K^T) attention)")
     return _refusal(
         sources,
         f"{class_name} ({sources.config_file}: model_type {model_type!r}) is not supported: {reason}",
@@ -296,7 +301,7 @@ def architecture_of(model: nn.Module, sources: ModelSources) -> Architecture:
     model_type = str(getattr(model.config, "model_type", "") or "")
     arch = ARCHITECTURES.get(model_type)
     if arch is None:
-        raise _unsupported(type(model).__name__, model_type, sources)
+        raise _unsupported(type(model).__name__, model.config, sources)
     return arch
 
 
@@ -325,6 +330,7 @@ def check_processor_fits(
     embeddings an input of exactly ``config.image_size``; an input that is a whole number of patches.
     """
     pfile, cfile, name = sources.processor_file, sources.config_file, arch.name
+    processor = image_processor_of(processor)  # CLIPProcessor (PLONK's) -> its CLIPImageProcessor
     if not _setting(processor, "do_rescale", True):
         raise _refusal(sources, f"{pfile} sets do_rescale false: pixels would reach {name} as 0-255, not 0-1",
                        f'Set "do_rescale": true (with "rescale_factor": 1/255) in {pfile}')
@@ -716,7 +722,7 @@ def _load_pretrained(spec: str) -> tuple[nn.Module, object, ModelSources, dict |
     model_type = str(getattr(config, "model_type", "") or "")
     if model_type not in ARCHITECTURES:
         class_name = (getattr(config, "architectures", None) or [type(config).__name__.replace("Config", "Model")])[0]
-        raise _unsupported(class_name, model_type, sources)
+        raise _unsupported(class_name, config, sources)
     vision_config = config.vision_config if model_type == "clip" else config
     try:
         processor = AutoImageProcessor.from_pretrained(repo, **common)

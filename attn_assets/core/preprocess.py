@@ -202,8 +202,15 @@ def processor_input_size(processor) -> tuple[int, int]:
 
 
 def _processor_attr(processor, name: str, default=None):
-    value = getattr(processor, name, default)
+    value = getattr(image_processor_of(processor), name, default)
     return default if value is None else value
+
+
+def image_processor_of(processor):
+    """The image processor holding the settings: ``processor.image_processor`` for a multimodal
+    processor (CLIPProcessor, as PLONK's pipeline holds), else ``processor`` itself."""
+    inner = getattr(processor, "image_processor", None)
+    return processor if inner is None else inner
 
 
 class Preprocessor:
@@ -263,7 +270,7 @@ class Preprocessor:
 
     def _build_lut(self) -> np.ndarray | None:
         """float32[3, 256]: uint8 value -> normalised value, same float ops as the processor."""
-        p = self.processor
+        p = image_processor_of(self.processor)
         if getattr(p, "backend", "pil") != "pil" or getattr(p, "do_pad", False):
             return None
         if not (_processor_attr(p, "do_rescale", True) and _processor_attr(p, "do_normalize", True)):

@@ -441,3 +441,20 @@ def test_register_share_flows_to_the_warehouse(layout_models, six_images, tmp_pa
     nulls = warehouse.query("SELECT count(*) AS n FROM attention_statistics "
                             "WHERE shard_key = 'without' AND register_attention_share IS NULL")
     assert int(nulls.n.iloc[0]) == 3  # SQL NULL, not NaN, for a model without registers
+
+
+def test_multimodal_processor_is_checked_through_its_image_processor(tiny_model_dir, tmp_path):
+    """PLONK hands over a CLIPProcessor (tokenizer + image processor): its settings are the image processor's."""
+    from transformers import CLIPProcessor, CLIPTokenizer
+
+    vocab, merges = tmp_path / "vocab.json", tmp_path / "merges.txt"
+    vocab.write_text(json.dumps({"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "a": 3}))
+    merges.write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(vocab_file=str(vocab), merges_file=str(merges))
+    model = load_encoder(str(tiny_model_dir)).model
+    good = CLIPProcessor(image_processor=make_clip_processor(48), tokenizer=tokenizer)
+    encoder = describe_encoder(model, good, "plonk-like")
+    assert encoder.grid_size == (6, 6) and Preprocessor(good).fast
+    assert Preprocessor(good).crop_geometry(792, 512).box_in_original()[1] == 0
+    with pytest.raises(ModelLoadError, match="crop_size makes 40x40 inputs, but CLIPVisionModel expects 48x48"):
+        describe_encoder(model, CLIPProcessor(image_processor=make_clip_processor(40), tokenizer=tokenizer), "bad")
