@@ -23,6 +23,7 @@ probe through the patch embedding before the encoder is returned.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -318,6 +319,14 @@ def _channel_values(value) -> list[float] | None:
     return values if len(values) in (1, 3) else None
 
 
+def _as_written(value) -> str:
+    """A setting as it reads in the JSON file (tuples shown as lists)."""
+    try:
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def check_processor_fits(
     config, processor: object, arch: Architecture, sources: ModelSources, settings: dict | None = None
 ) -> tuple[int, int]:
@@ -337,14 +346,20 @@ def check_processor_fits(
     if not _setting(processor, "do_normalize", True):
         raise _refusal(sources, f"{pfile} sets do_normalize false: {name} would see unnormalised pixels",
                        f'Set "do_normalize": true with the image_mean and image_std the model was trained with in {pfile}')
+    rescale = float(_setting(processor, "rescale_factor", 1 / 255))
+    if abs(rescale * 255 - 1) > 1e-6:
+        raise _refusal(sources, f"{pfile} rescale_factor is {rescale}, not 1/255: pixels would not reach {name} in 0-1",
+                       f'Set "rescale_factor": {1 / 255} in {pfile}')
     for key in ("image_mean", "image_std"):
         missing = settings is not None and key not in settings
         values = _channel_values(getattr(processor, key, None))
-        if missing or values is None or (key == "image_std" and any(v <= 0 for v in values)):
+        # on 0-1 pixels a channel mean lies in [0, 1] and a std in (0, 1] (0-255 values are a common mistake)
+        low = 0.0 if key == "image_mean" else 1e-12
+        if missing or values is None or any(not low <= v <= 1 for v in values):
             what = (f"{pfile} has no {key}, so {type(processor).__name__} would silently use its class default "
                     f"{getattr(processor, key, None)}, which need not be what {name} was trained with"
-                    if missing else f"{pfile} {key} {getattr(processor, key, None)!r} is not 3 (or 1) "
-                    + ("positive " if key == "image_std" else "") + "numbers")
+                    if missing else f"{pfile} {key} {_as_written(getattr(processor, key, None))} is not 3 (or 1) numbers in "
+                    + ("[0, 1]" if key == "image_mean" else "(0, 1]") + " (the scale of rescaled pixels)")
             raise _refusal(sources, what,
                            f'Write the model\'s "image_mean" and "image_std" into {pfile} (CLIP: {list(CLIP_MEAN)} / '
                            f"{list(CLIP_STD)}; ImageNet, as DINOv2 and most ViTs: [0.485, 0.456, 0.406] / "

@@ -458,3 +458,19 @@ def test_multimodal_processor_is_checked_through_its_image_processor(tiny_model_
     assert Preprocessor(good).crop_geometry(792, 512).box_in_original()[1] == 0
     with pytest.raises(ModelLoadError, match="crop_size makes 40x40 inputs, but CLIPVisionModel expects 48x48"):
         describe_encoder(model, CLIPProcessor(image_processor=make_clip_processor(40), tokenizer=tokenizer), "bad")
+
+
+@pytest.mark.parametrize("key, value, part", [
+    ("image_mean", [123.675, 116.28, 103.53], "image_mean [123.675, 116.28, 103.53] is not 3 (or 1) numbers in [0, 1]"),
+    ("image_std", [0.2, 0.0, 0.2], "image_std [0.2, 0.0, 0.2] is not 3 (or 1) numbers in (0, 1]"),
+    ("image_mean", [0.5, 0.5], "image_mean [0.5, 0.5] is not 3 (or 1) numbers"),
+    ("rescale_factor", 1.0, "rescale_factor is 1.0, not 1/255"),
+])
+def test_normalization_on_the_wrong_scale_is_refused(tmp_path, key, value, part):
+    directory = _save(tmp_path, _dinov2(), _bit_processor(36, 32))
+    settings_file = directory / "preprocessor_config.json"
+    settings = json.loads(settings_file.read_text())
+    settings[key] = value
+    settings_file.write_text(json.dumps(settings))
+    message = _refusal(directory)
+    assert f"{settings_file} {part}" in message, message
