@@ -121,7 +121,7 @@ def precision_context(device: torch.device, precision: str):
 class ExtractionOutput:
     """CLS attention of the selected layers and the CLS embedding, for one batch."""
 
-    cls_attention: torch.Tensor  # [B, L_sel, heads, N_patches] float32, prefix columns (CLS, registers) dropped
+    cls_attention: torch.Tensor  # [B, L_sel, heads, N_patches] float32; CLS, distillation, register columns dropped
     cls_embedding: torch.Tensor  # [B, D] float32 = last_hidden_state[:, 0]
     layers: tuple[int, ...]
     patch_norms: torch.Tensor | None = None  # [B, N_patches] float32 norms of the patch tokens (token_norms=True)
