@@ -293,7 +293,7 @@ def same_pass_analyses(
     """Items 1, 2, 4, 5, 6 of one batch, as host arrays keyed like the shard Parquet columns.
 
     ``cls_attention[B, L, H, N]`` must hold EVERY layer (``layers="all"``); ``patch_norms[B, N]`` the
-    norms of ``last_hidden_state[:, 1:]``. Also returns ``head_map_sum`` ``[H, N]`` (float64 sum over
+    norms of the patch tokens of ``last_hidden_state`` (prefix tokens dropped). Also returns ``head_map_sum`` ``[H, N]`` (float64 sum over
     the batch of each last-layer head's row), for the per-head mean-map figure.
     """
     batch = cls_attention.shape[0]
@@ -363,7 +363,8 @@ class RolloutExtractor:
         self.precision = resolve_precision(precision, self.device)
 
     def __call__(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (rollout CLS rows ``[B, N]`` float32 with the CLS column dropped, CLS embedding ``[B, D]``)."""
+        """-> (rollout CLS rows ``[B, N]`` float32 over the patches (CLS, distillation and register columns
+        dropped), CLS embedding ``[B, D]``)."""
         from .extract import precision_context
 
         state: dict[str, torch.Tensor | None] = {"running": None}
@@ -383,7 +384,7 @@ class RolloutExtractor:
         finally:
             for handle in handles:
                 handle.remove()
-        return state["running"][:, 0, 1:].contiguous(), embedding
+        return state["running"][:, 0, self.encoder.num_prefix_tokens:].contiguous(), embedding
 
 
 # --------------------------------------------------------------------------- 7: ablation

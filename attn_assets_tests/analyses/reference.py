@@ -86,15 +86,16 @@ def spatial(cls_attn: np.ndarray, grid: tuple[int, int], sub: int = 6) -> dict:
     return out
 
 
-def rollout(attentions) -> np.ndarray:
-    """Abnar & Zuidema: R = prod_l rownorm(0.5 mean_h(A_l) + 0.5 I), last layer leftmost; CLS row, CLS column dropped."""
+def rollout(attentions, prefix: int = 1) -> np.ndarray:
+    """Abnar & Zuidema: R = prod_l rownorm(0.5 mean_h(A_l) + 0.5 I), last layer leftmost; CLS row, the ``prefix``
+    columns (CLS, distillation, registers) dropped."""
     tokens = attentions[0].shape[-1]
     result = np.eye(tokens)
     for layer in attentions:
         a = 0.5 * layer.mean(axis=0) + 0.5 * np.eye(tokens)
         a = a / a.sum(axis=-1, keepdims=True)
         result = a @ result
-    return result[0, 1:]
+    return result[0, prefix:]
 
 
 def mask_pixels(pixel_values: np.ndarray, patches, grid, patch_size: int) -> np.ndarray:

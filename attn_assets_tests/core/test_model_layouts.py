@@ -232,6 +232,26 @@ def test_layout_and_cls_row_match_eager(name, layout_models, six_images):
         assert share.shape == (len(records),) and np.isnan(share).all()
 
 
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_rollout_drops_every_prefix_column(name, layout_models, six_images):
+    """Rollout over the patches only, for every token layout, against the per-image float64 reference."""
+    from attn_assets.core.analyses import RolloutExtractor
+    from attn_assets_tests.analyses import reference
+
+    directory, layout = layout_models[name]
+    encoder = load_encoder(str(directory))
+    preprocess = Preprocessor(encoder.processor)
+    pixels = torch.stack([preprocess(load_rgb(p)) for p in six_images[:3]])
+    rows, _ = RolloutExtractor(encoder, precision="fp32")(pixels)
+    assert rows.shape == (3, encoder.num_patches)
+    with eager_attention(encoder.model), torch.no_grad():
+        attentions = encoder.model(pixel_values=pixels, output_attentions=True).attentions
+    for i in range(3):
+        expected = reference.rollout([a[i].double().numpy() for a in attentions], prefix=layout.prefix)
+        # the analyses' fidelity bar (attn_assets_tests/analyses/test_reference.py TOL)
+        np.testing.assert_allclose(rows[i].double().numpy(), expected, atol=1e-5, rtol=0, err_msg=name)
+
+
 def test_registers_flow_into_same_pass_analyses(layout_models, six_images):
     """analyses=True (the shard path) keeps patch-only norms and carries the register share."""
     records = [ImageRecord(f"img{i}", str(p)) for i, p in enumerate(six_images[:3])]
