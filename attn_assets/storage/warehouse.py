@@ -73,6 +73,18 @@ def _select_list(table: Table, source_alias: str = "s", overrides: Mapping[str, 
     return ", ".join(overrides.get(c, f'{source_alias}."{c}"') + f' AS "{c}"' for c in table.column_names)
 
 
+# The manifest's country wins over the one a shard file was computed with: a corrected country reaches every
+# table without recomputing. Images not in `images` (e.g. a warehouse filled without a manifest) keep theirs.
+_WITH_MANIFEST = f'LEFT JOIN "{IMAGES.name}" i ON i.image_id = s.image_id'
+_MANIFEST_COUNTRY = "CASE WHEN i.image_id IS NULL THEN s.country ELSE i.country END"
+
+
+def per_image_tables() -> tuple[Table, ...]:
+    """Warehouse tables with one row per image (or per image and layer/head) of a shard."""
+    return tuple(t for t in WAREHOUSE_TABLES
+                 if t is not IMAGES and {"image_id", "shard_key"} <= set(t.column_names))
+
+
 # Tables filled from the shard Parquet by replace_shard, in the same transaction as attention_statistics.
 SAME_PASS_TABLES: tuple[Table, ...] = (LAYER_STATISTICS, HEAD_STATISTICS, ARTIFACT_STATISTICS, SPATIAL_STATISTICS)
 
@@ -92,9 +104,9 @@ def _unnest_insert(table: Table, index: str, prefix: str, first: str) -> str:
     """INSERT the per-layer / per-head list columns of the shard file as one row per list element."""
     lists = ", ".join(f'unnest(s."{prefix}{m}") AS "{m}"' for m in METRIC_COLUMNS)
     return (
-        f'INSERT INTO "{table.name}" BY NAME SELECT s.image_id, s.shard_key, s.country, '
+        f'INSERT INTO "{table.name}" BY NAME SELECT s.image_id, s.shard_key, {_MANIFEST_COUNTRY} AS country, '
         f'unnest(range(len(s."{first}"))) AS "{index}", {lists} '
-        f"FROM read_parquet(?) s WHERE s.status = 'ok' AND s.shard_key = ? AND s.\"{first}\" IS NOT NULL"
+        f"FROM read_parquet(?) s {_WITH_MANIFEST} WHERE s.status = 'ok' AND s.shard_key = ? AND s.\"{first}\" IS NOT NULL"
     )
 
 
@@ -107,9 +119,10 @@ def _same_pass_inserts(present: set[str]) -> list[str]:
         statements.append(_unnest_insert(HEAD_STATISTICS, "head", "head_", f"head_{METRIC_COLUMNS[0]}"))
     for table, marker in ((ARTIFACT_STATISTICS, "artifact_count"), (SPATIAL_STATISTICS, "attention_com_x")):
         if marker in present:
-            select = _select_list(table, overrides={"num_patches": "s.grid_height * s.grid_width"})
+            select = _select_list(table, overrides={"num_patches": "s.grid_height * s.grid_width",
+                                                    "country": _MANIFEST_COUNTRY})
             statements.append(
-                f'INSERT INTO "{table.name}" BY NAME SELECT {select} FROM read_parquet(?) s '
+                f'INSERT INTO "{table.name}" BY NAME SELECT {select} FROM read_parquet(?) s {_WITH_MANIFEST} '
                 f"WHERE s.status = 'ok' AND s.shard_key = ? AND s.\"{marker}\" IS NOT NULL"
             )
     return statements
@@ -265,8 +278,8 @@ class Warehouse:
                 con.execute(f'DELETE FROM "{table.name}" WHERE shard_key = ?', [shard_key])
             con.execute(
                 f'INSERT INTO "{ATTENTION_STATISTICS.name}" BY NAME SELECT '
-                f"{_select_list(ATTENTION_STATISTICS, overrides={'num_patches': 's.grid_height * s.grid_width', **absent})} "
-                f"FROM {source} WHERE s.status = 'ok' AND s.shard_key = ?",
+                f"{_select_list(ATTENTION_STATISTICS, overrides={'num_patches': 's.grid_height * s.grid_width', 'country': _MANIFEST_COUNTRY, **absent})} "
+                f"FROM {source} {_WITH_MANIFEST} WHERE s.status = 'ok' AND s.shard_key = ?",
                 [str(shard_parquet), shard_key],
             )
             for sql in _same_pass_inserts(present):
@@ -438,9 +451,11 @@ class Warehouse:
             try:
                 con.execute(f'DELETE FROM "{table.name}" WHERE shard_key = ?', [shard_key])
                 if parquet is not None:
+                    overrides = {**({"country": _MANIFEST_COUNTRY} if "country" in table.column_names else {}),
+                                 **(overrides or {})}
                     con.execute(
                         f'INSERT INTO "{table.name}" BY NAME SELECT {_select_list(table, overrides=overrides)} '
-                        "FROM read_parquet(?) s WHERE s.shard_key = ?",
+                        f"FROM read_parquet(?) s {_WITH_MANIFEST} WHERE s.shard_key = ?",
                         [str(parquet), shard_key],
                     )
                 con.execute("COMMIT")
@@ -448,6 +463,41 @@ class Warehouse:
                 con.execute("ROLLBACK")
                 raise
             return con.execute(f'SELECT count(*) FROM "{table.name}" WHERE shard_key = ?', [shard_key]).fetchone()[0]
+
+    def drop_other_shards(self, table: Table, keep: Sequence[str]) -> list[str]:
+        """Delete the rows of every shard not in ``keep`` from a per-shard table (e.g. rollout_statistics after a
+        shard was dropped or its file left out); returns the shards removed."""
+        with self.writer() as con:
+            held = [row[0] for row in con.execute(f'SELECT DISTINCT shard_key FROM "{table.name}"').fetchall()]
+            gone = sorted(set(held) - set(keep))
+            if gone:
+                con.execute(f'DELETE FROM "{table.name}" WHERE shard_key IN (SELECT unnest(?))', [gone])
+            return gone
+
+    def conform_to_manifest(self, tables: Sequence[Table] | None = None) -> dict[str, dict[str, int]]:
+        """Make the per-image tables describe exactly the current manifest (``images``), in one transaction:
+        rows of images that left it (or sit in another shard now) are deleted, and countries are taken from
+        it (a corrected country needs no recompute). Returns {table: {"removed": n, "country_updated": n}}."""
+        tables = list(tables) if tables is not None else list(per_image_tables())
+        report: dict[str, dict[str, int]] = {}
+        with self.writer() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table in tables:
+                    removed = con.execute(
+                        f'DELETE FROM "{table.name}" t WHERE NOT EXISTS (SELECT 1 FROM "{IMAGES.name}" i '
+                        "WHERE i.image_id = t.image_id AND i.shard_key = t.shard_key)").fetchone()[0]
+                    updated = 0
+                    if "country" in table.column_names:
+                        updated = con.execute(
+                            f'UPDATE "{table.name}" AS t SET country = i.country FROM "{IMAGES.name}" i '
+                            "WHERE i.image_id = t.image_id AND t.country IS DISTINCT FROM i.country").fetchone()[0]
+                    report[table.name] = {"removed": int(removed), "country_updated": int(updated)}
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return report
 
     def replace_table(self, table: Table, frame: pd.DataFrame) -> int:
         """Replace a whole small table (e.g. metric_baselines) with ``frame``, in one transaction, by name."""
