@@ -1,7 +1,10 @@
 """Headless materialization of the whole graph in the persistent Dagster instance.
 
 Each stage is a real Dagster run (visible in the UI afterwards); a stage that is up to
-date is skipped, so a second call does nothing unless forced.
+date is skipped, so a second call does nothing unless forced. "Up to date" for a shard pass
+is decided by defs/shard_passes.shards_needing_run, the same function the schedule and the
+sensors use: a shard runs when it is missing, failed, or was computed with another model,
+recipe (weights, processor, precision, code version, settings) or image set than now.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from attn_assets.defs.manifest.sensors import latest_manifest_fingerprint
 from attn_assets.defs.manifest.sources import manifest_fingerprint
 from attn_assets.defs.materializations import latest_storage_id
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
+from attn_assets.defs.recipe import summarize_reasons
+from attn_assets.defs.shard_passes import STATISTICS, CurrentState, shards_needing_run, with_recipe_code_versions
 from attn_assets.defs.statistics.assets import attention_statistics
 from attn_assets.defs.statistics.schedules import fail_dead_local_runs, local_run_tags, shards_to_fill
+from attn_assets.defs.warehouse.assets import attention_warehouse
 
 
 @dataclass
@@ -32,8 +38,18 @@ class MaterializeSummary:
         return not self.failed_runs
 
 
-def _downstream_stale(instance: dg.DagsterInstance, defs: dg.Definitions) -> bool:
-    """True when a downstream asset was never built or is older than the shards or manifest."""
+def _warehouse_recipe(instance: dg.DagsterInstance) -> str | None:
+    """model key + fingerprint the warehouse was last built for (its materialization metadata)."""
+    event = instance.get_latest_materialization_event(attention_warehouse.key)
+    metadata = event.asset_materialization.metadata if event is not None and event.asset_materialization else {}
+    if "model_key" not in metadata or "recipe_fingerprint" not in metadata:
+        return None
+    return f"{metadata['model_key'].value}:{metadata['recipe_fingerprint'].value}"
+
+
+def _downstream_stale(instance: dg.DagsterInstance, defs: dg.Definitions, state: CurrentState | None = None) -> bool:
+    """True when a downstream asset was never built or is older than the shards or manifest, or the warehouse
+    was built for another statistics recipe than now (e.g. the model changed and its shards failed)."""
     job = defs.resolve_job_def("downstream_job")
     keys = [key for key in job.asset_layer.executable_asset_keys]
     from attn_assets.defs.analyses.assets import SHARD_ANALYSIS_ASSETS
@@ -41,8 +57,11 @@ def _downstream_stale(instance: dg.DagsterInstance, defs: dg.Definitions) -> boo
     newest_upstream = max(latest_storage_id(instance, image_manifest.key),
                           latest_storage_id(instance, attention_statistics.key),
                           *(latest_storage_id(instance, asset.key) for asset in SHARD_ANALYSIS_ASSETS))
-    return any(latest_storage_id(instance, key) < newest_upstream or latest_storage_id(instance, key) == 0
-               for key in keys)
+    if any(latest_storage_id(instance, key) < newest_upstream or latest_storage_id(instance, key) == 0
+           for key in keys):
+        return True
+    recipe = (state or CurrentState.from_env()).recipe(STATISTICS)
+    return _warehouse_recipe(instance) != f"{recipe.model_key}:{recipe.fingerprint}"
 
 
 def materialize_all(
@@ -50,12 +69,15 @@ def materialize_all(
 ) -> MaterializeSummary:
     from attn_assets.definitions import build_definitions
 
-    defs = build_definitions()
+    # code versions from the environment now (the definitions module may have been imported under another one)
+    defs = with_recipe_code_versions(build_definitions())
     instance = instance or dg.DagsterInstance.get()
     summary = MaterializeSummary()
     manifest = Settings.from_env().manifest
 
     def run(job_name: str, label: str, **kwargs) -> bool:
+        if kwargs.get("asset_selection") is None:
+            kwargs.pop("asset_selection", None)
         started = time.monotonic()
         run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
         result = defs.resolve_job_def(job_name).execute_in_process(
@@ -84,7 +106,12 @@ def materialize_all(
 
     for run_id in fail_dead_local_runs(instance):  # killed earlier: their shards read IN_PROGRESS forever
         summary.lines.append(f"run {run_id}: its process is gone; marked failed")
+    state = CurrentState.from_env()  # the recipes and image sets now, read once for the decisions below
     shard_keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME) if force else shards_to_fill(instance)
+    if shard_keys and not force:
+        reasons = shards_needing_run(instance, STATISTICS, state, keys=shard_keys)
+        if reasons:
+            summary.lines.append(f"attention_statistics: {len(shard_keys)} shards to run: {summarize_reasons(reasons)}")
     if shard_keys:
         from tqdm.auto import tqdm
 
@@ -93,13 +120,17 @@ def materialize_all(
     else:
         summary.lines.append("attention_statistics: every shard up to date")
 
-    # own-pass analyses (attention rollout, masking ablation), one run per shard like the statistics
-    from attn_assets.defs.analyses.assets import analysis_shards_to_fill
+    # own-pass analyses (attention rollout, masking ablation), one run per shard like the statistics; only the
+    # analyses that need it (e.g. a changed ablation fraction does not recompute the rollout)
+    from attn_assets.defs.analyses.assets import analysis_shards_needing_run
 
-    analysis_keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME) if force else analysis_shards_to_fill(instance)
-    for key in analysis_keys:
-        run("analysis_shards_job", f"rollout/ablation[{key}]", partition_key=key)
-    if not analysis_keys:
+    state = CurrentState.from_env()  # the statistics may have just been recomputed
+    analysis_needs = ({key: None for key in instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)} if force
+                      else analysis_shards_needing_run(instance, state))
+    for key, needs in analysis_needs.items():
+        run("analysis_shards_job", f"rollout/ablation[{key}]", partition_key=key,
+            asset_selection=sorted(needs, key=str) if needs else None)
+    if not analysis_needs:
         summary.lines.append("rollout/ablation: every shard up to date")
 
     downstream_ran = force or _downstream_stale(instance, defs)
@@ -122,7 +153,8 @@ def _geolocation_stage(instance, force: bool, run, summary: MaterializeSummary) 
     if missing is not None:
         summary.lines.append(f"geolocation: skipped ({missing})")
         return
-    keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME) if force else geolocation_shards_to_fill(instance)
+    keys = (instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME) if force
+            else geolocation_shards_to_fill(instance, CurrentState.from_env()))
     for key in keys:  # a failed shard is reported and does not stop the others nor the summaries
         run("geolocation_shards_job", f"geolocation_predictions[{key}]", partition_key=key)
     if not keys:

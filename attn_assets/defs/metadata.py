@@ -41,3 +41,18 @@ def table_metadata(table: Table, row_count: int, preview: pd.DataFrame | None = 
     if preview is not None:
         metadata["preview"] = frame_preview(preview)
     return metadata
+
+
+def coverage_metadata(store) -> dict:
+    """What a warehouse-derived output covers: the model its rows come from, and the manifest shards and
+    images left out of it (their shard files hold another recipe or image set, or were never computed)."""
+    row = store.query(
+        "SELECT (SELECT string_agg(DISTINCT model_spec, ', ' ORDER BY model_spec) FROM attention_statistics) AS models, "
+        "(SELECT count(DISTINCT shard_key) FROM images WHERE shard_key NOT IN (SELECT shard_key FROM shard_loads)) "
+        "AS shards, (SELECT count(*) FROM images WHERE shard_key NOT IN (SELECT shard_key FROM shard_loads)) AS images"
+    ).iloc[0]
+    return {
+        "model_spec": dg.MetadataValue.text(row.models if isinstance(row.models, str) else "none"),
+        "shards_without_current_results": dg.MetadataValue.int(int(row.shards)),
+        "images_without_current_results": dg.MetadataValue.int(int(row.images)),
+    }

@@ -134,7 +134,10 @@ def test_new_images_only_create_and_compute_new_shards(pipeline_env, instance):
     new_ids = [f"20000000000000{i:02d}" for i in range(5)]
     for i, image_id in enumerate(new_ids):
         write_scene(pipeline_env.image_path(image_id), seed=100 + i)
-    rows = [osv_row(*r) for r in GOOD_ROWS] + [osv_row(i, 48.0, 2.0, "FR", "FR", "right") for i in new_ids]
+    # every accepted row stays (the corrupt one too: a removed row would make its shard stale, see
+    # reliability/test_staleness.py); five new ones are appended
+    rows = ([osv_row(*r) for r in GOOD_ROWS] + [osv_row(pipeline_env.corrupt_id, 41.9, 12.5, "IT", "IT", "right")]
+            + [osv_row(i, 48.0, 2.0, "FR", "FR", "right") for i in new_ids])
     # the manifest is also reordered: assignments must not depend on row order
     write_osv_manifest(pipeline_env.manifest, rows[::-1])
     os.utime(pipeline_env.manifest)

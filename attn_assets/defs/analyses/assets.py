@@ -30,10 +30,22 @@ from attn_assets.defs.analyses.shards import (
     compute_rollout_shard,
     rollout_parquet,
 )
-from attn_assets.defs.manifest.assets import image_manifest
+from attn_assets.defs.manifest.assets import image_manifest, shard_image_sets
 from attn_assets.defs.metadata import figure_metadata, table_metadata
-from attn_assets.defs.materializations import DONE_STATUSES
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
+from attn_assets.defs.recipe import ablation_recipe, code_version_from_env, rollout_recipe, summarize_reasons
+from attn_assets.defs.shard_passes import (
+    ABLATION,
+    ROLLOUT,
+    CurrentState,
+    ShardPass,
+    classify_outputs,
+    excluded_metadata,
+    recipe_metadata,
+    run_data_version,
+    run_state,
+    shards_needing_run,
+)
 from attn_assets.defs.statistics.assets import MULTI_RUN_BACKFILL
 from attn_assets.defs.warehouse.assets import attention_warehouse
 from attn_assets.figures.analyses import (
@@ -68,15 +80,16 @@ TOP_COUNTRIES = 8
 ROLLOUT_GALLERY_SIZE = 6
 _COMMON = dict(owners=["team:attn-assets"], code_version=ANALYSES_CODE_VERSION)
 _FIGURE = dict(group_name="analyses", kinds={"duckdb", "matplotlib", "png"}, tags={"domain": "analyses"}, **_COMMON)
+# own-pass analyses: their code version is the pass's (defs/recipe.py PASS_CODE_VERSIONS) plus the recipe digest
 _SHARD = dict(
     group_name="analyses",
-    deps=[image_manifest],
+    deps=[image_manifest, shard_image_sets],
     partitions_def=shard_partitions,
     backfill_policy=MULTI_RUN_BACKFILL,
     pool="gpu",
     kinds={"pytorch", "parquet"},
     tags={"domain": "analyses", "compute": "gpu"},
-    **_COMMON,
+    owners=["team:attn-assets"],
 )
 
 
@@ -312,14 +325,23 @@ def metric_baselines(pipeline: PipelineResource, warehouse: WarehouseResource) -
 # --------------------------------------------------------------------------- 3: rollout
 
 
-def load_analysis_shards(context: dg.AssetExecutionContext, warehouse: WarehouseResource, table, path_of,
-                         overrides: dict | None = None) -> None:
+def load_analysis_shards(context: dg.AssetExecutionContext, warehouse: WarehouseResource, table,
+                         shard_pass: ShardPass, state: CurrentState, overrides: dict | None = None) -> dict[str, str]:
     """Load the own-pass analysis files of every shard into DuckDB from this single (unpartitioned) step,
-    so the partitioned steps, which may run on remote workers, never open the warehouse."""
+    so the partitioned steps, which may run on remote workers, never open the warehouse. Only files of the
+    current recipe and image set are loaded; the rows of other shards (stale, dropped, never computed) leave
+    the table, countries come from the manifest. Returns the files left out {shard: reason}."""
     store = warehouse.warehouse(context.log)
-    for shard_key in context.instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME):
-        path = path_of(shard_key)
-        store.replace_analysis_shard(table, shard_key, path if path.exists() else None, overrides=overrides)
+    current, excluded = classify_outputs(shard_pass, context.instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME),
+                                         state)
+    if excluded:
+        context.log.warning("%s: %d shard files left out (stale; `attn-assets materialize` recomputes them): %s",
+                            table.name, len(excluded), summarize_reasons(excluded))
+    for shard_key, path in sorted(current.items()):
+        store.replace_analysis_shard(table, shard_key, path, overrides=overrides)
+    store.drop_other_shards(table, list(current))
+    store.conform_to_manifest([table])
+    return excluded
 
 
 def _shard_metadata(outcomes, extra: dict) -> dict:
@@ -335,6 +357,7 @@ def _shard_metadata(outcomes, extra: dict) -> dict:
                  "rownorm(0.5 A + 0.5 I), multiplied through the layers inside its OWN forward pass (one T x T "
                  "running product per image, each layer's attention discarded after folding); six metrics of the "
                  "CLS row -> table rollout_statistics, maps in analyses/rollout/<shard>.parquet."),
+    code_version=code_version_from_env("rollout"),
     **_SHARD,
 )
 def rollout_statistics(
@@ -344,16 +367,19 @@ def rollout_statistics(
     encoder = attention_model.encoder()
     device = attention_model.resolved_device()
     precision = resolve_precision(attention_model.precision, device)
+    recipe = rollout_recipe(attention_model.model, attention_model.precision, attention_model.device)
     outcomes = []
     for shard_key in context.partition_keys:
         remove_abandoned_temporaries(rollout_parquet(layout, shard_key).parent)
         outcome = compute_rollout_shard(
             layout=layout, shard_key=shard_key, encoder=encoder, model_spec=attention_model.model, device=device,
             precision=precision, batch_size=attention_model.resolved_batch_size(),
-            num_workers=attention_model.num_workers, logger=context.log)
+            num_workers=attention_model.num_workers, logger=context.log, recipe=recipe)
+        context.add_asset_metadata(recipe_metadata(outcome.record), partition_key=shard_key)
         context.log.info("%s: rollout of %d images in %.1f s", shard_key, outcome.computed, outcome.seconds)
         outcomes.append(outcome)
-    return dg.MaterializeResult(metadata=_shard_metadata(outcomes, {
+    return dg.MaterializeResult(data_version=run_data_version([o.record for o in outcomes]),
+                                metadata=_shard_metadata(outcomes, {
         "device": dg.MetadataValue.text(device), "precision": dg.MetadataValue.text(precision),
         "dagster/table_name": dg.MetadataValue.text(ROLLOUT_STATISTICS.name)}))
 
@@ -365,9 +391,10 @@ def rollout_statistics(
     **_FIGURE,
 )
 def rollout_gallery(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                    warehouse: WarehouseResource) -> dg.MaterializeResult:
-    load_analysis_shards(context, warehouse, ROLLOUT_STATISTICS, lambda key: rollout_parquet(pipeline.layout, key),
-                         overrides={"num_patches": "s.grid_height * s.grid_width"})
+                    warehouse: WarehouseResource, attention_model: AttentionModelResource) -> dg.MaterializeResult:
+    excluded = load_analysis_shards(context, warehouse, ROLLOUT_STATISTICS, ROLLOUT,
+                                    run_state(pipeline, attention_model),
+                                    overrides={"num_patches": "s.grid_height * s.grid_width"})
     store = warehouse.warehouse()
     half = ROLLOUT_GALLERY_SIZE // 2
     select = (f'SELECT r.image_id, r.shard_key, coalesce(r.country, \'\') AS country, i.abs_path, r.attention_entropy '
@@ -403,6 +430,7 @@ def rollout_gallery(context: dg.AssetExecutionContext, pipeline: PipelineResourc
         **table_metadata(ROLLOUT_STATISTICS, _count(warehouse, ROLLOUT_STATISTICS.name), rows.drop(columns="abs_path")),
         **figure_metadata(target, skipped=dg.MetadataValue.int(len(skipped))),
         "rollout_vs_last_layer": dg.MetadataValue.md(compare.round(4).to_markdown(index=False)),
+        **excluded_metadata(excluded),
     })
 
 
@@ -415,6 +443,7 @@ def rollout_gallery(context: dg.AssetExecutionContext, pipeline: PipelineResourc
                  "(k = 10% of the patches) and, as control, k seeded random patches are filled with the "
                  "processor's mean pixel; cosine distance of the CLS embedding -> table ablation_statistics. "
                  "Three forward passes per sampled image."),
+    code_version=code_version_from_env("ablation"),
     **_SHARD,
 )
 def ablation_statistics(
@@ -422,39 +451,42 @@ def ablation_statistics(
 ) -> dg.MaterializeResult:
     layout = pipeline.layout
     fraction = ablation_fraction_from_env()
-    if fraction <= 0:
-        for shard_key in context.partition_keys:
-            ablation_parquet(layout, shard_key).unlink(missing_ok=True)
-        note = (f"Ablation is off ({ENV_ABLATION_FRACTION} unset or 0): no images sampled, no rows written for "
-                f"{', '.join(context.partition_keys)}. Set {ENV_ABLATION_FRACTION}=0.01 (for example) and "
-                "re-materialize to sample 1% of each shard (3 extra forward passes per sampled image).")
-        context.log.info(note)
-        return dg.MaterializeResult(metadata={"fraction": dg.MetadataValue.float(0.0), "note": dg.MetadataValue.text(note),
-                                              "computed": dg.MetadataValue.int(0)})
-    encoder = attention_model.encoder()
+    # fraction 0: no model load; an empty file per shard records the recipe (fraction 0), so the shard is done
+    # for this setting and becomes stale when the fraction changes
+    encoder = attention_model.encoder() if fraction > 0 else None
     device = attention_model.resolved_device()
     precision = resolve_precision(attention_model.precision, device)
+    recipe = ablation_recipe(attention_model.model, attention_model.precision, attention_model.device, fraction)
     outcomes = []
     for shard_key in context.partition_keys:
         remove_abandoned_temporaries(ablation_parquet(layout, shard_key).parent)
         outcome = compute_ablation_shard(
             layout=layout, shard_key=shard_key, encoder=encoder, model_spec=attention_model.model, device=device,
             precision=precision, batch_size=attention_model.resolved_batch_size(),
-            num_workers=attention_model.num_workers, fraction=fraction, logger=context.log)
+            num_workers=attention_model.num_workers, fraction=fraction, logger=context.log, recipe=recipe)
+        context.add_asset_metadata(recipe_metadata(outcome.record), partition_key=shard_key)
         outcomes.append(outcome)
-    return dg.MaterializeResult(metadata=_shard_metadata(outcomes, {
+    metadata = _shard_metadata(outcomes, {
         "fraction": dg.MetadataValue.float(fraction), "device": dg.MetadataValue.text(device),
-        "precision": dg.MetadataValue.text(precision)}))
+        "precision": dg.MetadataValue.text(precision)})
+    if fraction <= 0:
+        note = (f"Ablation is off ({ENV_ABLATION_FRACTION} unset or 0): no images sampled, no rows written for "
+                f"{', '.join(context.partition_keys)}. Set {ENV_ABLATION_FRACTION}=0.01 (for example) and "
+                "re-materialize to sample 1% of each shard (3 extra forward passes per sampled image).")
+        context.log.info(note)
+        metadata["note"] = dg.MetadataValue.text(note)
+    return dg.MaterializeResult(data_version=run_data_version([o.record for o in outcomes]), metadata=metadata)
 
 
 @dg.asset(
-    deps=[ablation_statistics],
+    deps=[ablation_statistics, attention_warehouse],  # the table follows the manifest's `images` (loaded there)
     description="attention_analysis/analyses/ablation.png: cosine distance after masking top-k vs random-k patches.",
     **_FIGURE,
 )
 def ablation_summary(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                     warehouse: WarehouseResource) -> dg.MaterializeResult:
-    load_analysis_shards(context, warehouse, ABLATION_STATISTICS, lambda key: ablation_parquet(pipeline.layout, key))
+                     warehouse: WarehouseResource, attention_model: AttentionModelResource) -> dg.MaterializeResult:
+    excluded = load_analysis_shards(context, warehouse, ABLATION_STATISTICS, ABLATION,
+                                    run_state(pipeline, attention_model))
     frame = warehouse.warehouse().query(f'SELECT * FROM "{ABLATION_STATISTICS.name}" ORDER BY image_id')
     fraction = ablation_fraction_from_env()
     note = None
@@ -464,7 +496,7 @@ def ablation_summary(context: dg.AssetExecutionContext, pipeline: PipelineResour
     target = _figure_path(pipeline, "ablation.png")
     render_ablation(frame, target, note=note)
     metadata = {**table_metadata(ABLATION_STATISTICS, len(frame)), **figure_metadata(target),
-                "fraction": dg.MetadataValue.float(fraction)}
+                "fraction": dg.MetadataValue.float(fraction), **excluded_metadata(excluded)}
     if note:
         metadata["note"] = dg.MetadataValue.text(note)
     else:
@@ -488,13 +520,19 @@ analysis_shards_job = dg.define_asset_job(
 
 
 
-def analysis_shards_to_fill(instance: dg.DagsterInstance) -> list[str]:
-    """Registered shards where some own-pass analysis is neither materialized nor in progress."""
+def analysis_shards_needing_run(instance: dg.DagsterInstance, state: CurrentState | None = None
+                                ) -> dict[str, dict[dg.AssetKey, str]]:
+    """{shard: {own-pass analysis asset: reason}} for the shards where rollout or ablation must run
+    (defs/shard_passes.shards_needing_run: missing, failed, or another recipe or image set than now)."""
+    state = state or CurrentState.from_env()
+    needed: dict[str, dict[dg.AssetKey, str]] = {}
+    for shard_pass in (ROLLOUT, ABLATION):
+        for key, reason in shards_needing_run(instance, shard_pass, state).items():
+            needed.setdefault(key, {})[shard_pass.asset_key] = reason
     keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
-    if not keys:
-        return []
-    missing: set[str] = set()
-    for asset in SHARD_ANALYSIS_ASSETS:
-        status = instance.get_status_by_partition(asset.key, keys, shard_partitions) or {}
-        missing.update(key for key in keys if status.get(key) not in DONE_STATUSES)
-    return [key for key in keys if key in missing]
+    return {key: needed[key] for key in keys if key in needed}
+
+
+def analysis_shards_to_fill(instance: dg.DagsterInstance) -> list[str]:
+    """Registered shards where some own-pass analysis must run (see analysis_shards_needing_run)."""
+    return list(analysis_shards_needing_run(instance))

@@ -21,15 +21,25 @@ from attn_assets import figures
 from attn_assets.core.error_analysis import error_analysis
 from attn_assets.core.geolocation import EARTH_RADIUS_KM, score_predictions
 from attn_assets.defs.geolocation.shard import compute_geolocation_shard, is_streetclip
-from attn_assets.defs.materializations import DONE_STATUSES, latest_storage_id
+from attn_assets.defs.materializations import latest_storage_id
 from attn_assets.defs.analyses.assets import load_analysis_shards
+from attn_assets.defs.recipe import code_version_from_env
+from attn_assets.defs.shard_passes import (
+    GEOLOCATION,
+    CurrentState,
+    excluded_metadata,
+    recipe_metadata,
+    run_data_version,
+    run_state,
+    shards_needing_run,
+)
 from attn_assets.defs.metadata import figure_metadata, table_metadata
-from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
+from attn_assets.defs.partitions import shard_partitions
 from attn_assets.defs.statistics.assets import MULTI_RUN_BACKFILL, attention_statistics
 from attn_assets.defs.visuals.assets import _maps_and_boxes
 from attn_assets.defs.warehouse.assets import attention_warehouse
 from attn_assets.figures.geolocation import location_caption, render_error_analysis, render_prediction_map
-from attn_assets.resources import GeolocationModelResource, PipelineResource, WarehouseResource
+from attn_assets.resources import AttentionModelResource, GeolocationModelResource, PipelineResource, WarehouseResource
 from attn_assets.storage.atomic import remove_abandoned_temporaries
 from attn_assets.storage.schema import (
     ATTENTION_STATISTICS,
@@ -55,7 +65,9 @@ _COMMON = dict(group_name="geolocation", owners=["team:attn-assets"], code_versi
     description=("PLONK's predicted latitude/longitude per image from the float16 CLS embeddings that "
                  "attention_statistics stored (no second pass through StreetCLIP), seeded per image; "
                  "haversine error against the manifest's coordinates -> geolocation/<shard>.parquet."),
-    **_COMMON,
+    # code version: PLONK's settings and weights (defs/recipe.py); a recomputed statistics shard reaches it as
+    # attention_statistics' new data version
+    **{**_COMMON, "code_version": code_version_from_env("geolocation")},
 )
 def geolocation_predictions(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                             geolocation_model: GeolocationModelResource) -> dg.MaterializeResult:
@@ -66,6 +78,7 @@ def geolocation_predictions(context: dg.AssetExecutionContext, pipeline: Pipelin
     for shard_key in context.partition_keys:
         outcome = compute_geolocation_shard(layout=layout, shard_key=shard_key, geolocator=geolocator,
                                             logger=context.log)
+        context.add_asset_metadata(recipe_metadata(outcome.record), partition_key=shard_key)
         context.log.info("%s: %d predicted (%d with true coordinates) in %.1f s", shard_key, outcome.predicted,
                          outcome.with_truth, outcome.seconds)
         outcomes.append(outcome)
@@ -87,7 +100,7 @@ def geolocation_predictions(context: dg.AssetExecutionContext, pipeline: Pipelin
     if any(not is_streetclip(spec) for spec in specs):
         metadata["warning"] = dg.MetadataValue.text(
             f"embeddings from {', '.join(specs)}: PLONK was trained on StreetCLIP; these errors say nothing about PLONK")
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(data_version=run_data_version([o.record for o in outcomes]), metadata=metadata)
 
 
 @dg.asset(
@@ -100,8 +113,10 @@ def geolocation_predictions(context: dg.AssetExecutionContext, pipeline: Pipelin
     **_COMMON,
 )
 def geolocation_accuracy(context: dg.AssetExecutionContext, pipeline: PipelineResource,
-                         warehouse: WarehouseResource) -> dg.MaterializeResult:
-    load_analysis_shards(context, warehouse, GEOLOCATION_PREDICTIONS, pipeline.layout.geolocation_parquet)
+                         warehouse: WarehouseResource, attention_model: AttentionModelResource,
+                         geolocation_model: GeolocationModelResource) -> dg.MaterializeResult:
+    excluded = load_analysis_shards(context, warehouse, GEOLOCATION_PREDICTIONS, GEOLOCATION,
+                                    run_state(pipeline, attention_model, geolocation_model))
     store = warehouse.warehouse(context.log)
     corrected = store.refresh_geolocation_truth(score_predictions)
     if corrected:
@@ -121,6 +136,7 @@ def geolocation_accuracy(context: dg.AssetExecutionContext, pipeline: PipelineRe
         "predictions": dg.MetadataValue.int(int(store.query(
             f'SELECT count(*) AS n FROM "{GEOLOCATION_PREDICTIONS.name}"')["n"].iloc[0])),
         **figure_metadata(target),
+        **excluded_metadata(excluded),
     }
     if len(overall) and overall["images"].iloc[0]:
         metadata["mean_error_km"] = dg.MetadataValue.float(float(overall["mean_error_km"].iloc[0]))
@@ -230,24 +246,10 @@ geolocation_job = dg.define_asset_job(
     description="Geolocation accuracy, failure analysis and the worst-predictions gallery.",
 )
 
-def geolocation_shards_to_fill(instance: dg.DagsterInstance) -> list[str]:
-    """Shards whose statistics are materialized and whose predictions are missing (not in progress) or older."""
-    keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
-    if not keys:
-        return []
-    statistics = instance.get_status_by_partition(attention_statistics.key, keys, shard_partitions) or {}
-    predictions = instance.get_status_by_partition(geolocation_predictions.key, keys, shard_partitions) or {}
-    fill = []
-    for key in keys:
-        if statistics.get(key) != dg.AssetPartitionStatus.MATERIALIZED:
-            continue  # nothing to predict from yet (or a statistics run is in flight)
-        if predictions.get(key) not in DONE_STATUSES or (
-            predictions.get(key) == dg.AssetPartitionStatus.MATERIALIZED
-            and latest_storage_id(instance, attention_statistics.key, key)
-            > latest_storage_id(instance, geolocation_predictions.key, key)
-        ):
-            fill.append(key)
-    return fill
+def geolocation_shards_to_fill(instance: dg.DagsterInstance, state: CurrentState | None = None) -> list[str]:
+    """Shards whose statistics are current and materialized, and whose predictions are missing, failed, or were
+    made from another statistics file, PLONK setting or image set (defs/shard_passes.shards_needing_run)."""
+    return list(shards_needing_run(instance, GEOLOCATION, state))
 
 
 def geolocation_summaries_stale(instance: dg.DagsterInstance) -> bool:
@@ -277,11 +279,13 @@ def geolocation_sensor(context: dg.SensorEvaluationContext):
     if missing is not None:
         return dg.SkipReason(f"Geolocation is off in this environment: {missing}")
     instance = context.instance
+    state = CurrentState.from_env()
     shard_requests = [
         dg.RunRequest(job_name=geolocation_shards_job.name, partition_key=key, run_key=run_key)
-        for key in geolocation_shards_to_fill(instance)
+        for key in geolocation_shards_to_fill(instance, state)
         if not _run_key_used(instance, run_key := f"{key}:statistics-"
-                             f"{latest_storage_id(instance, attention_statistics.key, key)}")
+                             f"{latest_storage_id(instance, attention_statistics.key, key)}:"
+                             f"recipe-{state.recipe(GEOLOCATION, key).fingerprint}")
     ]
     if shard_requests:
         return shard_requests

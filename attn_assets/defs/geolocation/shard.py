@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from attn_assets.catalog.countries import reverse_geocode
 from attn_assets.core.geolocation import PlonkGeolocator, score_predictions
 from attn_assets.core.model import DEFAULT_MODEL
+from attn_assets.defs.recipe import ShardRecord, geolocation_recipe, read_record, with_record
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import read_cls_embeddings, write_table_atomic
 from attn_assets.storage.schema import GEOLOCATION_PREDICTIONS
@@ -32,6 +33,7 @@ class GeolocationOutcome:
     seconds: float
     embedding_model_spec: str | None
     path: Path
+    record: ShardRecord | None = None  # PLONK's settings, the statistics file it read, and that file's image set
 
 
 def _provenance(shard_file: Path) -> tuple[str, str]:
@@ -64,6 +66,7 @@ def compute_geolocation_shard(*, layout: HomeLayout, shard_key: str, geolocator:
             f"{error}. Re-materialize attention_statistics for partition {shard_key} (code version 3 stores the "
             "embeddings), then geolocation_predictions") from error
     model_spec, precision = _provenance(shard_file)
+    embeddings_record = read_record(shard_file)
     if ids and not is_streetclip(model_spec):
         logger.warning(
             "%s: CLS embeddings come from %r, not geolocal/StreetCLIP or a plonk: spec; PLONK was trained on "
@@ -95,7 +98,10 @@ def compute_geolocation_shard(*, layout: HomeLayout, shard_key: str, geolocator:
         "cfg_rate": [float(sampling.cfg)] * n, "embedding_model_spec": [model_spec] * n,
         "embedding_precision": [precision] * n, "computed_at": [stamp] * n,
     }
-    table = GEOLOCATION_PREDICTIONS.arrow_table(columns)
+    recipe = geolocation_recipe(geolocator.repo, sampling.num_steps, sampling.num_samples, sampling.seed,
+                                sampling.cfg, embeddings_record)
+    record = recipe.record(embeddings_record.image_set if embeddings_record else "")
+    table = with_record(GEOLOCATION_PREDICTIONS.arrow_table(columns), record)
     path = write_table_atomic(table, layout.geolocation_parquet(shard_key))
     return GeolocationOutcome(shard_key, n, int(np.isfinite(error).sum()), time.monotonic() - started,
-                              model_spec or None, path)
+                              model_spec or None, path, record)

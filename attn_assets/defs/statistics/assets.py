@@ -6,13 +6,15 @@ import pandas as pd
 
 from attn_assets.core.extract import resolve_precision
 from attn_assets.deploy.identity import worker_identity
-from attn_assets.defs.manifest.assets import image_manifest
+from attn_assets.defs.manifest.assets import image_manifest, shard_image_sets
 from attn_assets.defs.partitions import shard_partitions
+from attn_assets.defs.recipe import PASS_CODE_VERSIONS, code_version_from_env, recipe_markdown, statistics_recipe
+from attn_assets.defs.shard_passes import recipe_metadata, run_data_version
 from attn_assets.defs.statistics.shard import compute_shard
 from attn_assets.resources import AttentionModelResource, PipelineResource
 from attn_assets.storage.atomic import remove_abandoned_temporaries
 
-STATISTICS_CODE_VERSION = "3"  # 3: shard files carry the float16 CLS embedding
+STATISTICS_CODE_VERSION = PASS_CODE_VERSIONS["statistics"]  # bump it there (defs/recipe.py)
 SHARDS_PER_RUN = 4
 
 # A backfill runs a few shards per run: the model loads once per run, and one bad shard fails only its run.
@@ -21,18 +23,22 @@ MULTI_RUN_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=SHARDS_P
 
 @dg.asset(
     group_name="statistics",
-    deps=[image_manifest],
+    deps=[image_manifest, shard_image_sets],
     partitions_def=shard_partitions,
     backfill_policy=MULTI_RUN_BACKFILL,
     pool="gpu",
     kinds={"pytorch", "parquet"},
     owners=["team:attn-assets"],
     tags={"domain": "statistics", "compute": "gpu"},
-    code_version=STATISTICS_CODE_VERSION,
+    # the pass's version + a digest of the recipe (model, weights, processor, precision) read when the
+    # definitions load: a changed ATTN_ASSETS_MODEL / precision / model folder marks every partition stale
+    code_version=code_version_from_env("statistics"),
     description=(
         "Last-layer CLS attention of every image in the shard (heads averaged) and the seed's six "
         "metrics, written atomically to `shards/<shard>.parquet` with the CLS maps and the float16 CLS embeddings (PLONK's input). Unreadable images "
-        "become failure rows, not a failed run. The model loads once per process."
+        "become failure rows, not a failed run. The model loads once per process. Each file records its "
+        "recipe (model key, weights, processor config, precision, code version) and the shard's image set; "
+        "a partition whose record differs from the current one is stale."
     ),
 )
 def attention_statistics(
@@ -45,6 +51,8 @@ def attention_statistics(
     device = attention_model.resolved_device()
     precision = resolve_precision(attention_model.precision, device)
     batch_size = attention_model.resolved_batch_size()
+    # after the load: a hub model's revision resolves from the cache the load has just filled
+    recipe = statistics_recipe(attention_model.model, attention_model.precision, attention_model.device)
     remove_abandoned_temporaries(layout.shards_dir)
 
     outcomes = []
@@ -61,7 +69,9 @@ def attention_statistics(
             num_workers=attention_model.num_workers,
             logger=context.log,
             progress_bar=attention_model.progress_bar,
+            recipe=recipe,
         )
+        context.add_asset_metadata(recipe_metadata(outcome.record), partition_key=shard_key)
         context.log.info(
             "%s: %d computed, %d failed, %.2f images/s", shard_key, outcome.computed, outcome.failed,
             outcome.images_per_second,
@@ -78,6 +88,7 @@ def attention_statistics(
     images = int(per_shard["images"].sum())
     seconds = float(per_shard["seconds"].sum())
     return dg.MaterializeResult(
+        data_version=run_data_version([o.record for o in outcomes]),
         metadata={
             "images": dg.MetadataValue.int(images),
             "computed": dg.MetadataValue.int(int(per_shard["computed"].sum())),
@@ -87,6 +98,7 @@ def attention_statistics(
             "worker": dg.MetadataValue.text(worker_identity()),  # host:pid CUDA_VISIBLE_DEVICES=...
             "model_spec": dg.MetadataValue.text(attention_model.model),
             "precision": dg.MetadataValue.text(precision),
+            "recipe": dg.MetadataValue.md(recipe_markdown(recipe)),
             "batch_size": dg.MetadataValue.int(batch_size),
             "per_shard": dg.MetadataValue.md(per_shard.to_markdown(index=False)),
             "paths": dg.MetadataValue.md("\n".join(f"- `{o.path}`" for o in outcomes)),

@@ -1,4 +1,5 @@
-"""missing_shards_schedule: fill every shard that is missing or failed, once a day."""
+"""missing_shards_schedule: once a day, run every shard that is missing, failed or stale (another recipe or
+image set than now; see defs/shard_passes.py)."""
 
 
 import os
@@ -6,8 +7,7 @@ import socket
 
 import dagster as dg
 
-from attn_assets.defs.materializations import DONE_STATUSES
-from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
+from attn_assets.defs.shard_passes import STATISTICS, CurrentState, shards_needing_run
 from attn_assets.defs.statistics.assets import attention_statistics
 from attn_assets.storage.atomic import process_alive
 
@@ -54,25 +54,24 @@ def fail_dead_local_runs(instance: dg.DagsterInstance) -> list[str]:
     return failed
 
 
-def shards_to_fill(instance: dg.DagsterInstance) -> list[str]:
-    """Registered shards that are neither materialized nor in progress (never run, or failed)."""
-    keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
-    if not keys:
-        return []
-    status = instance.get_status_by_partition(attention_statistics.key, keys, shard_partitions) or {}
-    return [key for key in keys if status.get(key) not in DONE_STATUSES]
+def shards_to_fill(instance: dg.DagsterInstance, state: CurrentState | None = None) -> list[str]:
+    """Registered shards whose statistics must run: not in progress, and never run, failed, or computed with
+    another model, recipe or image set than now (defs/shard_passes.shards_needing_run)."""
+    return list(shards_needing_run(instance, STATISTICS, state))
 
 
 @dg.schedule(
     job=attention_statistics_job,
     cron_schedule="0 3 * * *",
     default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Daily at 03:00: one run per shard that is missing or failed (turn on in Automation).",
+    description=("Daily at 03:00: one run per shard that is missing, failed, or stale (computed with another model, "
+                 "weights, processor, precision or code version, or from another image set) (turn on in Automation)."),
 )
 def missing_shards_schedule(context: dg.ScheduleEvaluationContext):
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
     fail_dead_local_runs(context.instance)
-    keys = shards_to_fill(context.instance)
-    if not keys:
-        return dg.SkipReason("Every shard is materialized or in progress")
-    return [dg.RunRequest(run_key=f"{day}:{key}", partition_key=key) for key in keys]
+    needed = shards_needing_run(context.instance, STATISTICS)
+    if not needed:
+        return dg.SkipReason("Every shard is materialized with the current recipe, or in progress")
+    return [dg.RunRequest(run_key=f"{day}:{key}", partition_key=key, tags={"attn_assets/reason": reason[:200]})
+            for key, reason in needed.items()]

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from attn_assets.core.extract import extract_records
 from attn_assets.core.loader import ImageRecord
+from attn_assets.defs.recipe import Recipe, ShardRecord, image_set_fingerprint, statistics_recipe, with_record
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import build_shard_results, write_table_atomic
 from attn_assets.storage.schema import METRIC_COLUMNS
@@ -28,6 +29,7 @@ class ShardOutcome:
     failed: int
     seconds: float
     path: Path
+    record: ShardRecord | None = None  # the recipe and image set stored with the file
 
     @property
     def images_per_second(self) -> float:
@@ -93,7 +95,11 @@ def compute_shard(
     num_workers: int,
     logger: logging.Logger | logging.LoggerAdapter,
     progress_bar: bool = False,
+    recipe: Recipe | None = None,
 ) -> ShardOutcome:
+    """Compute one shard and write it with its recipe record (``recipe``: the current statistics recipe;
+    default: built from ``model_spec``, ``precision`` and ``device``)."""
+    recipe = recipe or statistics_recipe(model_spec, precision, device)
     rows = shard_rows(layout, shard_key)
     if rows.empty:
         raise ValueError(
@@ -171,5 +177,6 @@ def compute_shard(
         computed_at=datetime.now(timezone.utc),
         analyses=analyses.merged(len(ids)),
     )
-    path = write_table_atomic(table, layout.shard_parquet(shard_key))
-    return ShardOutcome(shard_key, len(records), len(ids), len(failures), time.monotonic() - started, path)
+    record = recipe.record(image_set_fingerprint(rows["image_id"], rows["path"]))
+    path = write_table_atomic(with_record(table, record), layout.shard_parquet(shard_key))
+    return ShardOutcome(shard_key, len(records), len(ids), len(failures), time.monotonic() - started, path, record)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from attn_assets import figures
+from attn_assets.defs.metadata import coverage_metadata
 from attn_assets.defs.warehouse.assets import attention_warehouse, country_aggregates
 from attn_assets.resources import PipelineResource, WarehouseResource
 from attn_assets.storage.layout import HomeLayout
@@ -20,6 +21,8 @@ from attn_assets.storage.parquet import read_cls_maps
 from attn_assets.storage.schema import ATTENTION_STATISTICS, IMAGES, METRIC_COLUMNS, UNKNOWN_COUNTRY
 
 VISUALS_CODE_VERSION = "1"
+# Figures are drawn from the warehouse, which holds only the shards of the current recipe and manifest; their
+# metadata says which model that is and how many manifest shards/images are left out (coverage_metadata).
 _COMMON = dict(
     group_name="visuals",
     kinds={"matplotlib", "png"},
@@ -70,6 +73,7 @@ def attention_distributions(pipeline: PipelineResource, warehouse: WarehouseReso
     return dg.MaterializeResult(
         metadata=_image_metadata(
             target,
+            **coverage_metadata(warehouse.warehouse()),
             images=dg.MetadataValue.int(len(columns)),
             **{f"{metric}_mean": dg.MetadataValue.float(float(stats["mean"])) for metric, stats in drawn.items()},
         )
@@ -85,7 +89,8 @@ def diverse_examples_grid(pipeline: PipelineResource, warehouse: WarehouseResour
     maps, boxes = _maps_and_boxes(pipeline.layout, rows)
     target = pipeline.layout.visualizations_dir / "diverse_examples_grid.png"
     figures.render_diverse_grid(rows, maps, boxes, target, n=20, image_ids=chosen)
-    return dg.MaterializeResult(metadata=_image_metadata(target, examples=dg.MetadataValue.int(len(chosen))))
+    return dg.MaterializeResult(metadata=_image_metadata(target, examples=dg.MetadataValue.int(len(chosen)),
+                                                         **coverage_metadata(warehouse.warehouse())))
 
 
 def _gallery_asset(folder: str, metric: str, highest: bool) -> dg.AssetsDefinition:
@@ -110,6 +115,7 @@ def _gallery_asset(folder: str, metric: str, highest: bool) -> dg.AssetsDefiniti
             "images": dg.MetadataValue.int(len(result.paths)),
             "skipped": dg.MetadataValue.int(len(result.skipped)),
             "index": dg.MetadataValue.md(rows[["image_id", "country", metric]].to_markdown(index=False)),
+            **coverage_metadata(warehouse.warehouse()),
         }
         if first is not None:
             metadata["preview"] = dg.MetadataValue.md(figures.png_preview_markdown(first))
@@ -164,6 +170,7 @@ def country_figures(pipeline: PipelineResource, warehouse: WarehouseResource) ->
             "mean_maps_path": dg.MetadataValue.path(str(mean_maps_path)),
             "mean_maps_preview": dg.MetadataValue.md(figures.png_preview_markdown(mean_maps_path)),
             "countries": dg.MetadataValue.text(", ".join(next(iter(drawn.values()), []))),
+            **coverage_metadata(warehouse.warehouse()),
         }
     )
 
@@ -177,5 +184,6 @@ def overall_statistics(pipeline: PipelineResource, warehouse: WarehouseResource)
     with figures.atomic_file(analysis / "overall_statistics.md") as tmp:
         Path(tmp).write_text(markdown + "\n", encoding="utf-8")
     png = figures.render_table_png(table, analysis / "overall_statistics.png")
-    return dg.MaterializeResult(metadata={**_image_metadata(png), "table": dg.MetadataValue.md(markdown)})
+    return dg.MaterializeResult(metadata={**_image_metadata(png), "table": dg.MetadataValue.md(markdown),
+                                          **coverage_metadata(warehouse.warehouse())})
 

@@ -5,11 +5,14 @@ import dagster as dg
 
 from attn_assets.core.analyses import uniform_baselines
 from attn_assets.defs.manifest.assets import image_manifest
-from attn_assets.defs.metadata import table_metadata
+from attn_assets.defs.metadata import coverage_metadata, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
+from attn_assets.defs.recipe import recipe_markdown, summarize_reasons
+from attn_assets.defs.shard_passes import STATISTICS, CurrentState, classify_outputs, excluded_metadata, run_state
 from attn_assets.defs.statistics.assets import attention_statistics
-from attn_assets.resources import PipelineResource, WarehouseResource
+from attn_assets.resources import AttentionModelResource, PipelineResource, WarehouseResource
 from attn_assets.storage.atomic import atomic_file
+from attn_assets.storage.warehouse import per_image_tables
 from attn_assets.storage.schema import (
     ATTENTION_STATISTICS,
     COUNTRY_AGGREGATES,
@@ -19,15 +22,18 @@ from attn_assets.storage.schema import (
     SEED_CSV_COLUMNS,
 )
 
-WAREHOUSE_CODE_VERSION = "1"
+WAREHOUSE_CODE_VERSION = "2"  # 2: only shard files of the current recipe and image set; countries from the manifest
 _COMMON = dict(owners=["team:attn-assets"], tags={"domain": "warehouse"}, code_version=WAREHOUSE_CODE_VERSION)
 
 
-def shard_files(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dict:
-    """Parquet files of the registered shards that have been computed."""
-    layout = pipeline.layout
+def shard_files(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                attention_model: AttentionModelResource | None = None) -> tuple[dict, dict, CurrentState]:
+    """Statistics files of the registered shards: ({key: path} of the current recipe and image set,
+    {key: reason} of those left out, the state they were judged against)."""
+    state = run_state(pipeline, attention_model)
     keys = context.instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
-    return {key: layout.shard_parquet(key) for key in keys if layout.shard_parquet(key).exists()}
+    current, excluded = classify_outputs(STATISTICS, keys, state)
+    return current, excluded, state
 
 
 @dg.asset(
@@ -37,22 +43,33 @@ def shard_files(context: dg.AssetExecutionContext, pipeline: PipelineResource) -
     description=(
         "warehouse/attention.duckdb: tables images, attention_statistics, image_failures, "
         "manifest_rejections. Each changed shard file replaces exactly that shard's rows in one "
-        "transaction; unchanged shards are not touched."
+        "transaction; unchanged shards are not touched. Only shard files whose recorded recipe (model, "
+        "weights, processor, precision, code version) and image set equal the current ones are loaded; the "
+        "others are left out of every table and listed in the metadata. Countries come from the manifest."
     ),
     **_COMMON,
 )
 def attention_warehouse(
-    context: dg.AssetExecutionContext, pipeline: PipelineResource, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, pipeline: PipelineResource, warehouse: WarehouseResource,
+    attention_model: AttentionModelResource,
 ) -> dg.MaterializeResult:
     layout = pipeline.layout
     store = warehouse.warehouse(context.log)
     images = store.replace_images(layout.images_parquet)
     rejections = store.replace_rejections(layout.rejections_parquet)
-    report = store.sync_shards(shard_files(context, pipeline))
+    current, excluded, state = shard_files(context, pipeline, attention_model)
+    if excluded:
+        context.log.warning(
+            "Warehouse leaves out %d shard files that do not hold the current recipe's results (they are stale: "
+            "`attn-assets materialize` recomputes them): %s", len(excluded), summarize_reasons(excluded))
+    report = store.sync_shards(current)
+    conformed = store.conform_to_manifest(per_image_tables())
     context.log.info(
-        "Warehouse: %d shards loaded, %d unchanged, %d dropped", len(report["loaded"]), len(report["unchanged"]),
-        len(report["dropped"]),
+        "Warehouse: %d shards loaded, %d unchanged, %d dropped or left out; manifest: %d rows of withdrawn images "
+        "removed, %d countries updated", len(report["loaded"]), len(report["unchanged"]), len(report["dropped"]),
+        sum(c["removed"] for c in conformed.values()), sum(c["country_updated"] for c in conformed.values()),
     )
+    recipe = state.recipe(STATISTICS)
     with store.reader() as con:
         counts = {t.name: con.execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0]
                   for t in (IMAGES, ATTENTION_STATISTICS, IMAGE_FAILURES, MANIFEST_REJECTIONS)}
@@ -70,6 +87,13 @@ def attention_warehouse(
             "shards_loaded": dg.MetadataValue.text(", ".join(report["loaded"]) or "none"),
             "shards_unchanged": dg.MetadataValue.int(len(report["unchanged"])),
             "shards_dropped": dg.MetadataValue.text(", ".join(report["dropped"]) or "none"),
+            **excluded_metadata(excluded),
+            "model_key": dg.MetadataValue.text(recipe.model_key),
+            "recipe_fingerprint": dg.MetadataValue.text(recipe.fingerprint),
+            "recipe": dg.MetadataValue.md(recipe_markdown(recipe)),
+            "withdrawn_rows_removed": dg.MetadataValue.int(sum(c["removed"] for c in conformed.values())),
+            "countries_updated": dg.MetadataValue.int(
+                conformed.get(ATTENTION_STATISTICS.name, {}).get("country_updated", 0)),
             "path": dg.MetadataValue.path(str(store.path)),
         }
     )
@@ -93,7 +117,8 @@ def country_aggregates(context: dg.AssetExecutionContext, warehouse: WarehouseRe
         'attention_concentration_top10_mean, attention_concentration_top10_uniform, num_high_attention_patches_mean '
         f'FROM "{COUNTRY_AGGREGATES.name}" ORDER BY image_count DESC, country LIMIT 15'
     )
-    return dg.MaterializeResult(metadata=table_metadata(COUNTRY_AGGREGATES, rows, preview.round(4)))
+    return dg.MaterializeResult(metadata={**table_metadata(COUNTRY_AGGREGATES, rows, preview.round(4)),
+                                          **coverage_metadata(store)})
 
 
 @dg.asset(
@@ -116,7 +141,8 @@ def attention_statistics_csv(
         )
         rows = con.execute(f'SELECT count(*) FROM "{ATTENTION_STATISTICS.name}"').fetchone()[0]
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": dg.MetadataValue.int(rows), "path": dg.MetadataValue.path(str(target))}
+        metadata={"dagster/row_count": dg.MetadataValue.int(rows), "path": dg.MetadataValue.path(str(target)),
+                  **coverage_metadata(store)}
     )
 
 
@@ -172,6 +198,19 @@ def row_counts_match_shards(warehouse: WarehouseResource) -> dg.AssetCheckResult
     return dg.AssetCheckResult(
         passed=bool(row.statistics_rows == row.shard_ok_rows and row.failure_rows == row.shard_failed_rows),
         metadata={k: dg.MetadataValue.int(int(v)) for k, v in row.to_dict().items()},
+    )
+
+
+@dg.asset_check(asset=attention_warehouse, blocking=True,
+                description="attention_statistics and image_failures hold one model spec and precision (one recipe).")
+def single_recipe(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    recipes = warehouse.warehouse().query(
+        f'SELECT model_spec, precision, count(*) AS n FROM (SELECT model_spec, precision FROM "{ATTENTION_STATISTICS.name}" '
+        f'UNION ALL SELECT model_spec, precision FROM "{IMAGE_FAILURES.name}") GROUP BY ALL ORDER BY n DESC')
+    return dg.AssetCheckResult(
+        passed=len(recipes) <= 1,
+        metadata={"recipes": dg.MetadataValue.int(len(recipes)),
+                  "by_recipe": dg.MetadataValue.md(recipes.to_markdown(index=False) if len(recipes) else "_none_")},
     )
 
 
