@@ -232,6 +232,15 @@ def test_precision_code_version_processor_and_weights_make_shards_stale(home, in
     _ok(materialize_all(instance=instance))
     keys = sorted(instance.get_dynamic_partitions("shards"))
     assert shards_needing_run(instance, STATISTICS) == {}
+    # each partition's materialization carries what its file records, and a data version per write
+    record = read_record(home.layout.shard_parquet(keys[1]))
+    event = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("attention_statistics"), asset_partitions=[keys[1]]), limit=1).records[0]
+    materialization = event.asset_materialization
+    assert materialization.metadata["recipe_fingerprint"].value == record.fingerprint
+    assert materialization.metadata["image_set"].value == record.image_set
+    assert materialization.metadata["model_key"].value == str(home.model_dir)
+    assert materialization.tags["dagster/data_version"] and materialization.tags["dagster/code_version"].startswith("3+")
 
     # precision: every shard stale, recomputed by materialize, the warehouse holds bf16 rows only
     monkeypatch.setenv("ATTN_ASSETS_PRECISION", "bf16")
