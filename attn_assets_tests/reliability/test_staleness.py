@@ -142,6 +142,28 @@ def _stale_status(instance, key: str, partitions) -> dict[str, tuple[str, list[s
             for p in partitions}
 
 
+_STALE_QUERY = """query ($key: AssetKeyInput!, $partitions: [String!]) {
+  assetNodes(assetKeys: [$key]) {
+    staleStatusByPartition(partitions: $partitions)
+    staleCausesByPartition(partitions: $partitions) { reason key { path } }
+  }
+}"""
+
+
+def _graphql_stale_status(instance, key: str, partitions) -> dict[str, tuple[str, list[str]]]:
+    """The same through the webserver's GraphQL (staleStatusByPartition / staleCausesByPartition), with the
+    project's workspace.yaml loaded in a code server process, as `make ui` does."""
+    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+
+    workspace = Path(__file__).resolve().parents[2] / "workspace.yaml"
+    with define_out_of_process_context(str(workspace), None, instance) as context:
+        result = execute_dagster_graphql(context, _STALE_QUERY, {"key": {"path": [key]}, "partitions": list(partitions)})
+    assert not result.errors, result.errors
+    node = result.data["assetNodes"][0]
+    return {p: (status, [f"{'/'.join(c['key']['path'])}: {c['reason']}" for c in causes])
+            for p, status, causes in zip(partitions, node["staleStatusByPartition"], node["staleCausesByPartition"])}
+
+
 def _metadata(instance, key: str) -> dict:
     event = instance.get_latest_materialization_event(dg.AssetKey(key))
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
@@ -186,6 +208,8 @@ def test_model_change_recomputes_every_shard_and_never_mixes_models(home, instan
     assert sorted(shards_needing_run(instance, ROLLOUT)) == keys
     status = _stale_status(instance, "attention_statistics", keys)
     assert all(s == ("STALE", ["has a new code version"]) for s in status.values()), status
+    status = _graphql_stale_status(instance, "attention_statistics", keys)  # what the UI shows
+    assert all(s == ("STALE", ["attention_statistics: has a new code version"]) for s in status.values()), status
 
     # a warehouse rebuilt before the shards are recomputed (e.g. from the UI) leaves the stale shards out
     from attn_assets.definitions import build_definitions
@@ -220,6 +244,7 @@ def test_model_change_recomputes_every_shard_and_never_mixes_models(home, instan
     assert (home.layout.visualizations_dir / "country_mean_maps.png").exists()  # 4x4 maps only: no broadcast error
     status = _stale_status(instance, "attention_statistics", keys)
     assert all(s == ("FRESH", []) for s in status.values()), status
+    assert all(s == ("FRESH", []) for s in _graphql_stale_status(instance, "attention_statistics", keys).values())
 
     again = materialize_all(instance=instance)
     _ok(again)
@@ -334,6 +359,10 @@ def test_withdrawn_and_changed_rows_leave_every_output(home, instance, monkeypat
     status = _stale_status(instance, "attention_statistics", keys)
     assert status == {"shard-00000": ("STALE", ["has a new dependency data version"]),
                       "shard-00001": ("STALE", ["has a new dependency data version"]),
+                      "shard-00002": ("FRESH", [])}, status
+    status = _graphql_stale_status(instance, "attention_statistics", keys)  # the UI: root cause = the image set
+    assert status == {"shard-00000": ("STALE", ["shard_image_sets: has a new data version"]),
+                      "shard-00001": ("STALE", ["shard_image_sets: has a new data version"]),
                       "shard-00002": ("FRESH", [])}, status
     state = CurrentState.from_env()
     assert shards_needing_run(instance, STATISTICS, state) == {
