@@ -397,8 +397,10 @@ def rollout_gallery(context: dg.AssetExecutionContext, pipeline: PipelineResourc
                                     overrides={"num_patches": "s.grid_height * s.grid_width"})
     store = warehouse.warehouse()
     half = ROLLOUT_GALLERY_SIZE // 2
+    # only images whose last-layer statistics are loaded too: their CLS maps come from current shard files
     select = (f'SELECT r.image_id, r.shard_key, coalesce(r.country, \'\') AS country, i.abs_path, r.attention_entropy '
-              f'FROM "{ROLLOUT_STATISTICS.name}" r JOIN "{IMAGES.name}" i USING (image_id)')
+              f'FROM "{ROLLOUT_STATISTICS.name}" r JOIN "{IMAGES.name}" i USING (image_id) '
+              f'JOIN "{ATTENTION_STATISTICS.name}" s USING (image_id)')
     low = store.query(f"{select} ORDER BY r.attention_entropy ASC, r.image_id LIMIT ?", [half])
     high = store.query(f"{select} ORDER BY r.attention_entropy DESC, r.image_id LIMIT ?", [half])
     rows = pd.concat([low, high]).drop_duplicates("image_id").reset_index(drop=True)
