@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -21,6 +22,19 @@ import torch
 PLONK_REPO = "nicolas-dufour/PLONK_OSV_5M"
 STREETCLIP_REPO = "geolocal/StreetCLIP"
 TINY_PLONK = dict(input_dim=3, dim=32, depth=2, expansion=2, cond_dim=64)  # cond_dim = the tiny CLIP's width
+
+
+def sampling_rounding_deg(num_steps: int) -> float:
+    """Bound, in degrees, on how far one sampled location can move when only the association of float32 sums
+    changes (another batch shape, thread count or implementation of the same arithmetic).
+
+    Higham ("Accuracy and Stability of Numerical Algorithms", eq. 3.5): a length-n float32 dot product is off by
+    at most n*u relative (u = 2**-24). The tiny network's widest sum is 64 long (cond_dim, and dim x expansion)
+    and one call passes about 6 linear layers; the sampler calls it num_steps times and the errors add (the
+    flow does not expand them). That relative error of the unit 3-vector is its angle in radians; x2 for the
+    non-linear layers' own rounding. Longitude: divide by cos(latitude).
+    """
+    return 2 * num_steps * 6 * 64 * 2.0**-24 * 180 / math.pi
 
 
 def plonk_installed() -> bool:
