@@ -58,8 +58,13 @@ class ManifestDiff:
 
 
 def _text(values: pd.Series) -> pd.Series:
-    return pd.Series(["" if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else str(v)
-                      for v in values], index=values.index, dtype=object)
+    """Values as text for comparison; every kind of missing (None, NaN, pd.NA) is ''."""
+    return values.astype("string").fillna("")
+
+
+def _isin(values: pd.Series, pool: pd.Series) -> np.ndarray:
+    """values.isin(pool) through a hash index (pandas' isin on Arrow strings builds Python lists)."""
+    return pd.Index(pool.unique()).get_indexer(values) >= 0
 
 
 def _number_changed(before: pd.Series, after: pd.Series) -> np.ndarray:
@@ -74,17 +79,21 @@ def diff_manifest(previous: pd.DataFrame | None, current: pd.DataFrame) -> Manif
     if previous is None:
         return ManifestDiff(added=sorted(current_ids))
     previous_ids = previous["image_id"].astype(str)
-    diff = ManifestDiff(added=sorted(set(current_ids) - set(previous_ids)),
-                        removed=sorted(set(previous_ids) - set(current_ids)))
+    gone = ~_isin(previous_ids, current_ids)
+    diff = ManifestDiff(added=sorted(current_ids[~_isin(current_ids, previous_ids)]), removed=sorted(previous_ids[gone]))
     both = previous.assign(image_id=previous_ids).merge(
         current.assign(image_id=current_ids), on="image_id", how="inner", suffixes=("__before", "__after"))
-    removed = set(diff.removed)
     previous_paths = _text(previous["path"]) if "path" in previous else pd.Series([""] * len(previous))
     changes = [{"image_id": image_id, "change": "removed", "before": path, "after": None}
-               for image_id, path in zip(previous_ids, previous_paths) if image_id in removed]
+               for image_id, path in zip(previous_ids[gone], previous_paths[gone])]
 
-    def record(kind: str, mask: np.ndarray, before: pd.Series, after: pd.Series, ids: list[str]) -> None:
-        for image_id, old, new in zip(both.loc[mask, "image_id"], before[mask], after[mask]):
+    def record(kind: str, mask: np.ndarray, before, after, ids: list[str]) -> None:
+        """``before`` / ``after``: Series, or functions of the mask giving the values of the changed rows."""
+        if not mask.any():
+            return
+        before = before(mask) if callable(before) else before[mask]
+        after = after(mask) if callable(after) else after[mask]
+        for image_id, old, new in zip(both.loc[mask, "image_id"], before, after):
             ids.append(str(image_id))
             changes.append({"image_id": str(image_id), "change": kind, "before": old, "after": new})
 
@@ -98,24 +107,25 @@ def diff_manifest(previous: pd.DataFrame | None, current: pd.DataFrame) -> Manif
 
     for name, ids in (("path", diff.path), ("country", diff.country)):
         before, after = _text(column(name, "before")), _text(column(name, "after"))
-        record(name, (before != after).to_numpy(), before, after, ids)
+        record(name, (before != after).to_numpy(dtype=bool), before, after, ids)
     coordinates = np.zeros(len(both), dtype=bool)
     for name in _COORDINATES:
         coordinates |= _number_changed(column(name, "before"), column(name, "after"))
 
-    def pairs(side: str) -> pd.Series:
-        return pd.Series([f"{a}, {b}" for a, b in zip(column("latitude", side), column("longitude", side))],
-                         index=both.index, dtype=object)
+    def pairs(side: str):
+        return lambda mask: [f"{a}, {b}" for a, b in zip(column("latitude", side)[mask], column("longitude", side)[mask])]
 
     record("coordinates", coordinates, pairs("before"), pairs("after"), diff.coordinates)
     others = sorted((set(previous.columns) | set(current.columns)) - _NOT_COMPARED - {"path", "country", *_COORDINATES})
-    changed_columns: list[list[str]] = [[] for _ in range(len(both))]
+    changed_columns: dict[int, list[str]] = {}  # row position -> the other columns that changed there
     for name in others:
-        changed = (_text(column(name, "before")) != _text(column(name, "after"))).to_numpy()
+        changed = (_text(column(name, "before")) != _text(column(name, "after"))).to_numpy(dtype=bool)
         for i in np.flatnonzero(changed):
-            changed_columns[i].append(name)
-    names = pd.Series([", ".join(c) for c in changed_columns], index=both.index, dtype=object)
-    record("other columns", names.map(bool).to_numpy(dtype=bool), names, names, diff.other)
+            changed_columns.setdefault(int(i), []).append(name)
+    mask = np.zeros(len(both), dtype=bool)
+    mask[list(changed_columns)] = True
+    names = lambda m: [", ".join(changed_columns[i]) for i in np.flatnonzero(m)]  # noqa: E731
+    record("other columns", mask, names, names, diff.other)
     diff.changes = pd.DataFrame(changes, columns=["image_id", "change", "before", "after"])
     return diff
 
@@ -207,10 +217,11 @@ def image_manifest(context: dg.AssetExecutionContext, pipeline: PipelineResource
                             len(removed_files))
     # a new data version per shard whose image set changed: those partitions show as stale in the UI
     changed_sets = [key for key in shard_keys if previous_sets.get(key) != current_sets[key]]
+    sizes = images["shard_key"].value_counts()
     for key in changed_sets:
         context.log_event(dg.AssetObservation(
             asset_key=SHARD_IMAGE_SETS_KEY, partition=key, tags={DATA_VERSION_TAG: current_sets[key]},
-            metadata={"images": dg.MetadataValue.int(int((images["shard_key"] == key).sum()))}))
+            metadata={"images": dg.MetadataValue.int(int(sizes[key]))}))
     stale_shards = [key for key in changed_sets if key in previous_sets]
     context.log.info(
         "%d images in %d shards (%d new), %d rejected rows, %d images left the manifest", len(images),
