@@ -39,8 +39,9 @@ import gzip
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Iterable
 
@@ -48,6 +49,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from attn_assets.catalog.countries import country_names, normalize_codes, resolve_countries
 from attn_assets.core.path_text import path_to_text, text_to_path
@@ -91,7 +93,10 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 OSV_REQUIRED: tuple[str, ...] = ("id", "latitude", "longitude")
 PLAIN_REQUIRED: tuple[str, ...] = ("image_id", "path")
 
-ESCAPE_REASON = "path escapes image root"
+ESCAPE_REASON = (
+    "path escapes image root; move the file under ATTN_ASSETS_IMAGE_ROOT, or set ATTN_ASSETS_IMAGE_ROOT to a folder "
+    "that holds it"
+)
 
 _SUPPORTED_TYPES = "CSV (.csv, .csv.gz) or Parquet (.parquet)"
 
@@ -348,6 +353,7 @@ def _read_csv(path: Path) -> _RawFile:
     header = _read_header(path)
     _header_problem(path, header)
     header = [h if h else f"unnamed_{i}" for i, h in enumerate(header)]
+    _header_problem(path, header)  # a generated unnamed_<i> may equal a named column
     problems: list[int] = []
 
     def on_invalid(row) -> str:
@@ -420,21 +426,29 @@ def _read_csv_slow(path: Path, header: list[str]) -> _RawFile:
 
 
 def _read_parquet(path: Path) -> _RawFile:
+    """Every column as the text of its values, exactly as stored (null -> ''): integers as integers even
+    beside nulls (pandas would make them floats and round ids past 2**53), floats as Python's shortest
+    round-trip repr, everything else as Arrow casts it to text."""
     try:
-        with open(path, "rb") as stream:
-            table = pd.read_parquet(stream)
+        with open(path, "rb") as stream:  # a file object: pyarrow cannot open a non-UTF-8 file name itself
+            table = pq.read_table(stream)
     except Exception as e:  # noqa: BLE001 - report any reader failure as a file problem
         raise ManifestError(f"{path}: cannot read as Parquet ({type(e).__name__}: {e})") from None
-    header = [str(c).strip() for c in table.columns]
+    header = [str(c).strip() for c in table.column_names]
     _header_problem(path, header)
-    frame = pd.DataFrame(index=range(len(table)))
-    for name, col in zip(header, table.columns):
-        s = table[col]
-        if pd.api.types.is_float_dtype(s.dtype):
-            out = s.map(lambda v: "" if pd.isna(v) else repr(float(v)), na_action=None)
+    frame = pd.DataFrame(index=range(table.num_rows))
+    for name, column in zip(header, table.columns):
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        if pa.types.is_floating(column.type):
+            values = ["" if v is None else repr(float(v)) for v in column.to_pylist()]
         else:
-            out = s.astype("str").fillna("")
-        frame[name] = out.astype("str").to_numpy()
+            try:
+                text = column.cast(pa.string())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                text = pa.array([None if v is None else str(v) for v in column.to_pylist()], type=pa.string())
+            values = text.fill_null("").to_pylist()
+        frame[name] = pd.Series(values, dtype="str").to_numpy()
     frame = frame.astype("str") if len(frame.columns) else frame
     # Parquet has no header line: source_row is the 1-based row number.
     return _RawFile(path, frame.reset_index(drop=True), np.arange(1, len(frame) + 1, dtype=np.int64), [])
@@ -551,6 +565,22 @@ def _as_str(s: pd.Series) -> pd.Series:
 RESERVED_COLUMNS: tuple[str, ...] = (*IMAGE_COLUMNS, "shard_key")
 
 
+#: While rows are validated, the manifest's extra columns are held under this prefix, apart from the reader's
+#: own working columns (which start with '_'), so a user column such as ``_lat`` or ``_file`` stays data.
+_EXTRA = "extra:"
+
+
+def _check_extra_names_across_files(kept_as: dict[str, list[tuple[Path, str]]]) -> None:
+    """Raise ManifestError when two files of one manifest keep different columns under one name (one file's
+    ``Country`` kept as ``manifest_Country`` beside another file's own ``manifest_Country``)."""
+    for name, sources in kept_as.items():
+        if len({original for _, original in sources}) > 1:
+            listed = "; ".join(f"{path}: {original!r}" for path, original in sources)
+            raise ManifestError(
+                f"columns from different files would both be kept as {name!r} ({listed}); rename one of them"
+            )
+
+
 def _extra_column_names(path: Path, columns: list[str]) -> dict[str, str]:
     """Manifest column -> name it is kept under: its own name, or ``manifest_<name>`` where it equals a
     :data:`RESERVED_COLUMNS` name ignoring case (DuckDB would otherwise merge or rename the two).
@@ -570,11 +600,16 @@ def _extra_column_names(path: Path, columns: list[str]) -> dict[str, str]:
     return names
 
 
-#: Float64 holds every integer up to 2**53 exactly; beyond it an id written as a float may name another image.
+#: Float64 holds every integer below 2**53 exactly; from there on (2**53 + 1 rounds to 2**53) an id written as a
+#: float may name another image.
 _FLOAT_EXACT_INTEGERS = 2**53
+#: A number as a program writes it: ASCII digits, an optional sign, point and exponent (no '_' nor other scripts'
+#: digits, which Decimal would also accept).
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 _RESAVE_IDS = (
-    "Re-save the manifest with the id column as text (pandas: read_csv(..., dtype={'id': str}); a spreadsheet: "
-    "format the column as Text before pasting), or re-download the original metadata CSV."
+    "Re-save the manifest with the id column as text or integers (pandas: read_csv(..., dtype={'id': str}), or "
+    "df['id'].astype('Int64') before to_parquet; a spreadsheet: format the column as Text before pasting), or "
+    "re-download the original metadata CSV."
 )
 
 
@@ -582,22 +617,23 @@ def _integral_ids(written: pd.Series) -> tuple[pd.Series, pd.Series]:
     """OSV-5M ids written as floats (``3859149887473420.0``, ``3.859149887481337e+15``) -> (the integer as
     text, else None; the reason the id cannot be used, else None), aligned with ``written``.
 
-    An id resolves only when its text denotes an integer exactly (decimal arithmetic, no rounding) and at
-    most 2**53, where float64 still holds every integer; whether its file exists is checked by the caller.
+    An id resolves only when its text is a plain ASCII number that denotes a non-negative integer exactly
+    (decimal arithmetic, no rounding) below 2**53, where float64 still holds every integer; whether its file
+    exists is checked by the caller.
     """
     integers, problems = [], []
     for text in written:
-        try:
-            value = Decimal(text.strip())
-        except InvalidOperation:
-            value = None
-        if value is None or not value.is_finite() or value != value.to_integral_value():
+        value = Decimal(text.strip()) if _DECIMAL_TEXT.fullmatch(text.strip()) else None
+        if value is None or value != value.to_integral_value():
             integers.append(None)
             problems.append(f"id '{text}' is not an integer (OSV-5M ids are whole numbers). {_RESAVE_IDS}")
-        elif value < 0 or value > _FLOAT_EXACT_INTEGERS:
+        elif value < 0:
+            integers.append(None)
+            problems.append(f"id '{text}' is negative (OSV-5M ids are positive whole numbers). {_RESAVE_IDS}")
+        elif value >= _FLOAT_EXACT_INTEGERS:
             integers.append(None)
             problems.append(
-                f"id '{text}' is written as a float beyond 2**53, where floats cannot hold every integer: its "
+                f"id '{text}' is written as a float at or beyond 2**53, where floats cannot hold every integer: its "
                 f"digits may have been rounded to another image's id. {_RESAVE_IDS}"
             )
         else:
@@ -636,7 +672,7 @@ def read_manifest(
     raw_frames: dict[int, pd.DataFrame] = {}
     parse_rejections: list[dict] = []
     formats: dict[str, str] = {}
-    need_index = False
+    kept_as: dict[str, list[tuple[Path, str]]] = {}
     for fi, path in enumerate(files):
         rf = _read_file(path)
         cols = list(rf.frame.columns)
@@ -661,8 +697,6 @@ def read_manifest(
         has_path = "path" in cols
         if has_path:
             mapped.add("path")
-        elif fmt == FORMAT_OSV5M:
-            need_index = True
         part = pd.DataFrame(
             {
                 "_file": np.full(n, fi, dtype=np.int32),
@@ -683,13 +717,14 @@ def read_manifest(
         )
         renamed = _extra_column_names(path, [c for c in cols if c not in mapped])
         for c, name in renamed.items():
-            part[name] = f[c].to_numpy()
+            part[_EXTRA + name] = f[c].to_numpy()
+            kept_as.setdefault(name, []).append((path, c))
         parts.append(part)
+    _check_extra_names_across_files(kept_as)
 
     df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
     n = len(df)
-    internal = [c for c in df.columns if c.startswith("_")]
-    extras = [c for c in df.columns if c not in internal and c not in IMAGE_COLUMNS]
+    extras = [c for c in df.columns if c.startswith(_EXTRA)]
 
     rej_col = np.full(n, None, dtype=object)
     rej_reason = np.full(n, None, dtype=object)
@@ -710,7 +745,7 @@ def read_manifest(
 
     # 1. id
     idcol = lambda pos: at("_idcol", pos).to_numpy()  # noqa: E731
-    reject(df["image_id"].to_numpy() == "", idcol, lambda pos: (at("_idcol", pos) + " is empty").to_numpy())
+    reject(df["image_id"].to_numpy() == "", idcol, lambda pos: (at("_idcol", pos) + " is empty; every row needs an id").to_numpy())
     written = df["image_id"].copy()
     written_as_float = np.zeros(n, dtype=bool)
     odd_id = osv & (df["image_id"] != "").to_numpy() & ~df["image_id"].str.fullmatch(r"[0-9]+").to_numpy()
@@ -732,28 +767,33 @@ def read_manifest(
         nan = val.isna().to_numpy()
         bad_num = present & nan
         out = present & ~nan & ((val < lo) | (val > hi)).to_numpy()
-        reject(osv & ~present, name, f"{name} is empty")
-        reject(bad_num, name, lambda pos, raw=raw, name=name: (f"{name} '" + raw.iloc[pos] + "' is not a number").to_numpy())
-        reject(out, name, lambda pos, raw=raw, name=name, lo=lo, hi=hi: (f"{name} " + raw.iloc[pos] + f" is outside [{lo}, {hi}]").to_numpy())
+        reject(osv & ~present, name, f"{name} is empty; OpenStreetView-5M rows need both coordinates")
+        reject(bad_num, name, lambda pos, raw=raw, name=name: (
+            f"{name} '" + raw.iloc[pos] + "' is not a number; write decimal degrees such as 48.8566").to_numpy())
+        reject(out, name, lambda pos, raw=raw, name=name, lo=lo, hi=hi: (
+            f"{name} " + raw.iloc[pos] + f" is outside [{lo}, {hi}]; check that the columns are degrees and "
+            "not swapped").to_numpy())
         coords[name] = (val, present)
     lat, lat_present = coords["latitude"]
     lon, lon_present = coords["longitude"]
-    reject(lat_present & ~lon_present, "longitude", "longitude is empty but latitude is given")
-    reject(lon_present & ~lat_present, "latitude", "latitude is empty but longitude is given")
+    reject(lat_present & ~lon_present, "longitude", "longitude is empty but latitude is given; give both or neither")
+    reject(lon_present & ~lat_present, "latitude", "latitude is empty but longitude is given; give both or neither")
 
     # 3. country code
     codes, c_present, c_valid = normalize_codes(df["_country"])
     reject(
         (c_present & ~c_valid).to_numpy(),
         "country",
-        lambda pos: ("country '" + at("_country", pos) + "' is not an ISO 3166-1 alpha-2 code").to_numpy(),
+        lambda pos: ("country '" + at("_country", pos) + "' is not an ISO 3166-1 alpha-2 code; write a two-letter "
+                     "code such as FR, or leave the cell empty to take the country from the coordinates").to_numpy(),
     )
 
     # 4. paths
     rel = pd.Series(pd.NA, index=df.index, dtype="str")
     explicit = df["_has_path"].to_numpy()
     if explicit.any():
-        reject(explicit & (df["_path"] == "").to_numpy(), "path", "path is empty")
+        reject(explicit & (df["_path"] == "").to_numpy(), "path",
+               "path is empty; give the image file's path relative to ATTN_ASSETS_IMAGE_ROOT")
         ok = explicit & (df["_path"] != "").to_numpy() & pd.isna(rej_reason)
         if ok.any():
             p = df.loc[ok, "_path"]
@@ -784,7 +824,8 @@ def read_manifest(
         reject(
             missing & (df["image_id"] != "").to_numpy(),
             "id",
-            lambda pos: ("image file " + at("image_id", pos) + ".jpg not found under image root").to_numpy(),
+            lambda pos: ("image file " + at("image_id", pos) + ".jpg not found under image root; check "
+                         "ATTN_ASSETS_IMAGE_ROOT (OSV-5M: the folder its image archives were extracted to)").to_numpy(),
         )
         if index.via_symlink:
             linked = lookup & (pd.Index(sorted(index.via_symlink), dtype="str").get_indexer(rel) >= 0) & pd.isna(rej_reason)
@@ -864,7 +905,7 @@ def read_manifest(
         }
     )
     for c in extras:
-        images[c] = good[c].astype("str").to_numpy() if len(good) else pd.Series([], dtype="str")
+        images[c[len(_EXTRA):]] = good[c].astype("str").to_numpy() if len(good) else pd.Series([], dtype="str")
     if images.empty:
         head = "; ".join(
             f"line {r.source_row}: {r.reason}" for r in rejections.head(5).itertuples()

@@ -22,6 +22,9 @@ from attn_assets.catalog.manifest import (
 
 OSV_HEADER = "id,latitude,longitude,thumb_original_url,country,sequence,captured_at,region,unique_country,creator_id"
 
+COUNTRY_HINT = "; write a two-letter code such as FR, or leave the cell empty to take the country from the coordinates"
+RANGE_HINT = "; check that the columns are degrees and not swapped"
+
 
 def write(path: Path, text: str | bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +105,7 @@ def test_osv_missing_image_is_rejected(root):
     m = write(root / "test.csv", OSV_HEADER + "\n1,1,1,u,FR,s,1,r,FR,1\n2,1,1,u,FR,s,1,r,FR,1\n")
     res = read_manifest(m)
     assert res.images["image_id"].tolist() == ["1"]
-    assert reasons(res) == {3: ("id", "image file 2.jpg not found under image root")}
+    assert reasons(res) == {3: ("id", "image file 2.jpg not found under image root; check ATTN_ASSETS_IMAGE_ROOT (OSV-5M: the folder its image archives were extracted to)")}
 
 
 def test_osv_requires_coordinates(root):
@@ -110,9 +113,9 @@ def test_osv_requires_coordinates(root):
     m = write(root / "test.csv", OSV_HEADER + "\n1,,1,u,FR,s,1,r,FR,1\n2,1,nan,u,FR,s,1,r,FR,1\n3,1,abc,u,FR,s,1,r,FR,1\n4,1,2,u,FR,s,1,r,FR,1\n")
     res = read_manifest(m)
     assert reasons(res) == {
-        2: ("latitude", "latitude is empty"),
-        3: ("longitude", "longitude 'nan' is not a number"),
-        4: ("longitude", "longitude 'abc' is not a number"),
+        2: ("latitude", "latitude is empty; OpenStreetView-5M rows need both coordinates"),
+        3: ("longitude", "longitude 'nan' is not a number; write decimal degrees such as 48.8566"),
+        4: ("longitude", "longitude 'abc' is not a number; write decimal degrees such as 48.8566"),
     }
 
 
@@ -193,21 +196,21 @@ def test_every_row_rejection_reason(root, tmp_path):
     )
     res = read_manifest(write(root / "m.csv", text))
     assert reasons(res) == {
-        3: ("image_id", "image_id is empty"),
+        3: ("image_id", "image_id is empty; every row needs an id"),
         4: ("image_id", "duplicate image_id '1': first seen at line 2"),
         5: ("image_id", "duplicate image_id '1': first seen at line 2; paths differ ('a/1.jpg' there, 'a/9.jpg' here)"),
-        6: ("country", "country 'XX' is not an ISO 3166-1 alpha-2 code"),
-        7: ("latitude", "latitude 91 is outside [-90, 90]"),
-        8: ("longitude", "longitude -180.5 is outside [-180, 180]"),
-        9: ("latitude", "latitude 'north' is not a number"),
+        6: ("country", "country 'XX' is not an ISO 3166-1 alpha-2 code" + COUNTRY_HINT),
+        7: ("latitude", "latitude 91 is outside [-90, 90]" + RANGE_HINT),
+        8: ("longitude", "longitude -180.5 is outside [-180, 180]" + RANGE_HINT),
+        9: ("latitude", "latitude 'north' is not a number; write decimal degrees such as 48.8566"),
         10: ("path", ESCAPE_REASON),
         11: ("path", ESCAPE_REASON),
         12: ("path", ESCAPE_REASON),
         13: ("path", ESCAPE_REASON),
-        14: ("path", "path is empty"),
-        15: ("longitude", "longitude is empty but latitude is given"),
+        14: ("path", "path is empty; give the image file's path relative to ATTN_ASSETS_IMAGE_ROOT"),
+        15: ("longitude", "longitude is empty but latitude is given; give both or neither"),
     }
-    assert ESCAPE_REASON == "path escapes image root"
+    assert ESCAPE_REASON.startswith("path escapes image root; move the file under ATTN_ASSETS_IMAGE_ROOT")
     img = res.images.set_index("image_id")
     assert list(img.index) == ["1", "15", "16"]
     assert img.loc["15", "path"] == "a/15.jpg" and img.loc["15", "country"] == "FR"
@@ -284,7 +287,7 @@ def test_no_usable_row(root):
     m = write(root / "e.csv", "image_id,path\n,a.jpg\n")
     with pytest.raises(ManifestError, match="no usable row") as e:
         read_manifest(m)
-    assert str(m) in str(e.value) and "image_id is empty" in str(e.value)
+    assert str(m) in str(e.value) and "image_id is empty; every row needs an id" in str(e.value)
     assert len(e.value.rejections) == 1
 
 

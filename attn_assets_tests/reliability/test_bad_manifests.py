@@ -51,16 +51,19 @@ FILE_LEVEL: dict[str, tuple[bytes, str]] = {
 # ids that must reach DuckDB exactly as written
 ODD_IDS = ['he said "hi"', "a,b,c", "café ☕ 東京", "  spaced  id  ", "it's", "'; DROP TABLE images; --"]
 
+COUNTRY_HINT = "; write a two-letter code such as FR, or leave the cell empty to take the country from the coordinates"
+RANGE_HINT = "; check that the columns are degrees and not swapped"
+
 
 def _bad_rows(outside: Path) -> list[tuple[str, str, str, str, str, str, str]]:
     """(image_id, path, country, lat, lon, rejected column, reason) of row-level problems."""
     return [
         ("good_0", "img/good_1.jpg", "FR", "", "", "image_id",
          "duplicate image_id 'good_0': first seen at line 2; paths differ ('img/good_0.jpg' there, 'img/good_1.jpg' here)"),
-        ("lat95", "img/good_0.jpg", "FR", "95", "10", "latitude", "latitude 95 is outside [-90, 90]"),
-        ("lon200", "img/good_0.jpg", "FR", "10", "200", "longitude", "longitude 200 is outside [-180, 180]"),
-        ("nan_coords", "img/good_0.jpg", "FR", "NaN", "NaN", "latitude", "latitude 'NaN' is not a number"),
-        ("bad_iso", "img/good_0.jpg", "FRA", "", "", "country", "country 'FRA' is not an ISO 3166-1 alpha-2 code"),
+        ("lat95", "img/good_0.jpg", "FR", "95", "10", "latitude", "latitude 95 is outside [-90, 90]" + RANGE_HINT),
+        ("lon200", "img/good_0.jpg", "FR", "10", "200", "longitude", "longitude 200 is outside [-180, 180]" + RANGE_HINT),
+        ("nan_coords", "img/good_0.jpg", "FR", "NaN", "NaN", "latitude", "latitude 'NaN' is not a number; write decimal degrees such as 48.8566"),
+        ("bad_iso", "img/good_0.jpg", "FRA", "", "", "country", "country 'FRA' is not an ISO 3166-1 alpha-2 code" + COUNTRY_HINT),
         ("absolute_outside", str(outside), "FR", "", "", "path", ESCAPE_REASON),
         ("dotdot_outside", "../outside/secret.jpg", "FR", "", "", "path", ESCAPE_REASON),
     ]

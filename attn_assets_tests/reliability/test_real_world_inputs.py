@@ -137,7 +137,7 @@ FLOAT_IDS = [
      "3859150000000000.jpg is under the image root, so the float has probably lost digits. "),
     ("3859149887473420.5", None, "id '3859149887473420.5' is not an integer (OSV-5M ids are whole numbers). "),
     ("9007199254740993.0", None,
-     "id '9007199254740993.0' is written as a float beyond 2**53, where floats cannot hold every integer: its "
+     "id '9007199254740993.0' is written as a float at or beyond 2**53, where floats cannot hold every integer: its "
      "digits may have been rounded to another image's id. "),
     ("abc", None, "id 'abc' is not an integer (OSV-5M ids are whole numbers). "),
 ]
@@ -159,7 +159,7 @@ def test_osv_ids_written_as_floats(tmp_path):
         assert got[written].startswith(reason), (written, got[written])
         if "float" in reason or "integer" in reason:
             assert got[written].endswith("format the column as Text before pasting), or re-download the original "
-                                         "metadata CSV.")
+                                         "metadata CSV."), got[written]
     assert set(result.rejections["column"]) == {"id"}
 
 
