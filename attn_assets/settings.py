@@ -28,6 +28,7 @@ ENV_PRECISION = "ATTN_ASSETS_PRECISION"
 ENV_NUM_WORKERS = "ATTN_ASSETS_NUM_WORKERS"
 ENV_FAILURE_RATE_WARN = "ATTN_ASSETS_FAILURE_RATE_WARN"
 ENV_GALLERY_SIZE = "ATTN_ASSETS_GALLERY_SIZE"
+ENV_ABLATION_FRACTION = "ATTN_ASSETS_ABLATION_FRACTION"
 ENV_PLONK_MODEL = "ATTN_ASSETS_PLONK_MODEL"
 ENV_PLONK_STEPS = "ATTN_ASSETS_PLONK_STEPS"
 ENV_PLONK_SAMPLES = "ATTN_ASSETS_PLONK_SAMPLES"
@@ -113,3 +114,20 @@ class Settings:
 
     def with_overrides(self, **changes) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def ablation_fraction_from_env() -> float:
+    """ATTN_ASSETS_ABLATION_FRACTION: the share of images of each shard the ablation pass samples (0 = off).
+
+    Raises ValueError naming the setting when it is not a number in [0, 1].
+    """
+    raw = os.environ.get(ENV_ABLATION_FRACTION, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError as error:
+        raise ValueError(f"{ENV_ABLATION_FRACTION}={raw!r} is not a number; use a fraction in [0, 1]") from error
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{ENV_ABLATION_FRACTION}={raw!r} must lie in [0, 1]")
+    return value

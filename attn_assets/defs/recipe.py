@@ -360,8 +360,7 @@ class RecipeSettings:
 
     @classmethod
     def from_env(cls) -> "RecipeSettings":
-        from attn_assets.defs.analyses.shards import ablation_fraction_from_env
-        from attn_assets.settings import Settings
+        from attn_assets.settings import Settings, ablation_fraction_from_env
 
         s = Settings.from_env()
         return cls(model=s.model, precision=s.precision, device=s.device,

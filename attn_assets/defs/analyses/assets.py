@@ -22,9 +22,8 @@ from attn_assets.core.analyses import (
     uniform_spatial_baselines,
 )
 from attn_assets.core.extract import resolve_precision
+from attn_assets.settings import ENV_ABLATION_FRACTION, ablation_fraction_from_env
 from attn_assets.defs.analyses.shards import (
-    ENV_ABLATION_FRACTION,
-    ablation_fraction_from_env,
     ablation_parquet,
     compute_ablation_shard,
     compute_rollout_shard,

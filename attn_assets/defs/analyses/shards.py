@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,7 +28,6 @@ from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import write_table_atomic
 from attn_assets.storage.schema import ABLATION_STATISTICS, METRIC_COLUMNS, ROLLOUT_RESULTS
 
-ENV_ABLATION_FRACTION = "ATTN_ASSETS_ABLATION_FRACTION"
 ABLATION_SAMPLE_SALT = 0xAB1A
 
 
@@ -39,19 +37,6 @@ def rollout_parquet(layout: HomeLayout, shard_key: str) -> Path:
 
 def ablation_parquet(layout: HomeLayout, shard_key: str) -> Path:
     return layout.home / "analyses" / "ablation" / f"{shard_key}.parquet"
-
-
-def ablation_fraction_from_env() -> float:
-    raw = os.environ.get(ENV_ABLATION_FRACTION, "").strip()
-    if not raw:
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError as error:
-        raise ValueError(f"{ENV_ABLATION_FRACTION}={raw!r} is not a number; use a fraction in [0, 1]") from error
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{ENV_ABLATION_FRACTION}={raw!r} must lie in [0, 1]")
-    return value
 
 
 def in_ablation_sample(image_id: str, fraction: float) -> bool:
