@@ -225,13 +225,14 @@ class Warehouse:
         known = set(IMAGES.column_names) - {"extra"}
         with self.writer() as con:
             # DuckDB renames columns that differ only in case (Drive_Side -> Drive_Side_1): pair its names with
-            # the file's own by position, and key the JSON by the file's names.
+            # the file's own by position, and key the JSON by the file's names. An empty cell is JSON null,
+            # as is a column that one file of a glob lacks.
             described = [row[0] for row in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(images_parquet)]).fetchall()]
             extras = sorted((name, as_read) for name, as_read in zip(pq.read_schema(images_parquet).names, described)
                             if name not in known)
             extra_sql = (
                 "to_json(map([" + ", ".join(_sql_string(name) for name, _ in extras) + "], ["
-                + ", ".join(f"s.{_sql_identifier(as_read)}::VARCHAR" for _, as_read in extras) + "]))"
+                + ", ".join(f"NULLIF(s.{_sql_identifier(as_read)}::VARCHAR, '')" for _, as_read in extras) + "]))"
                 if extras else "NULL"
             )
             con.execute("BEGIN TRANSACTION")
