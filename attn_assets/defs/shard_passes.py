@@ -21,7 +21,6 @@ from typing import Callable
 
 import dagster as dg
 
-from attn_assets.defs.analyses.shards import ablation_parquet, rollout_parquet
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
 from attn_assets.defs.recipe import (
     Recipe,
@@ -48,8 +47,8 @@ class ShardPass:
 
 
 STATISTICS = ShardPass("statistics", dg.AssetKey("attention_statistics"), lambda layout, key: layout.shard_parquet(key))
-ROLLOUT = ShardPass("rollout", dg.AssetKey("rollout_statistics"), rollout_parquet)
-ABLATION = ShardPass("ablation", dg.AssetKey("ablation_statistics"), ablation_parquet)
+ROLLOUT = ShardPass("rollout", dg.AssetKey("rollout_statistics"), lambda layout, key: layout.rollout_parquet(key))
+ABLATION = ShardPass("ablation", dg.AssetKey("ablation_statistics"), lambda layout, key: layout.ablation_parquet(key))
 GEOLOCATION = ShardPass("geolocation", dg.AssetKey("geolocation_predictions"),
                         lambda layout, key: layout.geolocation_parquet(key))
 SHARD_PASSES: tuple[ShardPass, ...] = (STATISTICS, ROLLOUT, ABLATION, GEOLOCATION)

@@ -44,6 +44,22 @@ class HomeLayout:
         return self.geolocation_dir / f"{shard_key}.parquet"
 
     @property
+    def rollout_dir(self) -> Path:
+        """Attention rollout (maps and metrics), one Parquet file per shard."""
+        return self.home / "analyses" / "rollout"
+
+    def rollout_parquet(self, shard_key: str) -> Path:
+        return self.rollout_dir / f"{shard_key}.parquet"
+
+    @property
+    def ablation_dir(self) -> Path:
+        """Top-k vs random-k masking of the sampled images, one Parquet file per shard."""
+        return self.home / "analyses" / "ablation"
+
+    def ablation_parquet(self, shard_key: str) -> Path:
+        return self.ablation_dir / f"{shard_key}.parquet"
+
+    @property
     def warehouse_path(self) -> Path:
         return self.home / "warehouse" / "attention.duckdb"
 

@@ -23,12 +23,7 @@ from attn_assets.core.analyses import (
 )
 from attn_assets.core.extract import resolve_precision
 from attn_assets.settings import ENV_ABLATION_FRACTION, ablation_fraction_from_env
-from attn_assets.defs.analyses.shards import (
-    ablation_parquet,
-    compute_ablation_shard,
-    compute_rollout_shard,
-    rollout_parquet,
-)
+from attn_assets.defs.analyses.shards import compute_ablation_shard, compute_rollout_shard
 from attn_assets.defs.manifest.assets import image_manifest, shard_image_sets
 from attn_assets.defs.metadata import figure_metadata, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
@@ -369,7 +364,7 @@ def rollout_statistics(
     recipe = rollout_recipe(attention_model.model, attention_model.precision, attention_model.device)
     outcomes = []
     for shard_key in context.partition_keys:
-        remove_abandoned_temporaries(rollout_parquet(layout, shard_key).parent)
+        remove_abandoned_temporaries(layout.rollout_dir)
         outcome = compute_rollout_shard(
             layout=layout, shard_key=shard_key, encoder=encoder, model_spec=attention_model.model, device=device,
             precision=precision, batch_size=attention_model.resolved_batch_size(),
@@ -411,7 +406,7 @@ def rollout_gallery(context: dg.AssetExecutionContext, pipeline: PipelineResourc
             maps, shard_boxes = read_cls_maps(shard_file, ids, with_boxes=True)
             cls_maps.update(maps)
             boxes.update(shard_boxes)
-        path = rollout_parquet(pipeline.layout, shard_key)
+        path = pipeline.layout.rollout_parquet(shard_key)
         if path.exists():
             table = pq.read_table(path, columns=["image_id", "grid_height", "grid_width", "rollout_map"],
                                   filters=[("image_id", "in", ids)])
@@ -460,7 +455,7 @@ def ablation_statistics(
     recipe = ablation_recipe(attention_model.model, attention_model.precision, attention_model.device, fraction)
     outcomes = []
     for shard_key in context.partition_keys:
-        remove_abandoned_temporaries(ablation_parquet(layout, shard_key).parent)
+        remove_abandoned_temporaries(layout.ablation_dir)
         outcome = compute_ablation_shard(
             layout=layout, shard_key=shard_key, encoder=encoder, model_spec=attention_model.model, device=device,
             precision=precision, batch_size=attention_model.resolved_batch_size(),

@@ -31,14 +31,6 @@ from attn_assets.storage.schema import ABLATION_STATISTICS, METRIC_COLUMNS, ROLL
 ABLATION_SAMPLE_SALT = 0xAB1A
 
 
-def rollout_parquet(layout: HomeLayout, shard_key: str) -> Path:
-    return layout.home / "analyses" / "rollout" / f"{shard_key}.parquet"
-
-
-def ablation_parquet(layout: HomeLayout, shard_key: str) -> Path:
-    return layout.home / "analyses" / "ablation" / f"{shard_key}.parquet"
-
-
 def in_ablation_sample(image_id: str, fraction: float) -> bool:
     """Deterministic sample: an image is in it when its salted crc32 / 2^32 < fraction (stable across runs)."""
     return fraction > 0 and image_seed(image_id, ABLATION_SAMPLE_SALT) / 2**32 < fraction
@@ -99,7 +91,7 @@ def compute_rollout_shard(*, layout: HomeLayout, shard_key: str, encoder, model_
     }
     record = recipe.record(image_set)
     path = write_table_atomic(with_record(ROLLOUT_RESULTS.arrow_table(columns), record),
-                              rollout_parquet(layout, shard_key))
+                              layout.rollout_parquet(shard_key))
     return AnalysisOutcome(shard_key, len(records), n, time.monotonic() - started, path, record)
 
 
@@ -135,5 +127,5 @@ def compute_ablation_shard(*, layout: HomeLayout, shard_key: str, encoder, model
     }
     record = recipe.record(image_set)
     path = write_table_atomic(with_record(ABLATION_STATISTICS.arrow_table(columns), record),
-                              ablation_parquet(layout, shard_key))
+                              layout.ablation_parquet(shard_key))
     return AnalysisOutcome(shard_key, len(records), n, time.monotonic() - started, path, record)
