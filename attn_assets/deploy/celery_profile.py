@@ -24,7 +24,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from attn_assets.deploy.executors import DEPLOY_DIR, ENV_EXECUTOR, celery_config_path
+from attn_assets.deploy.executors import ENV_EXECUTOR, celery_config_path
+from attn_assets.deploy.paths import DEPLOY_DIR
 
 INSTANCE_TEMPLATE = DEPLOY_DIR / "dagster-celery.yaml"
 

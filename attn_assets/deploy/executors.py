@@ -15,11 +15,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from attn_assets.settings import REPO_ROOT
+from attn_assets.deploy.paths import DEPLOY_DIR
 
 ENV_EXECUTOR = "ATTN_ASSETS_EXECUTOR"
 ENV_CELERY_CONFIG = "ATTN_ASSETS_CELERY_CONFIG"
-DEPLOY_DIR = REPO_ROOT / "deploy"
 DEFAULT_CELERY_CONFIG = DEPLOY_DIR / "celery.yaml"
 EXECUTOR_NAMES = ("multiprocess", "in_process", "celery", "k8s")
 

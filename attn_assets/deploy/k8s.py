@@ -17,7 +17,7 @@ import os
 
 import dagster as dg
 
-from attn_assets.deploy.executors import DEPLOY_DIR
+from attn_assets.deploy.paths import DEPLOY_DIR
 
 VALUES_PATH = DEPLOY_DIR / "k8s" / "values.yaml"
 STATISTICS_OP = "attention_statistics"
