@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from attn_assets.storage.atomic import atomic_file
+from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.schema import METRIC_COLUMNS, SHARD_ANALYSIS_COLUMNS, SHARD_RESULTS
 
 HEAD_MAP_SUM_KEY = b"attn_assets.head_map_sum"
@@ -186,3 +187,15 @@ def read_cls_embeddings(shard_file: Path) -> tuple[list[str], np.ndarray]:
     if values.size != width * len(ids):
         raise ValueError(f"{shard_file}: CLS embeddings of different lengths")
     return ids, values.reshape(len(ids), width)
+
+
+def read_maps_and_boxes(layout: HomeLayout, rows) -> tuple[dict[str, np.ndarray], dict[str, tuple | None]]:
+    """CLS maps and model-view boxes of the given rows (a frame with ``shard_key`` and ``image_id``), read from
+    their shard files only."""
+    maps: dict[str, np.ndarray] = {}
+    boxes: dict[str, tuple | None] = {}
+    for shard_key, group in rows.groupby("shard_key"):
+        shard_maps, shard_boxes = read_cls_maps(layout.shard_parquet(shard_key), list(group["image_id"]), with_boxes=True)
+        maps.update(shard_maps)
+        boxes.update(shard_boxes)
+    return maps, boxes

@@ -36,11 +36,11 @@ from attn_assets.defs.shard_passes import (
 from attn_assets.defs.metadata import figure_metadata, table_metadata
 from attn_assets.defs.partitions import shard_partitions
 from attn_assets.defs.statistics.assets import MULTI_RUN_BACKFILL, attention_statistics
-from attn_assets.defs.visuals.assets import _maps_and_boxes
 from attn_assets.defs.warehouse.assets import attention_warehouse
 from attn_assets.figures.geolocation import location_caption, render_error_analysis, render_prediction_map
 from attn_assets.resources import AttentionModelResource, GeolocationModelResource, PipelineResource, WarehouseResource
 from attn_assets.storage.atomic import remove_abandoned_temporaries
+from attn_assets.storage.parquet import read_maps_and_boxes
 from attn_assets.storage.schema import (
     ATTENTION_STATISTICS,
     GEOLOCATION_ACCURACY,
@@ -184,7 +184,7 @@ def worst_predictions_gallery(context: dg.AssetExecutionContext, pipeline: Pipel
                               warehouse: WarehouseResource) -> dg.MaterializeResult:
     rows = _predictions_with_metrics(warehouse, "ORDER BY g.error_km DESC, g.image_id LIMIT ?", [pipeline.gallery_size])
     rows["caption"] = [location_caption(row) for row in rows.to_dict("records")]
-    maps, boxes = _maps_and_boxes(pipeline.layout, rows)
+    maps, boxes = read_maps_and_boxes(pipeline.layout, rows)
     target = pipeline.layout.visualizations_dir / WORST_PREDICTIONS_FOLDER
     result = figures.render_gallery(
         rows, maps, boxes, target, "error_km", caption_column="caption",

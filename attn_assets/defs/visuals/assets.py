@@ -17,7 +17,7 @@ from attn_assets.defs.metadata import coverage_metadata
 from attn_assets.defs.warehouse.assets import attention_warehouse, country_aggregates
 from attn_assets.resources import PipelineResource, WarehouseResource
 from attn_assets.storage.layout import HomeLayout
-from attn_assets.storage.parquet import read_cls_maps
+from attn_assets.storage.parquet import read_cls_maps, read_maps_and_boxes
 from attn_assets.storage.schema import ATTENTION_STATISTICS, IMAGES, METRIC_COLUMNS, UNKNOWN_COUNTRY
 
 VISUALS_CODE_VERSION = "1"
@@ -39,17 +39,6 @@ _ROWS_SQL = (
 
 def _rows(warehouse: WarehouseResource, where_order_limit: str = "", params: Sequence = ()) -> pd.DataFrame:
     return warehouse.warehouse().query(f"{_ROWS_SQL} {where_order_limit}", list(params))
-
-
-def _maps_and_boxes(layout: HomeLayout, rows: pd.DataFrame) -> tuple[dict, dict]:
-    """CLS maps and model-view boxes of the given rows, read from their shard files only."""
-    maps: dict[str, np.ndarray] = {}
-    boxes: dict[str, tuple | None] = {}
-    for shard_key, group in rows.groupby("shard_key"):
-        shard_maps, shard_boxes = read_cls_maps(layout.shard_parquet(shard_key), list(group["image_id"]), with_boxes=True)
-        maps.update(shard_maps)
-        boxes.update(shard_boxes)
-    return maps, boxes
 
 
 def _image_metadata(path: Path, **extra) -> dict:
@@ -86,7 +75,7 @@ def diverse_examples_grid(pipeline: PipelineResource, warehouse: WarehouseResour
     candidates = _rows(warehouse, "ORDER BY hash(s.image_id), s.image_id LIMIT 20000")
     chosen = figures.select_diverse(candidates, n=20)
     rows = candidates.set_index("image_id").loc[chosen].reset_index()
-    maps, boxes = _maps_and_boxes(pipeline.layout, rows)
+    maps, boxes = read_maps_and_boxes(pipeline.layout, rows)
     target = pipeline.layout.visualizations_dir / "diverse_examples_grid.png"
     figures.render_diverse_grid(rows, maps, boxes, target, n=20, image_ids=chosen)
     return dg.MaterializeResult(metadata=_image_metadata(target, examples=dg.MetadataValue.int(len(chosen)),
@@ -104,7 +93,7 @@ def _gallery_asset(folder: str, metric: str, highest: bool) -> dg.AssetsDefiniti
     )
     def gallery(context: dg.AssetExecutionContext, pipeline: PipelineResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
         rows = _rows(warehouse, f"WHERE NOT isnan(s.{metric}) ORDER BY s.{metric} {order}, s.image_id LIMIT ?", [pipeline.gallery_size])
-        maps, boxes = _maps_and_boxes(pipeline.layout, rows)
+        maps, boxes = read_maps_and_boxes(pipeline.layout, rows)
         target = pipeline.layout.visualizations_dir / folder
         result = figures.render_gallery(rows, maps, boxes, target, metric)
         for image_id in result.skipped:
