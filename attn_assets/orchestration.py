@@ -21,7 +21,7 @@ from attn_assets.defs.manifest.sensors import latest_manifest_fingerprint
 from attn_assets.defs.manifest.sources import manifest_fingerprint
 from attn_assets.defs.materializations import latest_storage_id
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
-from attn_assets.defs.recipe import summarize_reasons
+from attn_assets.passes.recipe import summarize_reasons
 from attn_assets.defs.shard_passes import STATISTICS, CurrentState, shards_needing_run, with_recipe_code_versions
 from attn_assets.defs.statistics.assets import attention_statistics
 from attn_assets.defs.statistics.schedules import fail_dead_local_runs, local_run_tags, shards_to_fill

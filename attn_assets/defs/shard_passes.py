@@ -2,7 +2,7 @@
 sensors, `attn-assets materialize` and the warehouse loaders.
 
 A shard pass (statistics, rollout, ablation, geolocation) writes one Parquet file per shard with a recipe
-record (``defs/recipe.py``). A registered shard needs a run of a pass when it is not in progress and
+record (``passes/recipe.py``). A registered shard needs a run of a pass when it is not in progress and
   * its file is missing, or records another model key, recipe fingerprint or image set than now; or
   * Dagster's latest attempt failed, or this Dagster instance never materialized it.
 Geolocation additionally waits until the shard's statistics are current (its input is their embeddings),
@@ -22,7 +22,7 @@ from typing import Callable
 import dagster as dg
 
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
-from attn_assets.defs.recipe import (
+from attn_assets.passes.recipe import (
     Recipe,
     RecipeSettings,
     ShardRecord,

@@ -1,4 +1,4 @@
-"""Shard recipes (defs/recipe.py): what changes a shard's results, cheaply, and how a difference is reported."""
+"""Shard recipes (passes/recipe.py): what changes a shard's results, cheaply, and how a difference is reported."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from attn_assets.defs import recipe as R
+from attn_assets.passes import recipe as R
 
 
 def test_image_set_ignores_order_but_not_ids_or_paths():

@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 import torch
 
-from attn_assets.defs import recipe as recipe_module
-from attn_assets.defs.recipe import read_record
+from attn_assets.passes import recipe as recipe_module
+from attn_assets.passes.recipe import read_record
 from attn_assets.defs.shard_passes import (
     ABLATION,
     ROLLOUT,

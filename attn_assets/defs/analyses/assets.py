@@ -27,7 +27,7 @@ from attn_assets.defs.analyses.shards import compute_ablation_shard, compute_rol
 from attn_assets.defs.manifest.assets import image_manifest, shard_image_sets
 from attn_assets.defs.metadata import figure_metadata, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
-from attn_assets.defs.recipe import ablation_recipe, code_version_from_env, rollout_recipe, summarize_reasons
+from attn_assets.passes.recipe import ablation_recipe, code_version_from_env, rollout_recipe, summarize_reasons
 from attn_assets.defs.shard_passes import (
     ABLATION,
     ROLLOUT,
@@ -74,7 +74,7 @@ TOP_COUNTRIES = 8
 ROLLOUT_GALLERY_SIZE = 6
 _COMMON = dict(owners=["team:attn-assets"], code_version=ANALYSES_CODE_VERSION)
 _FIGURE = dict(group_name="analyses", kinds={"duckdb", "matplotlib", "png"}, tags={"domain": "analyses"}, **_COMMON)
-# own-pass analyses: their code version is the pass's (defs/recipe.py PASS_CODE_VERSIONS) plus the recipe digest
+# own-pass analyses: their code version is the pass's (passes/recipe.py PASS_CODE_VERSIONS) plus the recipe digest
 _SHARD = dict(
     group_name="analyses",
     deps=[image_manifest, shard_image_sets],

@@ -15,7 +15,7 @@ from attn_assets.core.extract import AttentionExtractor
 from attn_assets.core.loader import ImageRecord, iter_batches
 from attn_assets.core.metrics import attention_metrics, metrics_to_numpy
 from attn_assets.core.preprocess import Preprocessor
-from attn_assets.defs.recipe import (
+from attn_assets.passes.recipe import (
     Recipe,
     ShardRecord,
     ablation_recipe,

@@ -23,7 +23,7 @@ from attn_assets.core.geolocation import EARTH_RADIUS_KM, score_predictions
 from attn_assets.defs.geolocation.shard import compute_geolocation_shard, is_streetclip
 from attn_assets.defs.materializations import latest_storage_id
 from attn_assets.defs.analyses.assets import load_analysis_shards
-from attn_assets.defs.recipe import code_version_from_env
+from attn_assets.passes.recipe import code_version_from_env
 from attn_assets.defs.shard_passes import (
     GEOLOCATION,
     CurrentState,
@@ -65,7 +65,7 @@ _COMMON = dict(group_name="geolocation", owners=["team:attn-assets"], code_versi
     description=("PLONK's predicted latitude/longitude per image from the float16 CLS embeddings that "
                  "attention_statistics stored (no second pass through StreetCLIP), seeded per image; "
                  "haversine error against the manifest's coordinates -> geolocation/<shard>.parquet."),
-    # code version: PLONK's settings and weights (defs/recipe.py); a recomputed statistics shard reaches it as
+    # code version: PLONK's settings and weights (passes/recipe.py); a recomputed statistics shard reaches it as
     # attention_statistics' new data version
     **{**_COMMON, "code_version": code_version_from_env("geolocation")},
 )

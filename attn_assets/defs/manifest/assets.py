@@ -22,7 +22,7 @@ from attn_assets.catalog.sharding import plan_shards, shard_sort_key
 from attn_assets.defs.metadata import frame_preview, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
 from attn_assets.defs.manifest.sources import manifest_fingerprint
-from attn_assets.defs.recipe import image_sets_of
+from attn_assets.passes.recipe import image_sets_of
 from attn_assets.resources import PipelineResource
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import write_table_atomic

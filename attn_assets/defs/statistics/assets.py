@@ -8,13 +8,13 @@ from attn_assets.core.extract import resolve_precision
 from attn_assets.deploy.identity import worker_identity
 from attn_assets.defs.manifest.assets import image_manifest, shard_image_sets
 from attn_assets.defs.partitions import shard_partitions
-from attn_assets.defs.recipe import PASS_CODE_VERSIONS, code_version_from_env, recipe_markdown, statistics_recipe
+from attn_assets.passes.recipe import PASS_CODE_VERSIONS, code_version_from_env, recipe_markdown, statistics_recipe
 from attn_assets.defs.shard_passes import recipe_metadata, run_data_version
 from attn_assets.defs.statistics.shard import compute_shard
 from attn_assets.resources import AttentionModelResource, PipelineResource
 from attn_assets.storage.atomic import remove_abandoned_temporaries
 
-STATISTICS_CODE_VERSION = PASS_CODE_VERSIONS["statistics"]  # bump it there (defs/recipe.py)
+STATISTICS_CODE_VERSION = PASS_CODE_VERSIONS["statistics"]  # bump it there (passes/recipe.py)
 SHARDS_PER_RUN = 4
 
 # A backfill runs a few shards per run: the model loads once per run, and one bad shard fails only its run.

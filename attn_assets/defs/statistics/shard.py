@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from attn_assets.core.extract import extract_records
 from attn_assets.core.loader import ImageRecord
-from attn_assets.defs.recipe import Recipe, ShardRecord, image_set_fingerprint, statistics_recipe, with_record
+from attn_assets.passes.recipe import Recipe, ShardRecord, image_set_fingerprint, statistics_recipe, with_record
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import build_shard_results, write_table_atomic
 from attn_assets.storage.schema import METRIC_COLUMNS

@@ -7,7 +7,7 @@ from attn_assets.core.analyses import uniform_baselines
 from attn_assets.defs.manifest.assets import image_manifest
 from attn_assets.defs.metadata import coverage_metadata, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
-from attn_assets.defs.recipe import recipe_markdown, summarize_reasons
+from attn_assets.passes.recipe import recipe_markdown, summarize_reasons
 from attn_assets.defs.shard_passes import STATISTICS, CurrentState, classify_outputs, excluded_metadata, run_state
 from attn_assets.defs.statistics.assets import attention_statistics
 from attn_assets.resources import AttentionModelResource, PipelineResource, WarehouseResource
