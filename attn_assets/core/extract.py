@@ -73,21 +73,49 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
     return precision
 
 
+def attention_probabilities(
+    hidden: torch.Tensor,
+    site: AttentionSite,
+    query_tokens: slice | int | Sequence[int] = slice(None),
+    queries: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-head attention probabilities ``softmax(scale * q k^T)`` -> ``[B, H, Q, T]`` float32.
+
+    ``hidden[B, T, D]`` is the layer's normalised input (what ``site.module`` receives), T tokens in the
+    encoder's layout: CLS, distillation token, register tokens, then the patches; the ``T`` columns of the
+    result keep that layout, so a caller takes the register or patch columns it needs. Keys are
+    ``site.k(hidden)``; queries are ``site.q`` applied to ``hidden[:, query_tokens]`` (an int keeps its
+    ``Q = 1`` axis), or to ``queries[B | 1, Q, D]`` when given: query vectors that are not tokens of the
+    sequence, such as the probe of an attention-pooling head (SigLIP's, Zhai et al. 2023).
+
+    As eager attention computes it (Vaswani et al. 2017: matmul, then scale, then softmax), in float32 with
+    autocast disabled. Differentiable: no in-place operation and no inference mode here, so a caller may
+    backpropagate through it (e.g. to ``hidden``).
+    """
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        h = hidden.float()
+        if queries is not None:
+            query_inputs = queries.to(device=h.device, dtype=torch.float32)
+        elif isinstance(query_tokens, int):
+            query_inputs = h[:, query_tokens : (query_tokens + 1) or None]
+        elif isinstance(query_tokens, slice):
+            query_inputs = h[:, query_tokens]
+        else:
+            query_inputs = h[:, list(query_tokens)]
+        q = F.linear(query_inputs, site.q.weight.float(), None if site.q.bias is None else site.q.bias.float())
+        k = F.linear(h, site.k.weight.float(), None if site.k.bias is None else site.k.bias.float())
+        q = q.view(q.shape[0], q.shape[1], site.num_heads, site.head_dim).transpose(1, 2)  # [B|1, H, Q, hd]
+        k = k.view(k.shape[0], k.shape[1], site.num_heads, site.head_dim).transpose(1, 2)  # [B, H, T, hd]
+        scores = torch.matmul(q, k.transpose(-1, -2)) * site.scale  # [B, H, Q, T]
+        return torch.softmax(scores, dim=-1, dtype=torch.float32)
+
+
 def cls_attention_row(hidden: torch.Tensor, site: AttentionSite) -> torch.Tensor:
     """``hidden[B, T, D]`` (a layer's normalised input) -> CLS attention ``[B, heads, T]`` float32.
 
-    Same operations as eager attention's CLS row (matmul, then scale, then softmax), but
-    only for the CLS query, in float32 with autocast disabled.
+    The CLS query's row of ``attention_probabilities``: no ``T x T`` matrix is built.
     """
-    batch, tokens, _ = hidden.shape
-    with torch.autocast(device_type=hidden.device.type, enabled=False):
-        h = hidden.float()
-        q = F.linear(h[:, :1], site.q.weight.float(), None if site.q.bias is None else site.q.bias.float())
-        k = F.linear(h, site.k.weight.float(), None if site.k.bias is None else site.k.bias.float())
-        q = q.view(batch, 1, site.num_heads, site.head_dim).transpose(1, 2)  # [B, H, 1, hd]
-        k = k.view(batch, tokens, site.num_heads, site.head_dim).transpose(1, 2)  # [B, H, T, hd]
-        scores = torch.matmul(q, k.transpose(-1, -2)).squeeze(2) * site.scale  # [B, H, T]
-        return torch.softmax(scores, dim=-1, dtype=torch.float32)
+    return attention_probabilities(hidden, site, query_tokens=0).squeeze(2)
 
 
 def _is_oom(error: BaseException) -> bool:
