@@ -32,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_extraction import encoder_and_pixels  # noqa: E402
 
+from attn_assets.core.ablation import ablate  # noqa: E402
 from attn_assets.core.analyses import (  # noqa: E402
-    RolloutExtractor,
-    ablate,
     artifact_analysis,
     head_metrics,
     head_similarity,
@@ -48,6 +47,7 @@ from attn_assets.core.analyses import (  # noqa: E402
 from attn_assets.core.extract import AttentionExtractor  # noqa: E402
 from attn_assets.core.metrics import attention_metrics, metrics_to_numpy  # noqa: E402
 from attn_assets.core.model import resolve_device  # noqa: E402
+from attn_assets.core.rollout import RolloutExtractor  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

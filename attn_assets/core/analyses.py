@@ -1,32 +1,27 @@
-"""Analyses beyond the seed (issue 7), pure torch / numpy, batched over images.
+"""The analyses computed in the statistics' own forward pass, pure torch / numpy, batched over images.
 
 Every function here takes batched tensors and has a straightforward per-image reference in
 ``attn_assets_tests/analyses`` (eager attentions, Python loops) that it matches to 1e-5.
 
-Same forward pass as the seed's statistics (``AttentionExtractor(layers="all", token_norms=True)``):
+Inputs are those of ``AttentionExtractor(layers="all", token_norms=True)``:
 
-1. multi-layer profile - the six metrics of every layer's head-averaged CLS row (``layer_metrics``);
-2. per-head analysis - the six metrics of each last-layer head and the mean pairwise cosine
-   similarity of the heads' CLS maps (``head_metrics``, ``head_similarity``);
-4. baselines - closed-form metric values of uniform attention (``uniform_baselines``,
-   ``uniform_spatial_baselines``) and a seeded per-image permutation of the patches. NOTE: all six
-   seed metrics are permutation-invariant (they only see the multiset of weights), so the permuted
-   value of each equals the real one exactly; the permutation baseline is therefore computed for
-   the SPATIAL statistics of item 6, where it is the null "attention with no spatial structure";
-5. artifact tokens (Darcet et al. 2023) - patches whose last-layer output-token norm is an outlier
-   (``artifact_mask``: norm > median + k * 1.4826 * MAD per image, k = 5) and the metrics
-   recomputed with those patches removed (``masked_attention_metrics``);
-6. spatial statistics - centre of mass, distances from the image centre, attention share per
-   horizontal third and per vertical half (``spatial_statistics``).
+- multi-layer profile - the six metrics of every layer's head-averaged CLS row (``layer_metrics``);
+- per-head analysis - the six metrics of each last-layer head and the mean pairwise cosine
+  similarity of the heads' CLS maps (``head_metrics``, ``head_similarity``);
+- baselines - closed-form metric values of uniform attention (``uniform_baselines``,
+  ``uniform_spatial_baselines``) and a seeded per-image permutation of the patches. NOTE: all six
+  CLS-row metrics are permutation-invariant (they only see the multiset of weights), so the permuted
+  value of each equals the real one exactly; the permutation baseline is therefore computed for
+  the SPATIAL statistics, where it is the null "attention with no spatial structure";
+- artifact tokens (Darcet et al. 2023, "Vision Transformers Need Registers", arXiv:2309.16588) -
+  patches whose last-layer output-token norm is an outlier (``artifact_mask``: norm > median +
+  k * 1.4826 * MAD per image, k = 5) and the metrics recomputed with those patches removed
+  (``masked_attention_metrics``);
+- spatial statistics - centre of mass, distances from the image centre, attention share per
+  horizontal third and per vertical half (``spatial_statistics``).
 
-Own forward passes (separate, optional assets):
-
-3. attention rollout (Abnar & Zuidema 2020) - ``RolloutExtractor``: per layer, the head-averaged
-   full attention A, ``A' = rownorm(0.5 A + 0.5 I)``, ``R <- A' R``; the CLS row of R (CLS column
-   dropped). Memory O(B T^2): one running product, each layer's attention discarded after folding;
-7. ablation - ``ablate``: mask the top-k attended patches (k = 10% of the patches) with the
-   processor's mean pixel (0 after normalisation), and k seeded random patches as control; cosine
-   distance between the original and masked CLS embeddings (``last_hidden_state[:, 0]``).
+The analyses with their own forward passes live beside this module: attention rollout in
+``core/rollout.py``, the masking ablation in ``core/ablation.py``.
 """
 
 from __future__ import annotations
@@ -45,9 +40,7 @@ from .metrics import METRIC_NAMES, attention_metrics, metrics_to_numpy
 
 ARTIFACT_MAD_K = 5.0  # artifact rule: norm > median + k * 1.4826 * MAD (a robust 5-sigma outlier)
 MAD_TO_SIGMA = 1.4826
-ABLATION_FRACTION_OF_PATCHES = 0.1  # k = int(N * 0.1): the seed's top-10% set
 PERMUTATION_SALT = 0
-RANDOM_MASK_SALT = 0x5EED
 
 REGIONS = ("top", "middle", "bottom", "left", "right")
 
@@ -67,7 +60,7 @@ def permutations(seeds: Sequence[int], n: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.random.default_rng(int(s)).permutation(n) for s in seeds]).astype(np.int64))
 
 
-# --------------------------------------------------------------------------- 1 + 2: layers and heads
+# --------------------------------------------------------------------------- layers and heads
 
 
 def layer_metrics(cls_attention: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -94,7 +87,7 @@ def head_similarity(head_rows: torch.Tensor) -> torch.Tensor:
     return off_diagonal / (heads * (heads - 1))
 
 
-# --------------------------------------------------------------------------- 4: baselines
+# --------------------------------------------------------------------------- baselines
 
 
 def uniform_baselines(num_patches: int) -> dict[str, float]:
@@ -119,7 +112,7 @@ def uniform_baselines(num_patches: int) -> dict[str, float]:
 PERMUTATION_INVARIANT = {**{name: True for name in METRIC_NAMES}, **{name: False for name in SPATIAL_NAMES}}
 
 
-# --------------------------------------------------------------------------- 6: spatial statistics
+# --------------------------------------------------------------------------- spatial statistics
 
 
 def _overlap(lo: np.ndarray, hi: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -197,7 +190,7 @@ def permuted_spatial_statistics(maps: torch.Tensor, grid: tuple[int, int], perms
     return {f"{name}_permuted": value for name, value in spatial_statistics(shuffled, grid).items()}
 
 
-# --------------------------------------------------------------------------- 5: artifact tokens
+# --------------------------------------------------------------------------- artifact tokens
 
 
 def _median(x: torch.Tensor) -> torch.Tensor:
@@ -278,11 +271,6 @@ def artifact_analysis(cls_row: torch.Tensor, norms: torch.Tensor, k: float = ART
 
 # --------------------------------------------------------------------------- the same-pass bundle
 
-ARTIFACT_SCALARS = ("artifact_count", "artifact_attention_share", "artifact_norm_median",
-                    "artifact_norm_threshold", "artifact_norm_max")
-WITHOUT_ARTIFACT_NAMES = tuple(f"{name}_without_artifacts" for name in METRIC_NAMES)
-PERMUTED_NAMES = tuple(f"{name}_permuted" for name in SPATIAL_NAMES)
-
 
 def same_pass_analyses(
     cls_attention: torch.Tensor,
@@ -290,11 +278,13 @@ def same_pass_analyses(
     grid: tuple[int, int],
     image_ids: Sequence[str],
 ) -> dict[str, np.ndarray | list]:
-    """Items 1, 2, 4, 5, 6 of one batch, as host arrays keyed like the shard Parquet columns.
+    """Layer, head, artifact, spatial and permuted-spatial statistics of one batch, as host arrays keyed
+    like the shard Parquet columns.
 
     ``cls_attention[B, L, H, N]`` must hold EVERY layer (``layers="all"``); ``patch_norms[B, N]`` the
-    norms of the patch tokens of ``last_hidden_state`` (prefix tokens dropped). Also returns ``head_map_sum`` ``[H, N]`` (float64 sum over
-    the batch of each last-layer head's row), for the per-head mean-map figure.
+    norms of the patch tokens of ``last_hidden_state`` (prefix tokens dropped). Also returns
+    ``head_map_sum`` ``[H, N]`` (float64 sum over the batch of each last-layer head's row), for the
+    per-head mean-map figure.
     """
     batch = cls_attention.shape[0]
     last_heads = cls_attention[:, -1]  # [B, H, N]
@@ -316,138 +306,3 @@ def same_pass_analyses(
         out[name] = value.cpu().numpy()
     out["head_map_sum"] = last_heads.detach().to(torch.float64).sum(dim=0).cpu().numpy() if batch else None
     return out
-
-
-# --------------------------------------------------------------------------- 3: rollout
-
-
-def full_attention(hidden: torch.Tensor, site) -> torch.Tensor:
-    """``hidden[B, T, D]`` (a layer's normalised input) -> head-averaged attention ``[B, T, T]`` float32.
-
-    softmax(Q K^T * scale) of every query, as eager attention computes it, autocast off.
-    """
-    batch, tokens, _ = hidden.shape
-    with torch.autocast(device_type=hidden.device.type, enabled=False):
-        h = hidden.float()
-        q = F.linear(h, site.q.weight.float(), None if site.q.bias is None else site.q.bias.float())
-        k = F.linear(h, site.k.weight.float(), None if site.k.bias is None else site.k.bias.float())
-        q = q.view(batch, tokens, site.num_heads, site.head_dim).transpose(1, 2)
-        k = k.view(batch, tokens, site.num_heads, site.head_dim).transpose(1, 2)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * site.scale  # [B, H, T, T]
-        return torch.softmax(scores, dim=-1, dtype=torch.float32).mean(dim=1)
-
-
-def rollout_step(running: torch.Tensor | None, attention: torch.Tensor) -> torch.Tensor:
-    """Fold one layer: ``A' = rownorm(0.5 A + 0.5 I)``; return ``A' @ running`` (or A' for the first layer)."""
-    eye = torch.eye(attention.shape[-1], dtype=attention.dtype, device=attention.device)
-    residual = 0.5 * attention + 0.5 * eye
-    residual = residual / residual.sum(dim=-1, keepdim=True)
-    return residual if running is None else torch.matmul(residual, running)
-
-
-class RolloutExtractor:
-    """One forward pass per batch; hooks fold each layer's attention into a running product.
-
-    Only one ``[B, T, T]`` product (plus one layer's ``[B, H, T, T]`` scores) exists at a time,
-    never all layers' attentions. The model itself keeps its SDPA attention.
-    """
-
-    def __init__(self, encoder, device=None, precision: str = "auto"):
-        from .extract import resolve_precision
-        from .model import resolve_device
-
-        self.encoder = encoder
-        self.device = encoder.device if device is None else resolve_device(device)
-        if encoder.device != self.device:
-            encoder.model.to(self.device)
-        self.precision = resolve_precision(precision, self.device)
-
-    def __call__(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (rollout CLS rows ``[B, N]`` float32 over the patches (CLS, distillation and register columns
-        dropped), CLS embedding ``[B, D]``)."""
-        from .extract import precision_context
-
-        state: dict[str, torch.Tensor | None] = {"running": None}
-
-        def hook(module, args, kwargs):
-            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-            site = sites[id(module)]
-            state["running"] = rollout_step(state["running"], full_attention(hidden, site))
-
-        sites = {id(site.module): site for site in self.encoder.attention_sites}
-        handles = [site.module.register_forward_pre_hook(hook, with_kwargs=True) for site in self.encoder.attention_sites]
-        try:
-            pixels = pixel_values.to(self.device)
-            with torch.inference_mode(), precision_context(self.device, self.precision):
-                outputs = self.encoder.model(pixel_values=pixels)
-            embedding = outputs.last_hidden_state[:, 0].float()
-        finally:
-            for handle in handles:
-                handle.remove()
-        return state["running"][:, 0, self.encoder.num_prefix_tokens:].contiguous(), embedding
-
-
-# --------------------------------------------------------------------------- 7: ablation
-
-
-def ablation_k(num_patches: int, fraction: float = ABLATION_FRACTION_OF_PATCHES) -> int:
-    return max(1, int(num_patches * fraction))
-
-
-def top_k_patches(maps: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices ``[B, k]`` of the k most attended patches of each ``maps[B, N]``."""
-    return torch.topk(maps, k, dim=1).indices
-
-
-def random_patches(seeds: Sequence[int], num_patches: int, k: int) -> torch.Tensor:
-    """k distinct patches per image, ``default_rng(seed ^ RANDOM_MASK_SALT).permutation(N)[:k]``."""
-    return permutations([int(s) ^ RANDOM_MASK_SALT for s in seeds], num_patches)[:, :k]
-
-
-def mask_patches(pixel_values: torch.Tensor, indices: torch.Tensor, grid: tuple[int, int], patch_size: int,
-                 fill: float = 0.0) -> torch.Tensor:
-    """Copy of ``pixel_values[B, 3, H, W]`` with the patches ``indices[B, k]`` (row-major) set to ``fill``.
-
-    0 after CLIP normalisation is the processor's mean pixel.
-    """
-    gh, gw = grid
-    batch = pixel_values.shape[0]
-    keep = torch.ones((batch, gh * gw), dtype=torch.bool, device=pixel_values.device)
-    keep[torch.arange(batch, device=keep.device)[:, None], indices.to(keep.device)] = False
-    pixel_mask = keep.view(batch, 1, gh, 1, gw, 1).expand(batch, 1, gh, patch_size, gw, patch_size)
-    pixel_mask = pixel_mask.reshape(batch, 1, gh * patch_size, gw * patch_size)
-    height, width = pixel_values.shape[-2:]
-    if (height, width) != (gh * patch_size, gw * patch_size):
-        raise ValueError(f"pixel grid {height}x{width} is not {gh}x{gw} patches of {patch_size}")
-    return torch.where(pixel_mask, pixel_values, torch.full_like(pixel_values, fill))
-
-
-def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """1 - cos(a, b) per row, float64."""
-    return 1.0 - F.cosine_similarity(a.to(torch.float64), b.to(torch.float64), dim=-1)
-
-
-def ablate(extractor, pixel_values: torch.Tensor, image_ids: Sequence[str],
-           fraction: float = ABLATION_FRACTION_OF_PATCHES) -> dict[str, np.ndarray]:
-    """Original, top-k-masked and random-k-masked forwards of one batch -> per-image host arrays.
-
-    ``extractor`` is an ``AttentionExtractor`` (last layer); its map picks the top-k patches.
-    """
-    encoder = extractor.encoder
-    n = encoder.num_patches
-    k = ablation_k(n, fraction)
-    original = extractor(pixel_values)
-    maps = original.last_layer_map()
-    top = top_k_patches(maps, k)
-    rand = random_patches([image_seed(i) for i in image_ids], n, k)
-    masked_top = extractor(mask_patches(pixel_values, top.cpu(), encoder.grid_size, encoder.patch_size))
-    masked_rand = extractor(mask_patches(pixel_values, rand, encoder.grid_size, encoder.patch_size))
-    a = maps.to(torch.float64)
-    share = torch.gather(a, 1, top).sum(dim=1) / a.sum(dim=1)
-    return {
-        "ablation_k": np.full(len(image_ids), k, dtype=np.int64),
-        "topk_attention_share": share.cpu().numpy(),
-        "cosine_distance_topk": cosine_distance(original.cls_embedding, masked_top.cls_embedding).cpu().numpy(),
-        "cosine_distance_random": cosine_distance(original.cls_embedding, masked_rand.cls_embedding).cpu().numpy(),
-    }
-

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .analyses import same_pass_analyses
 from .loader import ImageFailure, ImageRecord, iter_batches
 from .metrics import METRIC_NAMES, attention_metrics, metrics_to_numpy
 from .model import AttentionSite, Encoder, resolve_device
@@ -409,8 +410,6 @@ def extract_records(
     result; the seed metrics and maps stay those of the last layer.
     """
     if analyses:
-        from .analyses import same_pass_analyses
-
         layers = "all"
     extractor = AttentionExtractor(encoder, device=device, precision=precision, layers=layers, token_norms=analyses)
     preprocess = Preprocessor(encoder.processor)

@@ -6,16 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from attn_assets.core.ablation import ablate, ablation_k, random_patches
 from attn_assets.core.analyses import (
     PERMUTATION_INVARIANT,
-    RolloutExtractor,
-    ablate,
-    ablation_k,
     artifact_analysis,
     image_seed,
     masked_attention_metrics,
     permutations,
-    random_patches,
     spatial_statistics,
     uniform_baselines,
     uniform_spatial_baselines,
@@ -24,6 +21,7 @@ from attn_assets.core.extract import AttentionExtractor, extract_records
 from attn_assets.core.loader import ImageRecord
 from attn_assets.core.metrics import METRIC_NAMES, attention_metrics, attention_metrics_numpy
 from attn_assets.core.preprocess import Preprocessor
+from attn_assets.core.rollout import RolloutExtractor
 from attn_assets_tests.analyses import reference as ref
 
 TOL = 1e-5

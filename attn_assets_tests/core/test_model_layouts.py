@@ -235,7 +235,7 @@ def test_layout_and_cls_row_match_eager(name, layout_models, six_images):
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_rollout_drops_every_prefix_column(name, layout_models, six_images):
     """Rollout over the patches only, for every token layout, against the per-image float64 reference."""
-    from attn_assets.core.analyses import RolloutExtractor
+    from attn_assets.core.rollout import RolloutExtractor
     from attn_assets_tests.analyses import reference
 
     directory, layout = layout_models[name]
@@ -431,7 +431,7 @@ def test_register_share_flows_to_the_warehouse(layout_models, six_images, tmp_pa
     """
     from datetime import datetime, timezone
 
-    from attn_assets.defs.statistics.shard import ShardAnalyses
+    from attn_assets.passes.statistics import ShardAnalyses
     from attn_assets.storage.parquet import build_shard_results, write_table_atomic
     from attn_assets.storage.warehouse import Warehouse
 
