@@ -8,7 +8,7 @@ from pathlib import Path
 
 from attn_assets.defs.statistics import assets
 
-_compute_shard = assets.compute_shard
+_compute_shard = assets.compute_statistics_shard
 
 
 def _slow_compute_shard(*args, **kwargs):
@@ -18,4 +18,4 @@ def _slow_compute_shard(*args, **kwargs):
     return _compute_shard(*args, **kwargs)
 
 
-assets.compute_shard = _slow_compute_shard
+assets.compute_statistics_shard = _slow_compute_shard

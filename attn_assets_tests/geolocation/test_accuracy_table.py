@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from attn_assets.core.geolocation import geoscore
-from attn_assets.defs.geolocation.shard import compute_geolocation_shard
+from attn_assets.passes.geolocation import compute_geolocation_shard
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import read_cls_embeddings
 from attn_assets.storage.schema import GEOLOCATION_ACCURACY, GEOLOCATION_PREDICTIONS

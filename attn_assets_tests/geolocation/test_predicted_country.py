@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from attn_assets.core.geolocation import Predictions, SamplingConfig
-from attn_assets.defs.geolocation.shard import compute_geolocation_shard
+from attn_assets.passes.geolocation import compute_geolocation_shard
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import build_shard_results, write_table_atomic
 from attn_assets.storage.schema import GEOLOCATION_ACCURACY, GEOLOCATION_PREDICTIONS

@@ -260,7 +260,7 @@ def test_out_of_memory_halves_the_batch_through_compute_shard(plain_env, tiny_en
 
     import pyarrow as pa
 
-    from attn_assets.defs.statistics.shard import compute_shard
+    from attn_assets.passes.statistics import compute_statistics_shard
     from attn_assets.storage.parquet import write_table_atomic
 
     rows = _many_images(plain_env, 8)
@@ -270,9 +270,9 @@ def test_out_of_memory_halves_the_batch_through_compute_shard(plain_env, tiny_en
     write_table_atomic(pa.Table.from_pandas(frame, preserve_index=False), layout.images_parquet)
 
     def run(tag: str, batch_size: int = 8):
-        return compute_shard(layout=layout, shard_key="shard-00000", encoder=tiny_encoder, model_spec=tag,
-                             device="cpu", precision="fp32", batch_size=batch_size, num_workers=0,
-                             logger=logging.getLogger("test"))
+        return compute_statistics_shard(layout=layout, shard_key="shard-00000", encoder=tiny_encoder,
+                                        model_spec=tag, device="cpu", precision="fp32", batch_size=batch_size,
+                                        num_workers=0, logger=logging.getLogger("test"))
 
     run("reference", batch_size=1)  # the shapes the OOM fallback ends with: identical float32 operations
     expected = pd.read_parquet(layout.shard_parquet("shard-00000"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from attn_assets.defs.statistics import shard as shard_module
-from attn_assets.defs.statistics.shard import ProgressLog
+from attn_assets.passes import statistics as shard_module
+from attn_assets.passes.statistics import ProgressLog
 
 
 class FakeClock:

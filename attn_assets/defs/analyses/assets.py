@@ -23,7 +23,8 @@ from attn_assets.core.analyses import (
 )
 from attn_assets.core.extract import resolve_precision
 from attn_assets.settings import ENV_ABLATION_FRACTION, ablation_fraction_from_env
-from attn_assets.defs.analyses.shards import compute_ablation_shard, compute_rollout_shard
+from attn_assets.passes.ablation import compute_ablation_shard
+from attn_assets.passes.rollout import compute_rollout_shard
 from attn_assets.defs.manifest.assets import image_manifest, shard_image_sets
 from attn_assets.defs.metadata import figure_metadata, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions

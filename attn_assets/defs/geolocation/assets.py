@@ -20,7 +20,7 @@ from dagster._core.storage.tags import RUN_KEY_TAG
 from attn_assets import figures
 from attn_assets.core.error_analysis import error_analysis
 from attn_assets.core.geolocation import EARTH_RADIUS_KM, score_predictions
-from attn_assets.defs.geolocation.shard import compute_geolocation_shard, is_streetclip
+from attn_assets.passes.geolocation import compute_geolocation_shard, is_streetclip
 from attn_assets.defs.materializations import latest_storage_id
 from attn_assets.defs.analyses.assets import load_analysis_shards
 from attn_assets.passes.recipe import code_version_from_env
@@ -79,13 +79,13 @@ def geolocation_predictions(context: dg.AssetExecutionContext, pipeline: Pipelin
         outcome = compute_geolocation_shard(layout=layout, shard_key=shard_key, geolocator=geolocator,
                                             logger=context.log)
         context.add_asset_metadata(recipe_metadata(outcome.record), partition_key=shard_key)
-        context.log.info("%s: %d predicted (%d with true coordinates) in %.1f s", shard_key, outcome.predicted,
-                         outcome.with_truth, outcome.seconds)
+        context.log.info("%s: %d predicted (%d with true coordinates) in %.1f s", shard_key, outcome.computed,
+                         outcome.details["with_truth"], outcome.seconds)
         outcomes.append(outcome)
-    per_shard = pd.DataFrame([{"shard": o.shard_key, "predicted": o.predicted, "with_truth": o.with_truth,
-                               "seconds": round(o.seconds, 2), "embeddings_from": o.embedding_model_spec}
+    per_shard = pd.DataFrame([{"shard": o.shard_key, "predicted": o.computed, "with_truth": o.details["with_truth"],
+                               "seconds": round(o.seconds, 2), "embeddings_from": o.details["embedding_model_spec"]}
                               for o in outcomes])
-    specs = sorted({o.embedding_model_spec for o in outcomes if o.embedding_model_spec})
+    specs = sorted({o.details["embedding_model_spec"] for o in outcomes if o.details["embedding_model_spec"]})
     metadata = {
         "predicted": dg.MetadataValue.int(int(per_shard["predicted"].sum())),
         "with_true_coordinates": dg.MetadataValue.int(int(per_shard["with_truth"].sum())),

@@ -10,7 +10,7 @@ from attn_assets.defs.manifest.assets import image_manifest, shard_image_sets
 from attn_assets.defs.partitions import shard_partitions
 from attn_assets.passes.recipe import PASS_CODE_VERSIONS, code_version_from_env, recipe_markdown, statistics_recipe
 from attn_assets.defs.shard_passes import recipe_metadata, run_data_version
-from attn_assets.defs.statistics.shard import compute_shard
+from attn_assets.passes.statistics import compute_statistics_shard
 from attn_assets.resources import AttentionModelResource, PipelineResource
 from attn_assets.storage.atomic import remove_abandoned_temporaries
 
@@ -58,7 +58,7 @@ def attention_statistics(
     outcomes = []
     for shard_key in context.partition_keys:
         context.log.info("Computing %s on %s (%s, batch %d)", shard_key, device, precision, batch_size)
-        outcome = compute_shard(
+        outcome = compute_statistics_shard(
             layout=layout,
             shard_key=shard_key,
             encoder=encoder,

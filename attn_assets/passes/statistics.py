@@ -1,49 +1,23 @@
-"""Computing one shard: manifest rows in, one atomic Parquet file out. No Dagster here."""
+"""The statistics pass: one shard's images through the encoder (every layer's CLS row, in one forward pass) ->
+shards/<shard>.parquet, with the failures and the recipe record. No Dagster here."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
 
 from attn_assets.core.extract import extract_records
 from attn_assets.core.loader import ImageRecord
-from attn_assets.passes.recipe import Recipe, ShardRecord, image_set_fingerprint, statistics_recipe, with_record
+from attn_assets.passes.inputs import shard_rows
+from attn_assets.passes.outcome import ShardOutcome
+from attn_assets.passes.recipe import Recipe, image_set_fingerprint, statistics_recipe, with_record
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import build_shard_results, write_table_atomic
 from attn_assets.storage.schema import METRIC_COLUMNS
-
-
-@dataclass(frozen=True)
-class ShardOutcome:
-    shard_key: str
-    images: int
-    computed: int
-    failed: int
-    seconds: float
-    path: Path
-    record: ShardRecord | None = None  # the recipe and image set stored with the file
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else float("nan")
-
-
-def shard_rows(layout: HomeLayout, shard_key: str) -> pd.DataFrame:
-    """The manifest rows of one shard, in manifest order."""
-    table = pq.read_table(
-        layout.images_parquet,
-        columns=["image_id", "path", "abs_path", "country", "shard_key"],
-        filters=[("shard_key", "=", shard_key)],
-    )
-    return table.to_pandas()
 
 
 class ProgressLog:
@@ -83,7 +57,7 @@ class ShardAnalyses:
         return {**self.columns, "head_map_sum": self.head_map_sum}
 
 
-def compute_shard(
+def compute_statistics_shard(
     *,
     layout: HomeLayout,
     shard_key: str,
@@ -179,4 +153,5 @@ def compute_shard(
     )
     record = recipe.record(image_set_fingerprint(rows["image_id"], rows["path"]))
     path = write_table_atomic(with_record(table, record), layout.shard_parquet(shard_key))
-    return ShardOutcome(shard_key, len(records), len(ids), len(failures), time.monotonic() - started, path, record)
+    return ShardOutcome(shard_key=shard_key, images=len(records), computed=len(ids), failed=len(failures),
+                        seconds=time.monotonic() - started, path=path, record=record)

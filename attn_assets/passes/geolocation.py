@@ -1,39 +1,30 @@
-"""Predicting one shard: stored CLS embeddings in, one atomic Parquet of PLONK predictions out. No Dagster."""
+"""The geolocation pass: one shard's stored CLS embeddings through PLONK -> geolocation/<shard>.parquet, with the
+recipe record (PLONK's settings and the statistics file it read). No Dagster here."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 
 from attn_assets.catalog.countries import reverse_geocode
 from attn_assets.core.geolocation import PlonkGeolocator, score_predictions
 from attn_assets.core.model import DEFAULT_MODEL
-from attn_assets.passes.recipe import ShardRecord, geolocation_recipe, read_record, with_record
+from attn_assets.passes.inputs import shard_rows
+from attn_assets.passes.outcome import ShardOutcome
+from attn_assets.passes.recipe import geolocation_recipe, read_record, with_record
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import read_cls_embeddings, write_table_atomic
 from attn_assets.storage.schema import GEOLOCATION_PREDICTIONS
 
+
 def is_streetclip(model_spec: str) -> bool:
     """True for the encoder PLONK was trained on (StreetCLIP, any revision, or a PLONK pipeline's tower)."""
     return model_spec.startswith("plonk:") or model_spec.split("@", 1)[0] == DEFAULT_MODEL
-
-
-@dataclass(frozen=True)
-class GeolocationOutcome:
-    shard_key: str
-    predicted: int
-    with_truth: int
-    seconds: float
-    embedding_model_spec: str | None
-    path: Path
-    record: ShardRecord | None = None  # PLONK's settings, the statistics file it read, and that file's image set
 
 
 def _provenance(shard_file: Path) -> tuple[str, str]:
@@ -43,16 +34,11 @@ def _provenance(shard_file: Path) -> tuple[str, str]:
     return table["model_spec"][0].as_py(), table["precision"][0].as_py()
 
 
-def _truth(layout: HomeLayout, shard_key: str) -> pd.DataFrame:
-    return pq.read_table(
-        layout.images_parquet, columns=["image_id", "country", "latitude", "longitude"],
-        filters=[("shard_key", "=", shard_key)],
-    ).to_pandas().set_index("image_id")
-
-
 def compute_geolocation_shard(*, layout: HomeLayout, shard_key: str, geolocator: PlonkGeolocator,
-                              logger: logging.Logger | logging.LoggerAdapter) -> GeolocationOutcome:
-    """PLONK predictions for every computed image of the shard -> geolocation/<shard>.parquet."""
+                              logger: logging.Logger | logging.LoggerAdapter) -> ShardOutcome:
+    """PLONK predictions for every computed image of the shard -> geolocation/<shard>.parquet. The outcome's
+    details: ``with_truth`` (predictions with true coordinates to score against) and ``embedding_model_spec``
+    (the model the embeddings come from; None for an empty shard)."""
     started = time.monotonic()
     shard_file = layout.shard_parquet(shard_key)
     if not shard_file.exists():
@@ -73,7 +59,8 @@ def compute_geolocation_shard(*, layout: HomeLayout, shard_key: str, geolocator:
             "StreetCLIP embeddings, so unless that is StreetCLIP these predictions only exercise the pipeline",
             shard_key, model_spec)
     predictions = geolocator.predict(embeddings, ids)
-    truth = _truth(layout, shard_key).reindex(ids)
+    truth = shard_rows(layout, shard_key, ["image_id", "country", "latitude", "longitude"]).set_index("image_id")
+    truth = truth.reindex(ids)
     lat, lon = truth["latitude"].to_numpy(dtype=np.float64), truth["longitude"].to_numpy(dtype=np.float64)
     error, geoscore = score_predictions(lat, lon, predictions.latitude, predictions.longitude)  # NaN: no truth
     sampling = geolocator.sampling
@@ -103,5 +90,6 @@ def compute_geolocation_shard(*, layout: HomeLayout, shard_key: str, geolocator:
     record = recipe.record(embeddings_record.image_set if embeddings_record else "")
     table = with_record(GEOLOCATION_PREDICTIONS.arrow_table(columns), record)
     path = write_table_atomic(table, layout.geolocation_parquet(shard_key))
-    return GeolocationOutcome(shard_key, n, int(np.isfinite(error).sum()), time.monotonic() - started,
-                              model_spec or None, path, record)
+    return ShardOutcome(shard_key=shard_key, images=n, computed=n, failed=0, seconds=time.monotonic() - started,
+                        path=path, record=record,
+                        details={"with_truth": int(np.isfinite(error).sum()), "embedding_model_spec": model_spec or None})
