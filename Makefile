@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 PLONK_VENV ?= .venv-plonk
 PLONK_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup setup-plonk demo test test-fast test-plonk ui validate clean-data
+.PHONY: setup setup-plonk demo test test-fast test-plonk lint-imports ui validate clean-data
 
 setup: $(VENV)/.installed
 
@@ -34,10 +34,14 @@ demo: setup
 	ATTN_ASSETS_MODEL=$${ATTN_ASSETS_MODEL:-random:streetclip} $(VENV)/bin/attn-assets materialize
 	$(VENV)/bin/attn-assets sql "SELECT country, image_count, round(attention_entropy_mean, 3) AS entropy, round(attention_concentration_top10_mean, 3) AS top10 FROM country_aggregates ORDER BY image_count DESC"
 
-# The whole suite in the core venv (PLONK tests skip there, saying why), then the geolocation tests with diff-plonk.
-test: setup
+# The layering contracts first (pyproject [tool.importlinter]), then the whole suite in the core venv (PLONK tests
+# skip there, saying why), then the geolocation tests with diff-plonk.
+test: setup lint-imports
 	$(PY) -m pytest -q -rs --durations=15
 	$(MAKE) test-plonk
+
+lint-imports: setup
+	$(VENV)/bin/lint-imports
 
 test-plonk: setup-plonk
 	ATTN_ASSETS_REQUIRE_PLONK=1 $(PLONK_VENV)/bin/python -m pytest -q -rs --durations=5 attn_assets_tests/geolocation
