@@ -36,13 +36,19 @@ def _ensure_dagster_home(settings: S.Settings) -> Path:
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    settings = S.Settings.from_env()
+    try:
+        settings = S.Settings.from_env()
+    except ValueError as error:  # a setting refused up front (not a number, a non-UTF-8 ATTN_ASSETS_HOME)
+        return _fail(str(error))
     dagster_home = _ensure_dagster_home(settings)
     os.environ["ATTN_ASSETS_PROGRESS_BAR"] = "1"
+    from attn_assets.core.path_text import path_to_text
     from attn_assets.orchestration import materialize_all
 
-    print(f"attn-assets: DAGSTER_HOME={dagster_home}  ATTN_ASSETS_HOME={settings.home}", file=sys.stderr)
-    print(f"attn-assets: manifest={settings.manifest}  model={settings.model}", file=sys.stderr)
+    print(f"attn-assets: DAGSTER_HOME={path_to_text(dagster_home)}  ATTN_ASSETS_HOME={path_to_text(settings.home)}",
+          file=sys.stderr)
+    print(f"attn-assets: manifest={path_to_text(settings.manifest)}  model={path_to_text(settings.model)}",
+          file=sys.stderr)
     summary = materialize_all(force=args.force, log_level="DEBUG" if args.verbose else "WARNING")
     for line in summary.lines:
         print(line)
@@ -63,6 +69,36 @@ def _collect_images(inputs: Sequence[str]) -> list[Path]:
     return paths
 
 
+def _output_problem(out: str) -> str | None:
+    """Why ``extract --out`` cannot be written, or None: checked (its folder created) before any image is
+    computed, so a run never loses its results at the end. Any name works, a non-UTF-8 (Latin-1) one too."""
+    import tempfile
+
+    from attn_assets.core.path_text import path_to_text
+
+    path = Path(out)
+    if path.is_dir():
+        return (f"--out '{path_to_text(path)}' is a folder; give the Parquet file to write, e.g. "
+                f"'{path_to_text(path / 'attention.parquet')}'")
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(f"'{path_to_text(folder)}' is a file, not a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        detail = error.strerror or str(error)
+        if error.filename:
+            detail += f": '{path_to_text(error.filename)}'"
+        return (f"cannot write --out '{path_to_text(path)}' ({detail}); nothing was computed. "
+                "Choose a file in a folder you can write")
+    return None
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     import numpy as np
     import pyarrow as pa
@@ -78,6 +114,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     images = _collect_images(args.images)
     if not images:
         return _fail(f"no images found in {' '.join(args.images)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    if (problem := _output_problem(args.out)) is not None:
+        return _fail(problem)
     try:
         device = str(resolve_device(args.device))
         precision = resolve_precision(args.precision, device)
@@ -134,7 +172,13 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from attn_assets.storage.layout import HomeLayout
     from attn_assets.storage.warehouse import Warehouse, WarehouseBusyError
 
-    path = Path(args.database) if args.database else HomeLayout(S.Settings.from_env().home).warehouse_path
+    try:
+        path = (Path(S.path_setting(args.database)) if args.database
+                else HomeLayout(S.Settings.from_env().home).warehouse_path)
+    except ValueError as error:  # a refused setting (a non-UTF-8 ATTN_ASSETS_HOME)
+        return _fail(str(error))
+    if not S.is_utf8_path(path):
+        return _fail(S.non_utf8_path_message("--database", path))
     try:
         frame = Warehouse(path, wait_timeout_s=args.wait).query(args.query)
     except (FileNotFoundError, WarehouseBusyError) as error:
@@ -154,8 +198,24 @@ def cmd_sql(args: argparse.Namespace) -> int:
         import pandas as pd
 
         with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250):
-            print(frame.to_string(index=False) if len(frame) else "(no rows)")
+            print(_with_nulls(frame).to_string(index=False, na_rep="NULL") if len(frame) else "(no rows)")
     return EXIT_OK
+
+
+def _with_nulls(frame):
+    """``frame`` for printing with every SQL NULL as NULL (pandas prints NaN, <NA>, NaT or None by column type).
+
+    NumPy float and datetime columns keep pandas' formatting (``to_string(na_rep="NULL")`` covers them); other
+    columns with NULLs (nullable integers and booleans, text, lists, structs) become objects with "NULL" in place."""
+    import pandas as pd
+
+    out = frame.copy()
+    for position in range(out.shape[1]):
+        column = out.iloc[:, position]
+        keeps_na_rep = not isinstance(column.dtype, pd.api.extensions.ExtensionDtype) and column.dtype.kind in "fmM"
+        if not keeps_na_rep and column.isna().any():
+            out.isetitem(position, column.astype(object).where(column.notna(), "NULL"))
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

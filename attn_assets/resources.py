@@ -50,7 +50,7 @@ class PipelineResource(dg.ConfigurableResource):
 
     @property
     def image_root_path(self) -> Path | None:
-        return Path(self.image_root).expanduser().resolve() if self.image_root else None
+        return Path(S.path_setting(self.image_root)).expanduser().resolve() if self.image_root else None
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -67,6 +67,41 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"{name}={raw!r} is not a number; set it to e.g. 0.05") from None
 
 
+def path_setting(value: str) -> str:
+    """A path setting as a path to open: escaped text (``\\xNN`` for non-UTF-8 bytes, the form every table and
+    log writes, see core.path_text) becomes the raw name again; other values are unchanged."""
+    if "\\x" not in value:
+        return value
+    from attn_assets.core.path_text import text_to_path  # lazily: attn_assets.core imports torch
+
+    return text_to_path(value)
+
+
+def is_utf8_path(path: str | os.PathLike) -> bool:
+    """False for a path holding non-UTF-8 bytes (a Latin-1 name), which DuckDB cannot open."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def non_utf8_path_message(what: str, path: str | os.PathLike) -> str:
+    """Why a warehouse location is refused: DuckDB opens only UTF-8 paths (it fails with std::bad_cast)."""
+    from attn_assets.core.path_text import path_to_text
+
+    return (f"{what} '{path_to_text(path)}' is not a valid UTF-8 path (its non-UTF-8 bytes are shown as \\xNN), "
+            "and the DuckDB warehouse cannot be opened under it. Use a folder whose path is UTF-8: rename it "
+            "(e.g. `convmv -f latin1 -t utf-8 -r --notest <folder>`) or choose another")
+
+
+def _home_setting() -> Path:
+    home = Path(path_setting(_env(ENV_HOME) or str(DEFAULT_HOME))).expanduser().resolve()
+    if not is_utf8_path(home):
+        raise ValueError(non_utf8_path_message(ENV_HOME, home))
+    return home
+
+
 def default_batch_size(device: str) -> int:
     """Batching is the main lever on a GPU and buys little on a CPU (DESIGN.md)."""
     return 64 if device.startswith("cuda") else 4
@@ -94,9 +129,9 @@ class Settings:
     @classmethod
     def from_env(cls) -> "Settings":
         return cls(
-            home=Path(_env(ENV_HOME) or DEFAULT_HOME).expanduser().resolve(),
-            manifest=_env(ENV_MANIFEST) or str(DEFAULT_MANIFEST),
-            image_root=Path(root).expanduser().resolve() if (root := _env(ENV_IMAGE_ROOT)) else None,
+            home=_home_setting(),
+            manifest=path_setting(_env(ENV_MANIFEST) or str(DEFAULT_MANIFEST)),
+            image_root=Path(path_setting(root)).expanduser().resolve() if (root := _env(ENV_IMAGE_ROOT)) else None,
             model=_env(ENV_MODEL) or DEFAULT_MODEL,
             device=_env(ENV_DEVICE) or "auto",
             batch_size=_env_int(ENV_BATCH_SIZE, None),

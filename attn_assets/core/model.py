@@ -29,9 +29,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import torch
 from torch import nn
 
+from .path_text import path_to_text, text_to_path
 from .preprocess import ProcessorSizeError, image_processor_of, processor_input_size
 
 log = logging.getLogger(__name__)
@@ -311,12 +314,51 @@ def _setting(processor: object, name: str, default=None):
     return default if value is None else value
 
 
+def _is_number(value) -> bool:
+    """A JSON number (int or float, numpy scalars too); not text such as "0.5", not true/false."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
 def _channel_values(value) -> list[float] | None:
-    try:
-        values = [float(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
-    except (TypeError, ValueError):
+    items = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
+    if not all(_is_number(v) for v in items):
         return None
+    values = [float(v) for v in items]
     return values if len(values) in (1, 3) else None
+
+
+_FLAG_SETTINGS = ("do_resize", "do_center_crop", "do_rescale", "do_normalize", "do_convert_rgb")
+_RESAMPLE_NAMES = {int(r): r.name.lower() for r in PIL.Image.Resampling}
+
+
+def _check_setting_types(processor: object, sources: ModelSources) -> None:
+    """Refuse settings written with the wrong JSON type, which the image processor accepts at load and fails on
+    (or silently misreads) for every image: a flag as text (``"false"`` is true), a number as text, an unknown
+    resampling filter."""
+    pfile = sources.processor_file
+    for key in _FLAG_SETTINGS:
+        value = getattr(processor, key, None)
+        if value is not None and not isinstance(value, (bool, np.bool_)):
+            raise _refusal(sources, f"{pfile} {key} is {_as_written(value)}, not true or false",
+                           f"Write {key} in {pfile} as true or false, without quotes")
+    rescale = getattr(processor, "rescale_factor", None)
+    if rescale is not None and not _is_number(rescale):
+        raise _refusal(sources, f"{pfile} rescale_factor is {_as_written(rescale)}, not a number",
+                       f'Write "rescale_factor": {1 / 255} in {pfile}, without quotes')
+    resample = getattr(processor, "resample", None)
+    if _setting(processor, "do_resize", True) and resample is not None and not _is_resample(resample):
+        known = ", ".join(f"{k} {v}" for k, v in sorted(_RESAMPLE_NAMES.items()))
+        raise _refusal(sources, f"{pfile} resample is {_as_written(resample)}, not a PIL resampling filter ({known})",
+                       f'Set "resample" in {pfile} to the filter the model was trained with (CLIP, ViT and DINOv2: '
+                       "3, bicubic)")
+
+
+def _is_resample(value) -> bool:
+    if isinstance(value, (bool, np.bool_, str, float, np.floating)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return int(value) in _RESAMPLE_NAMES
+    return True  # another library's filter object (e.g. torchvision's InterpolationMode): the processor's own
 
 
 def _as_written(value) -> str:
@@ -340,6 +382,7 @@ def check_processor_fits(
     """
     pfile, cfile, name = sources.processor_file, sources.config_file, arch.name
     processor = image_processor_of(processor)  # CLIPProcessor (PLONK's) -> its CLIPImageProcessor
+    _check_setting_types(processor, sources)
     if not _setting(processor, "do_rescale", True):
         raise _refusal(sources, f"{pfile} sets do_rescale false: pixels would reach {name} as 0-255, not 0-1",
                        f'Set "do_rescale": true (with "rescale_factor": 1/255) in {pfile}')
@@ -366,6 +409,10 @@ def check_processor_fits(
                            "[0.229, 0.224, 0.225])")
     patch = _pair(config.patch_size)
     expected = _pair(config.image_size)
+    if min(patch) <= 0 or min(expected) <= 0:
+        setting = "patch_size" if min(patch) <= 0 else "image_size"
+        raise _refusal(sources, f"{cfile} {setting} is {getattr(config, setting)}, not a positive number of pixels",
+                       f"Use the config.json saved with these weights")
     try:
         height, width = processor_input_size(processor)
     except ProcessorSizeError as error:
@@ -705,9 +752,10 @@ def _load_pretrained(spec: str) -> tuple[nn.Module, object, ModelSources, dict |
     from transformers import AutoConfig, AutoImageProcessor
 
     repo, revision = _split_revision(spec)
-    local = Path(repo).expanduser()
+    local = Path(text_to_path(repo)).expanduser()  # a folder may be named by its escaped text (\\xNN)
     safetensors = True
     if local.is_dir():
+        _refuse_non_utf8_folder(local)
         safetensors = _check_local_weights(local)
         repo, revision = str(local), None
     elif repo.startswith(("/", "./", "../", "~")) or local.exists():
@@ -734,6 +782,10 @@ def _load_pretrained(spec: str) -> tuple[nn.Module, object, ModelSources, dict |
         config = AutoConfig.from_pretrained(repo, **common)
     except (OSError, ValueError) as error:
         raise failure(error) from error
+    except Exception as error:  # huggingface_hub's StrictDataclassError: a setting transformers refuses
+        if not type(error).__name__.startswith("StrictDataclass"):
+            raise
+        raise _config_refusal(error, sources) from error
     model_type = str(getattr(config, "model_type", "") or "")
     if model_type not in ARCHITECTURES:
         class_name = (getattr(config, "architectures", None) or [type(config).__name__.replace("Config", "Model")])[0]
@@ -766,6 +818,38 @@ def _load_pretrained(spec: str) -> tuple[nn.Module, object, ModelSources, dict |
             raise failure(error) from error
     _check_loading_info(spec, info)
     return model, processor, sources, settings
+
+
+def _refuse_non_utf8_folder(folder: Path) -> None:
+    """Refuse a model folder whose path is not valid UTF-8 (a Latin-1 name): safetensors and the tokenizers
+    open paths as UTF-8 only ("Path ... is not valid UTF-8"), and the Hugging Face loaders take no file objects."""
+    text = path_to_text(folder)
+    if text != os.fspath(folder):
+        raise ModelLoadError(
+            f"cannot use the model folder '{text}': its path is not valid UTF-8 (a Latin-1 name, shown with \\xNN "
+            "for the bytes that are not UTF-8), and safetensors opens UTF-8 paths only. Rename the folder (and any "
+            "folder above it with such a name) to a UTF-8 name, e.g. `convmv -f latin1 -t utf-8 -r --notest <folder>`, "
+            "and set the model spec to the new path"
+        )
+
+
+def _config_refusal(error: Exception, sources: ModelSources) -> ModelLoadError:
+    """A transformers config validation error (StrictDataclass*Error) as one line naming config.json and the setting."""
+    import re
+
+    text = str(error)
+    field_name = re.search(r"field '([^']+)'", text)
+    reason = text.splitlines()[-1].strip() if text.strip() else type(error).__name__
+    reason = re.sub(r"^\w+Error: ", "", reason).split(" Errors: ")[0].rstrip(".")
+    if field_name:
+        setting = field_name.group(1)
+    elif "attention heads" in reason:
+        setting = "num_attention_heads"
+    else:
+        validator = re.search(r"validator '([^']+)'", text)
+        setting = f"(transformers check {validator.group(1)})" if validator else "(a transformers check)"
+    return _refusal(sources, f"{sources.config_file} setting {setting}: {reason}",
+                    f"Fix {setting} in {sources.config_file} (use the config.json saved with these weights)")
 
 
 def _processor_settings(repo: str, revision: str | None) -> dict | None:

@@ -7,6 +7,7 @@ grayscale clipped to white), and offers a faster, verified-identical preprocessi
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,8 +135,8 @@ def resized_shape(width: int, height: int, size) -> tuple[int, int] | None:
 class ProcessorSizeError(ValueError):
     """A processor whose settings do not give every image the same, unpadded input size.
 
-    ``setting`` names the offending preprocessor_config.json key (``crop_size``, ``size``,
-    ``do_center_crop``, ``do_resize``), so the model loader can say which file and key to fix.
+    ``setting`` names the offending preprocessor_config.json key (``crop_size``, ``size``, ``size.longest_edge``,
+    ``crop_size.height``, ``do_center_crop``, ``do_resize``), so the model loader can say which file and key to fix.
     """
 
     def __init__(self, setting: str, message: str):
@@ -157,12 +158,17 @@ def processor_input_size(processor) -> tuple[int, int]:
     does not crop. Read from the processor, never from the model's ``config.image_size`` (DINOv2
     checkpoints say 518 and crop 224). Raises ProcessorSizeError, naming the setting, when the size
     depends on the image (shortest-edge resize without a crop, no resize at all) or when the resize
-    is smaller than the crop, so that every image would be padded with black.
+    is smaller than the crop, so that every image would be padded with black. Also refused: a size key this
+    module does not mirror (``size.longest_edge``, ``size.max_pixels``, ...: the crop box and the padding would
+    depend on each image), a size that is not a positive whole number, and a crop without a resize
+    (``do_resize`` false: the model would see a crop of each photo at its own resolution).
     """
     size = _processor_attr(processor, "size")
     crop = _processor_attr(processor, "crop_size")
     do_resize = bool(_processor_attr(processor, "do_resize", True))
     do_crop = bool(_processor_attr(processor, "do_center_crop", False))
+    _check_whole_numbers("size", size)
+    _check_whole_numbers("crop_size", crop)
     shortest = _get(size, "shortest_edge") if do_resize else None
     fixed = (_get(size, "height"), _get(size, "width")) if do_resize else (None, None)
     if do_crop:
@@ -172,7 +178,13 @@ def processor_input_size(processor) -> tuple[int, int]:
                 "crop_size", f"do_center_crop is true but crop_size {crop!r} has no height and width"
             )
         crop_h, crop_w = int(crop_h), int(crop_w)
-        if shortest and not _get(size, "longest_edge") and int(shortest) < max(crop_h, crop_w):
+        if not do_resize:
+            raise ProcessorSizeError(
+                "do_resize",
+                f"do_resize is false but do_center_crop is true: the model would see a {crop_h}x{crop_w} crop of each "
+                "photo at its own resolution (a small part of a large photo, black padding around a small one)",
+            )
+        if shortest and int(shortest) < max(crop_h, crop_w):
             raise ProcessorSizeError(
                 "size",
                 f"size.shortest_edge {int(shortest)} is smaller than crop_size {crop_h}x{crop_w}: every image "
@@ -184,18 +196,55 @@ def processor_input_size(processor) -> tuple[int, int]:
                 f"size {int(fixed[0])}x{int(fixed[1])} is smaller than crop_size {crop_h}x{crop_w}: every image "
                 "would be padded with black before the model sees it",
             )
+        _check_mirrored(size, f"the {crop_h}x{crop_w} crop")
         return crop_h, crop_w
     if not do_resize:
         raise ProcessorSizeError(
             "do_resize", "do_resize and do_center_crop are both false: the input size would be each image's own size"
         )
     if all(fixed) and not shortest:
+        _check_mirrored(size, f"the {int(fixed[0])}x{int(fixed[1])} input")
         return int(fixed[0]), int(fixed[1])
     raise ProcessorSizeError(
         "do_center_crop",
         f"size {_size_text(size)} without a centre crop (do_center_crop false) gives each image an input size "
         "that depends on its aspect ratio",
     )
+
+
+# size keys a processor may carry beside the ones resized_shape mirrors (transformers' SizeDict)
+_UNMIRRORED_SIZE_KEYS = ("longest_edge", "max_height", "max_width", "min_pixels", "max_pixels")
+
+
+def _check_whole_numbers(setting: str, size) -> None:
+    """Every value present in ``size`` / ``crop_size`` is a positive whole number (not text, not 0)."""
+    for key in ("height", "width", "shortest_edge", *_UNMIRRORED_SIZE_KEYS):
+        value = _get(size, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0):
+            raise ProcessorSizeError(
+                f"{setting}.{key}", f"{setting}.{key} {_written(value)} is not a positive whole number of pixels"
+            )
+
+
+def _check_mirrored(size, what: str) -> None:
+    """Refuse a size key that resized_shape does not mirror: the crop box (where the map lies) would be unknown."""
+    for key in _UNMIRRORED_SIZE_KEYS:
+        value = _get(size, key)
+        if value is not None:
+            raise ProcessorSizeError(
+                f"size.{key}",
+                f"size.{key} {_written(value)} limits the resize in a way that depends on each photo (a wide or tall "
+                f"photo is shrunk further and {what} padded with black), and where the model's view lies in the photo "
+                "could not be known; this project resizes to size.shortest_edge, or to size.height and size.width",
+            )
+
+
+def _written(value) -> str:
+    """A setting as it reads in preprocessor_config.json."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 # --------------------------------------------------------------------------- preprocessing

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ._mpl import new_figure, save_figure
+from .countries import country_caption
 from .geometry import as_grid
 
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -319,7 +320,8 @@ def render_rollout_gallery(
                 draw_overlay(ax_row[0], crop, heat_cls)
             else:
                 ax_row[0].axis("off")
-            ax_row[0].set_title(f"{row.image_id} ({row.country or '?'})\nlast-layer CLS attention", fontsize=9)
+            country = country_caption(getattr(row, "country_name", None), row.country)
+            ax_row[0].set_title(f"{row.image_id} ({country})\nlast-layer CLS attention", fontsize=9)
             draw_overlay(ax_row[1], crop, heat_rollout)
             ax_row[1].set_title(f"attention rollout (entropy {row.attention_entropy:.2f})", fontsize=9)
             ax_row[2].imshow(as_grid(rollout_maps[row.image_id]), cmap="hot", interpolation="nearest")

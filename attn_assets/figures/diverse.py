@@ -19,7 +19,7 @@ import pandas as pd
 
 from ._mpl import new_figure, save_figure
 from .countries import country_caption
-from .geometry import DEFAULT_CROP_SIZE, DEFAULT_SHORTEST_EDGE, Box
+from .geometry import DEFAULT_CROP_SIZE, DEFAULT_SHORTEST_EDGE, Box, image_file
 from .triptych import draw_overlay, prepare_view
 
 logger = logging.getLogger(__name__)
@@ -130,9 +130,10 @@ def render_diverse_grid(
             try:
                 if attn is None:
                     raise LookupError("no attention map")
-                if path is None or not Path(str(path)).is_file():
+                opened = image_file(path)  # stored text -> the file to open (non-UTF-8 names too)
+                if opened is None:
                     raise FileNotFoundError(f"image file missing: {path}")
-                _, _, crop, heat = prepare_view(str(path), attn, box, shortest_edge=shortest_edge,
+                _, _, crop, heat = prepare_view(opened, attn, box, shortest_edge=shortest_edge,
                                                 crop_size=crop_size, max_side=512)
                 draw_overlay(ax, crop, heat)
             except (OSError, ValueError, LookupError) as exc:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.storage.atomic import atomic_directory, atomic_file
-from .geometry import DEFAULT_CROP_SIZE, DEFAULT_SHORTEST_EDGE, Box
+from .geometry import DEFAULT_CROP_SIZE, DEFAULT_SHORTEST_EDGE, Box, image_file
 from .countries import country_caption
 from .triptych import render_triptych
 
@@ -130,7 +130,7 @@ def render_gallery(
             path = row.get(image_column)
             if attn is None:
                 status = "missing_map"
-            elif path is None or (isinstance(path, float) and np.isnan(path)) or not Path(path).is_file():
+            elif (path := image_file(path)) is None:  # stored text -> the file to open (non-UTF-8 names too)
                 status = "missing_image"
             else:
                 title = _title(row, rank, metric)

@@ -119,6 +119,15 @@ def upsample_map(attn_map: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
+def image_file(path: object) -> str | None:
+    """The path to open for an image path as the warehouse stores it (escaped text, core.path_text: non-UTF-8
+    bytes as ``\\xNN``), or None when the value is missing (None, NaN, <NA>) or no file is there."""
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    opened = text_to_path(os.fspath(path))
+    return opened if os.path.isfile(opened) else None
+
+
 def load_display_image(
     image: ImageLike, max_side: int = DEFAULT_MAX_DISPLAY_SIDE
 ) -> tuple[Image.Image, tuple[int, int]]:

@@ -24,9 +24,12 @@ from attn_assets.storage.schema import METRIC_COLUMNS, SHARD_ANALYSIS_COLUMNS, S
 HEAD_MAP_SUM_KEY = b"attn_assets.head_map_sum"
 
 def write_table_atomic(table: pa.Table, target: Path) -> Path:
+    """Write ``table`` to ``target`` whole or not at all. Any path Python can open works, a non-UTF-8 (Latin-1)
+    name included: pyarrow encodes path strings as UTF-8, so it writes through an open file object."""
     with atomic_file(target) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
             os.fsync(fh.fileno())
     return Path(target)
 

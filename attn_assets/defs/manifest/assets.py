@@ -19,6 +19,7 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from attn_assets.catalog.manifest import read_manifest
 from attn_assets.catalog.sharding import plan_shards, shard_sort_key
+from attn_assets.core.path_text import path_to_text, text_to_path
 from attn_assets.defs.metadata import frame_preview, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
 from attn_assets.defs.manifest.sources import manifest_fingerprint
@@ -189,7 +190,7 @@ shard_image_sets = dg.AssetsDefinition(specs=[dg.AssetSpec(
 def image_manifest(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     layout = pipeline.layout
     fingerprint = manifest_fingerprint(pipeline.manifest)
-    result = read_manifest(pipeline.manifest, image_root=pipeline.image_root_path)
+    result = read_manifest(text_to_path(pipeline.manifest), image_root=pipeline.image_root_path)  # escaped text too
     images = result.images
 
     plan = plan_shards(images["image_id"], _read_assignments(layout.shard_assignments_parquet), pipeline.shard_size)
@@ -253,7 +254,7 @@ def image_manifest(context: dg.AssetExecutionContext, pipeline: PipelineResource
             "shards_image_set_changed": dg.MetadataValue.text(", ".join(stale_shards) or "none"),
             "shards_dropped": dg.MetadataValue.text(", ".join(dropped) or "none"),
             "images_per_country": dg.MetadataValue.md(countries.rename("images").to_frame().head(20).to_markdown()),
-            "manifest": dg.MetadataValue.text(pipeline.manifest),
+            "manifest": dg.MetadataValue.text(path_to_text(pipeline.manifest)),
             "manifest_fingerprint": dg.MetadataValue.text(fingerprint),
             "rejection_schema": dg.MetadataValue.table_schema(
                 dg.TableSchema(columns=[dg.TableColumn(c) for c in MANIFEST_REJECTIONS.column_names])

@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from attn_assets.core.path_text import path_to_text
 from attn_assets.defs.manifest.assets import image_manifest
 from attn_assets.defs.manifest.sources import manifest_files, manifest_fingerprint
 from attn_assets.resources import PipelineResource
@@ -24,7 +25,7 @@ def latest_manifest_fingerprint(instance: dg.DagsterInstance) -> str | None:
 )
 def manifest_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
     if not manifest_files(pipeline.manifest):
-        return dg.SkipReason(f"No manifest file matches {pipeline.manifest}")
+        return dg.SkipReason(f"No manifest file matches '{path_to_text(pipeline.manifest)}'")
     fingerprint = manifest_fingerprint(pipeline.manifest)
     if fingerprint == latest_manifest_fingerprint(context.instance):
         return dg.SkipReason("Manifest unchanged since the last image_manifest materialization")
