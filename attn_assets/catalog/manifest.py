@@ -246,22 +246,23 @@ def build_image_index(root: str | os.PathLike) -> ImageIndex:
 
 
 def find_manifest_files(manifest: str | os.PathLike) -> list[Path]:
-    """A file, a folder (its CSV / Parquet files) or a glob (sorted matches)."""
-    text = os.fspath(manifest)
+    """A file, a folder (its CSV / Parquet files) or a glob (sorted matches); escaped text (``\\xNN``) is
+    taken as the non-UTF-8 name it stands for."""
+    text = text_to_path(os.fspath(manifest))
     if any(ch in text for ch in "*?["):
         found = sorted(Path(p) for p in globlib.glob(os.path.expanduser(text), recursive=True))
         found = [p for p in found if p.is_file()]
         if not found:
-            raise ManifestError(f"no manifest file matches {text!r}")
+            raise ManifestError(f"no manifest file matches '{text}'")
         return found
     path = Path(text).expanduser()
     if path.is_dir():
         found = sorted(p for p in path.iterdir() if p.is_file() and _is_manifest_name(p))
         if not found:
-            raise ManifestError(f"folder {str(path)!r} holds no {_SUPPORTED_TYPES} manifest file")
+            raise ManifestError(f"folder '{path}' holds no {_SUPPORTED_TYPES} manifest file")
         return found
     if not path.exists():
-        raise ManifestError(f"manifest file {str(path)!r} does not exist")
+        raise ManifestError(f"manifest file '{path}' does not exist")
     return [path]
 
 
@@ -495,10 +496,10 @@ def _resolve_root(image_root: str | os.PathLike | None, files: list[Path]) -> Pa
     if image_root is None:
         env = os.environ.get("ATTN_ASSETS_IMAGE_ROOT", "").strip()
         image_root = env or files[0].resolve().parent
-    root = Path(os.path.realpath(os.path.expanduser(os.fspath(image_root))))
+    root = Path(os.path.realpath(os.path.expanduser(text_to_path(os.fspath(image_root)))))
     if not root.is_dir():
         raise ManifestError(
-            f"image root {str(root)!r} is not a folder; set ATTN_ASSETS_IMAGE_ROOT to the folder the image paths are relative to"
+            f"image root '{root}' is not a folder; set ATTN_ASSETS_IMAGE_ROOT to the folder the image paths are relative to"
         )
     return root
 

@@ -82,6 +82,19 @@ def test_manifest_file_with_a_latin1_name(tmp_path):
         read_manifest(manifest, image_root=tmp_path)
 
 
+def test_manifest_and_image_root_named_by_escaped_text(tmp_path, monkeypatch):
+    folder = os.path.join(os.fsdecode(tmp_path), LATIN1_FOLDER)
+    _scene(os.path.join(folder, "a.jpg"), 1)
+    Path(folder, "m.csv").write_text("image_id,path\na,a.jpg\n", encoding="utf-8")
+    escaped = path_to_text(folder)
+    monkeypatch.setenv("ATTN_ASSETS_IMAGE_ROOT", escaped)
+    result = read_manifest(f"{escaped}/m.csv")
+    assert result.images["abs_path"].tolist() == [f"{escaped}/a.jpg"]
+    with pytest.raises(ManifestError) as error:
+        read_manifest(f"{escaped}/gone.csv")
+    assert str(error.value) == f"manifest file '{escaped}/gone.csv' does not exist"
+
+
 @pytest.mark.slow
 def test_extract_on_a_folder_with_latin1_names(tmp_path, tiny_model_dir):
     folder = os.path.join(os.fsdecode(tmp_path), "photos")
