@@ -22,7 +22,8 @@ from attn_assets.defs.manifest.sources import manifest_fingerprint
 from attn_assets.defs.materializations import latest_storage_id
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
 from attn_assets.passes.recipe import summarize_reasons
-from attn_assets.defs.shard_passes import STATISTICS, CurrentState, shards_needing_run, with_recipe_code_versions
+from attn_assets.defs.shard_passes import shards_needing_run, with_recipe_code_versions
+from attn_assets.passes.current import STATISTICS, CurrentState
 from attn_assets.defs.statistics.assets import attention_statistics
 from attn_assets.defs.statistics.schedules import fail_dead_local_runs, local_run_tags, shards_to_fill
 from attn_assets.defs.warehouse.assets import attention_warehouse

@@ -25,14 +25,8 @@ import torch
 
 from attn_assets.passes import recipe as recipe_module
 from attn_assets.passes.recipe import read_record
-from attn_assets.defs.shard_passes import (
-    ABLATION,
-    ROLLOUT,
-    STATISTICS,
-    CurrentState,
-    shards_needing_run,
-    with_recipe_code_versions,
-)
+from attn_assets.defs.shard_passes import shards_needing_run, with_recipe_code_versions
+from attn_assets.passes.current import ABLATION, ROLLOUT, STATISTICS, CurrentState
 from attn_assets.orchestration import materialize_all
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.warehouse import Warehouse

@@ -30,17 +30,14 @@ from attn_assets.defs.metadata import figure_metadata, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
 from attn_assets.passes.recipe import ablation_recipe, code_version_from_env, rollout_recipe, summarize_reasons
 from attn_assets.defs.shard_passes import (
-    ABLATION,
-    ROLLOUT,
-    CurrentState,
-    ShardPass,
-    classify_outputs,
+    asset_key,
     excluded_metadata,
     recipe_metadata,
     run_data_version,
     run_state,
     shards_needing_run,
 )
+from attn_assets.passes.current import ABLATION, ROLLOUT, CurrentState, ShardPass, classify_outputs
 from attn_assets.defs.statistics.assets import MULTI_RUN_BACKFILL
 from attn_assets.defs.warehouse.assets import attention_warehouse
 from attn_assets.figures.analyses import (
@@ -525,7 +522,7 @@ def analysis_shards_needing_run(instance: dg.DagsterInstance, state: CurrentStat
     needed: dict[str, dict[dg.AssetKey, str]] = {}
     for shard_pass in (ROLLOUT, ABLATION):
         for key, reason in shards_needing_run(instance, shard_pass, state).items():
-            needed.setdefault(key, {})[shard_pass.asset_key] = reason
+            needed.setdefault(key, {})[asset_key(shard_pass)] = reason
     keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
     return {key: needed[key] for key in keys if key in needed}
 

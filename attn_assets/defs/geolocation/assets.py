@@ -25,14 +25,13 @@ from attn_assets.defs.materializations import latest_storage_id
 from attn_assets.defs.analyses.assets import load_analysis_shards
 from attn_assets.passes.recipe import code_version_from_env
 from attn_assets.defs.shard_passes import (
-    GEOLOCATION,
-    CurrentState,
     excluded_metadata,
     recipe_metadata,
     run_data_version,
     run_state,
     shards_needing_run,
 )
+from attn_assets.passes.current import GEOLOCATION, CurrentState
 from attn_assets.defs.metadata import figure_metadata, table_metadata
 from attn_assets.defs.partitions import shard_partitions
 from attn_assets.defs.statistics.assets import MULTI_RUN_BACKFILL, attention_statistics

@@ -23,6 +23,7 @@ from attn_assets.core.path_text import path_to_text, text_to_path
 from attn_assets.defs.metadata import frame_preview, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
 from attn_assets.defs.manifest.sources import manifest_fingerprint
+from attn_assets.passes.current import SHARD_PASSES
 from attn_assets.passes.recipe import image_sets_of
 from attn_assets.resources import PipelineResource
 from attn_assets.storage.layout import HomeLayout
@@ -149,8 +150,6 @@ def _write_frame(frame: pd.DataFrame, path) -> None:
 
 def drop_shard_outputs(layout: HomeLayout, shard_key: str) -> list[str]:
     """Remove every file a shard pass wrote for ``shard_key``; returns the removed paths."""
-    from attn_assets.defs.shard_passes import SHARD_PASSES
-
     removed = []
     for shard_pass in SHARD_PASSES:
         path = shard_pass.output(layout, shard_key)

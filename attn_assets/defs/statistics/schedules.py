@@ -7,7 +7,8 @@ import socket
 
 import dagster as dg
 
-from attn_assets.defs.shard_passes import STATISTICS, CurrentState, shards_needing_run
+from attn_assets.defs.shard_passes import shards_needing_run
+from attn_assets.passes.current import STATISTICS, CurrentState
 from attn_assets.defs.statistics.assets import attention_statistics
 from attn_assets.storage.atomic import process_alive
 

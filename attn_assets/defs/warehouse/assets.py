@@ -8,7 +8,8 @@ from attn_assets.defs.manifest.assets import image_manifest
 from attn_assets.defs.metadata import coverage_metadata, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
 from attn_assets.passes.recipe import recipe_markdown, summarize_reasons
-from attn_assets.defs.shard_passes import STATISTICS, CurrentState, classify_outputs, excluded_metadata, run_state
+from attn_assets.defs.shard_passes import excluded_metadata, run_state
+from attn_assets.passes.current import STATISTICS, CurrentState, classify_outputs
 from attn_assets.defs.statistics.assets import attention_statistics
 from attn_assets.resources import AttentionModelResource, PipelineResource, WarehouseResource
 from attn_assets.storage.atomic import atomic_file
