@@ -10,14 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from attn_assets import settings as S
+from attn_assets.path_text import path_to_text
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
-    from attn_assets.core.path_text import path_to_text
-
     print(f"attn-assets: error: {path_to_text(message)}", file=sys.stderr)
     return code
 
@@ -42,7 +41,6 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         return _fail(str(error))
     dagster_home = _ensure_dagster_home(settings)
     os.environ["ATTN_ASSETS_PROGRESS_BAR"] = "1"
-    from attn_assets.core.path_text import path_to_text
     from attn_assets.orchestration import materialize_all
 
     print(f"attn-assets: DAGSTER_HOME={path_to_text(dagster_home)}  ATTN_ASSETS_HOME={path_to_text(settings.home)}",
@@ -74,8 +72,6 @@ def _output_problem(out: str) -> str | None:
     computed, so a run never loses its results at the end. Any name works, a non-UTF-8 (Latin-1) one too."""
     import tempfile
 
-    from attn_assets.core.path_text import path_to_text
-
     path = Path(out)
     if path.is_dir():
         return (f"--out '{path_to_text(path)}' is a folder; give the Parquet file to write, e.g. "
@@ -106,7 +102,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     from attn_assets.core.extract import extract_records, resolve_precision
     from attn_assets.core.loader import records_from_paths
-    from attn_assets.core.path_text import path_to_text
     from attn_assets.core.model import ModelLoadError, load_encoder, resolve_device
     from attn_assets.storage.parquet import write_table_atomic
     from attn_assets.storage.schema import METRIC_COLUMNS

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from attn_assets.path_text import path_to_text, text_to_path
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOME = REPO_ROOT / "data"
 DEFAULT_DEMO_DIR = DEFAULT_HOME / "demo"
@@ -69,10 +71,9 @@ def _env_float(name: str, default: float) -> float:
 
 def path_setting(value: str) -> str:
     """A path setting as a path to open: escaped text (``\\xNN`` for non-UTF-8 bytes, the form every table and
-    log writes, see core.path_text) becomes the raw name again; other values are unchanged."""
+    log writes, see attn_assets.path_text) becomes the raw name again; other values are unchanged."""
     if "\\x" not in value:
         return value
-    from attn_assets.core.path_text import text_to_path  # lazily: attn_assets.core imports torch
 
     return text_to_path(value)
 
@@ -88,7 +89,6 @@ def is_utf8_path(path: str | os.PathLike) -> bool:
 
 def non_utf8_path_message(what: str, path: str | os.PathLike) -> str:
     """Why a warehouse location is refused: DuckDB opens only UTF-8 paths (it fails with std::bad_cast)."""
-    from attn_assets.core.path_text import path_to_text
 
     return (f"{what} '{path_to_text(path)}' is not a valid UTF-8 path (its non-UTF-8 bytes are shown as \\xNN), "
             "and the DuckDB warehouse cannot be opened under it. Use a folder whose path is UTF-8: rename it "

@@ -26,7 +26,7 @@ code; else ``unique_country`` if valid; else the coordinates, offline
 ``country_source`` says which one was used.
 
 Paths listed from folders (the image index, manifest file names) are text as
-:func:`attn_assets.core.path_text.path_to_text` writes it; OSV-5M ids written as floats resolve to their
+:func:`attn_assets.path_text.path_to_text` writes it; OSV-5M ids written as floats resolve to their
 integer only when exact (see :func:`_integral_ids`).
 """
 
@@ -52,7 +52,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from attn_assets.catalog.countries import country_names, normalize_codes, resolve_countries
-from attn_assets.core.path_text import path_to_text, text_to_path
+from attn_assets.path_text import path_to_text, text_to_path
 
 # --------------------------------------------------------------------------------------------
 # Contract: column names (storage and the Dagster assets use these).
@@ -184,7 +184,7 @@ def build_image_index(root: str | os.PathLike) -> ImageIndex:
 
     Folder symlinks are followed (each real folder once, so cycles end); files reached through a
     symlink are marked so the manifest reader can check where they really point. Names that are not
-    UTF-8 are kept, escaped by :func:`~attn_assets.core.path_text.path_to_text`.
+    UTF-8 are kept, escaped by :func:`~attn_assets.path_text.path_to_text`.
     """
     root = Path(os.path.realpath(root))
     stems: list[str] = []

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from .path_text import path_to_text, text_to_path
+from attn_assets.path_text import path_to_text, text_to_path
 from .preprocess import Preprocessor, load_rgb
 
 # Non-Sequence record streams are cut into windows of this many batches.
@@ -27,7 +27,7 @@ WINDOW_BATCHES = 256
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image to load: ``path`` is text as :func:`~attn_assets.core.path_text.path_to_text` writes it."""
+    """One image to load: ``path`` is text as :func:`~attn_assets.path_text.path_to_text` writes it."""
 
     image_id: str
     path: str

@@ -34,7 +34,7 @@ import PIL.Image
 import torch
 from torch import nn
 
-from .path_text import path_to_text, text_to_path
+from attn_assets.path_text import path_to_text, text_to_path
 from .preprocess import ProcessorSizeError, image_processor_of, processor_input_size
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import zoom
 
-from attn_assets.core.path_text import text_to_path
+from attn_assets.path_text import text_to_path
 
 Box = tuple[float, float, float, float]
 ImageLike = Union[Image.Image, str, Path]

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from attn_assets.catalog.manifest import ManifestError, read_manifest
-from attn_assets.core.path_text import path_to_text, text_to_path
+from attn_assets.path_text import path_to_text, text_to_path
 from attn_assets.orchestration import materialize_all
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.warehouse import Warehouse

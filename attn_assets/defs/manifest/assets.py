@@ -19,7 +19,7 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from attn_assets.catalog.manifest import read_manifest
 from attn_assets.catalog.sharding import plan_shards, shard_sort_key
-from attn_assets.core.path_text import path_to_text, text_to_path
+from attn_assets.path_text import path_to_text, text_to_path
 from attn_assets.defs.metadata import frame_preview, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
 from attn_assets.defs.manifest.sources import manifest_fingerprint

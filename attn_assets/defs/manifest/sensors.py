@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from attn_assets.core.path_text import path_to_text
+from attn_assets.path_text import path_to_text
 from attn_assets.defs.manifest.assets import image_manifest
 from attn_assets.defs.manifest.sources import manifest_files, manifest_fingerprint
 from attn_assets.resources import PipelineResource

@@ -6,7 +6,7 @@ import glob
 import hashlib
 from pathlib import Path
 
-from attn_assets.core.path_text import path_to_text, text_to_path
+from attn_assets.path_text import path_to_text, text_to_path
 
 
 def manifest_files(manifest: str) -> list[Path]:
