@@ -4,6 +4,8 @@ Pure torch / numpy / PIL (and pandas for a convenience frame); no Dagster import
 be used from a notebook, the CLI or the Dagster assets alike.
 """
 
+from attn_assets.crop_geometry import CropGeometry
+
 from .extract import (
     AttentionExtractor,
     BatchResult,
@@ -17,7 +19,7 @@ from .extract import (
 from .loader import Batch, ImageFailure, ImageRecord, iter_batches, records_from_paths
 from .metrics import METRIC_NAMES, attention_metrics, attention_metrics_numpy
 from .model import DEFAULT_MODEL, Encoder, ModelLoadError, load_encoder, resolve_device
-from .preprocess import CropGeometry, Preprocessor, load_rgb
+from .preprocess import Preprocessor, load_rgb
 
 __all__ = [
     "AttentionExtractor",

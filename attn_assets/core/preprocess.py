@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from attn_assets.crop_geometry import CropGeometry, crop_geometry, resized_shape, size_entry
 
 log = logging.getLogger(__name__)
 
@@ -74,62 +75,7 @@ def _float_to_eight(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
-# --------------------------------------------------------------------------- geometry
-
-
-@dataclass(frozen=True)
-class CropGeometry:
-    """How an original image maps onto the model input: resize by ``scale``, then crop.
-
-    ``left``/``top`` are the crop's offset in the RESIZED image; they are negative when the
-    resized image is smaller than the crop (the processor pads).
-    """
-
-    scale_x: float
-    scale_y: float
-    resized_width: int
-    resized_height: int
-    left: int
-    top: int
-    crop_width: int
-    crop_height: int
-
-    @property
-    def scale(self) -> float:
-        return (self.scale_x + self.scale_y) / 2
-
-    def box_in_original(self) -> tuple[float, float, float, float]:
-        """(left, top, right, bottom) of the model's view in ORIGINAL image pixels.
-
-        Overlays must place the attention grid on this box, not stretch it over the photo.
-        """
-        return (
-            self.left / self.scale_x,
-            self.top / self.scale_y,
-            (self.left + self.crop_width) / self.scale_x,
-            (self.top + self.crop_height) / self.scale_y,
-        )
-
-
-def _get(size, key: str):
-    if size is None:
-        return None
-    if isinstance(size, dict):
-        return size.get(key)
-    return getattr(size, key, None)
-
-
-def resized_shape(width: int, height: int, size) -> tuple[int, int] | None:
-    """(width, height) after the processor's resize, or None for a size rule we don't mirror."""
-    shortest = _get(size, "shortest_edge")
-    if shortest and not _get(size, "longest_edge"):
-        short, long = (width, height) if width <= height else (height, width)
-        new_short, new_long = int(shortest), int(int(shortest) * long / short)
-        return (new_short, new_long) if width <= height else (new_long, new_short)
-    h, w = _get(size, "height"), _get(size, "width")
-    if h and w and not shortest:
-        return int(w), int(h)
-    return None
+# --------------------------------------------------------------------------- processor size
 
 
 class ProcessorSizeError(ValueError):
@@ -146,7 +92,7 @@ class ProcessorSizeError(ValueError):
 
 def _size_text(size) -> str:
     keys = ("height", "width", "shortest_edge", "longest_edge")
-    parts = {k: _get(size, k) for k in keys}
+    parts = {k: size_entry(size, k) for k in keys}
     return "{" + ", ".join(f"{k!r}: {v}" for k, v in parts.items() if v is not None) + "}"
 
 
@@ -169,10 +115,10 @@ def processor_input_size(processor) -> tuple[int, int]:
     do_crop = bool(_processor_attr(processor, "do_center_crop", False))
     _check_whole_numbers("size", size)
     _check_whole_numbers("crop_size", crop)
-    shortest = _get(size, "shortest_edge") if do_resize else None
-    fixed = (_get(size, "height"), _get(size, "width")) if do_resize else (None, None)
+    shortest = size_entry(size, "shortest_edge") if do_resize else None
+    fixed = (size_entry(size, "height"), size_entry(size, "width")) if do_resize else (None, None)
     if do_crop:
-        crop_h, crop_w = _get(crop, "height"), _get(crop, "width")
+        crop_h, crop_w = size_entry(crop, "height"), size_entry(crop, "width")
         if not (crop_h and crop_w):
             raise ProcessorSizeError(
                 "crop_size", f"do_center_crop is true but crop_size {crop!r} has no height and width"
@@ -219,7 +165,7 @@ _UNMIRRORED_SIZE_KEYS = ("longest_edge", "max_height", "max_width", "min_pixels"
 def _check_whole_numbers(setting: str, size) -> None:
     """Every value present in ``size`` / ``crop_size`` is a positive whole number (not text, not 0)."""
     for key in ("height", "width", "shortest_edge", *_UNMIRRORED_SIZE_KEYS):
-        value = _get(size, key)
+        value = size_entry(size, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0):
             raise ProcessorSizeError(
                 f"{setting}.{key}", f"{setting}.{key} {_written(value)} is not a positive whole number of pixels"
@@ -229,7 +175,7 @@ def _check_whole_numbers(setting: str, size) -> None:
 def _check_mirrored(size, what: str) -> None:
     """Refuse a size key that resized_shape does not mirror: the crop box (where the map lies) would be unknown."""
     for key in _UNMIRRORED_SIZE_KEYS:
-        value = _get(size, key)
+        value = size_entry(size, key)
         if value is not None:
             raise ProcessorSizeError(
                 f"size.{key}",
@@ -298,16 +244,10 @@ class Preprocessor:
         return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
 
     def crop_geometry(self, width: int, height: int) -> CropGeometry:
-        """Resize + crop geometry for an original ``width`` x ``height`` image."""
-        shape = resized_shape(width, height, self.size) if self.do_resize else (width, height)
-        if shape is None:
-            raise ValueError(f"unsupported processor size rule {self.size!r}")
-        resized_w, resized_h = shape
-        crop_w, crop_h = resized_w, resized_h
-        if self.do_center_crop:
-            crop_h, crop_w = int(_get(self.crop_size, "height")), int(_get(self.crop_size, "width"))
-        left, top = (resized_w - crop_w) // 2, (resized_h - crop_h) // 2
-        return CropGeometry(resized_w / width, resized_h / height, resized_w, resized_h, left, top, crop_w, crop_h)
+        """Resize + crop geometry for an original ``width`` x ``height`` image, under this processor's settings
+        (see attn_assets.crop_geometry)."""
+        return crop_geometry(width, height, self.size if self.do_resize else None,
+                             self.crop_size if self.do_center_crop else None)
 
     @property
     def output_size(self) -> tuple[int, int]:

@@ -11,13 +11,9 @@ from .distributions import DISTRIBUTION_METRICS, describe, render_distributions
 from .diverse import HEADLINE_METRICS, render_diverse_grid, select_diverse
 from .galleries import GALLERIES, METRIC_COLUMNS, GalleryResult, render_gallery, safe_image_id, top_k
 from .geometry import (
-    DEFAULT_CROP_SIZE,
     DEFAULT_MAX_DISPLAY_SIDE,
-    DEFAULT_SHORTEST_EDGE,
     load_display_image,
-    model_view_box,
     normalize_map,
-    resized_size,
     upsample_map,
 )
 from .preview import png_preview_markdown
@@ -25,9 +21,7 @@ from .summary import overall_statistics_markdown, overall_statistics_table, rend
 from .triptych import render_triptych
 
 __all__ = [
-    "DEFAULT_CROP_SIZE",
     "DEFAULT_MAX_DISPLAY_SIDE",
-    "DEFAULT_SHORTEST_EDGE",
     "DISTRIBUTION_METRICS",
     "GALLERIES",
     "HEADLINE_METRICS",
@@ -38,7 +32,6 @@ __all__ = [
     "cleanup_stale",
     "describe",
     "load_display_image",
-    "model_view_box",
     "normalize_map",
     "overall_statistics_markdown",
     "overall_statistics_table",
@@ -50,7 +43,6 @@ __all__ = [
     "render_gallery",
     "render_table_png",
     "render_triptych",
-    "resized_size",
     "safe_image_id",
     "select_diverse",
     "top_countries",

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ._mpl import new_figure, save_figure
 from .countries import country_caption
-from .geometry import DEFAULT_CROP_SIZE, DEFAULT_SHORTEST_EDGE, Box, image_file
+from .geometry import Box, image_file
 from .triptych import draw_overlay, prepare_view
 
 logger = logging.getLogger(__name__)
@@ -94,8 +94,6 @@ def render_diverse_grid(
     image_ids: Sequence[str] | None = None,
     ncols: int = 5,
     image_column: str = "abs_path",
-    shortest_edge: int = DEFAULT_SHORTEST_EDGE,
-    crop_size: int | tuple[int, int] = DEFAULT_CROP_SIZE,
     tile_inches: float = 4.0,
     dpi: int = 100,
 ) -> Path:
@@ -133,8 +131,7 @@ def render_diverse_grid(
                 opened = image_file(path)  # stored text -> the file to open (non-UTF-8 names too)
                 if opened is None:
                     raise FileNotFoundError(f"image file missing: {path}")
-                _, _, crop, heat = prepare_view(opened, attn, box, shortest_edge=shortest_edge,
-                                                crop_size=crop_size, max_side=512)
+                _, _, crop, heat = prepare_view(opened, attn, box, max_side=512)
                 draw_overlay(ax, crop, heat)
             except (OSError, ValueError, LookupError) as exc:
                 logger.warning("diverse grid: tile for %r left empty: %s", image_id, exc)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.storage.atomic import atomic_directory, atomic_file
-from .geometry import DEFAULT_CROP_SIZE, DEFAULT_SHORTEST_EDGE, Box, image_file
+from .geometry import Box, image_file
 from .countries import country_caption
 from .triptych import render_triptych
 
@@ -99,8 +99,6 @@ def render_gallery(
     metric: str | None = None,
     *,
     image_column: str = "abs_path",
-    shortest_edge: int = DEFAULT_SHORTEST_EDGE,
-    crop_size: int | tuple[int, int] = DEFAULT_CROP_SIZE,
     dpi: int = 100,
     caption_column: str | None = None,
     index_columns: tuple[str, ...] = (),
@@ -115,7 +113,8 @@ def render_gallery(
     or unreadable, or whose map is missing, are skipped with a logged warning (status in
     index.csv says why) instead of failing the gallery. The folder is replaced atomically: a
     reader sees the previous gallery or the new one, never half of one. ``crop_boxes`` maps
-    image_id -> box in original pixels (None or absent: computed from the image size).
+    image_id -> the model's view in original pixels, as the shard files store it (None or absent: the
+    centred square of the short side, see `geometry.resolve_box`).
     """
     out_dir = Path(out_dir)
     result = GalleryResult(directory=out_dir)
@@ -137,8 +136,7 @@ def render_gallery(
                 if caption_column and row.get(caption_column):
                     title = f"{title}\n{row[caption_column]}"
                 try:
-                    render_triptych(path, attn, _lookup(crop_boxes, image_id), title, tmp / fname,
-                                    shortest_edge=shortest_edge, crop_size=crop_size, dpi=dpi)
+                    render_triptych(path, attn, _lookup(crop_boxes, image_id), title, tmp / fname, dpi=dpi)
                 except (OSError, ValueError) as exc:  # unreadable / truncated image, bad map
                     status = f"error: {type(exc).__name__}: {exc}"[:200]
             if status != "ok":

@@ -1,11 +1,9 @@
 """Pure geometry and array helpers shared by every figure (no matplotlib here).
 
-The model never sees the whole photo: its processor resizes the SHORTEST edge to
-``shortest_edge`` (bicubic) and then center-crops ``crop_size`` x ``crop_size``.
-A CLS attention map therefore covers only that crop. `model_view_box` returns the crop
-in ORIGINAL image pixel coordinates so figures can outline it and place the map on it
-(the seed stretched the map over the whole frame, which misplaces attention on every
-non-square photo; see DESIGN.md, CORRECTION on overlays).
+A CLS attention map covers only the model's view of the photo: the processor's resize and centre crop
+(attn_assets.crop_geometry). The shard files store that box per image (``crop_left/top/right/bottom``, read by
+attn_assets.storage.parquet.read_maps_and_boxes), and figures place the map on the box they are given, never
+stretched over the whole frame (that misplaces attention on every non-square photo).
 """
 
 from __future__ import annotations
@@ -20,56 +18,13 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import zoom
 
+from attn_assets.crop_geometry import Box, model_view_box
 from attn_assets.path_text import text_to_path
 
-Box = tuple[float, float, float, float]
 ImageLike = Union[Image.Image, str, Path]
 
-#: StreetCLIP's preprocessor (CLIP ViT-L/14-336): shortest edge 336, center crop 336.
-DEFAULT_SHORTEST_EDGE = 336
-DEFAULT_CROP_SIZE = 336
 #: Longest side of a photo as displayed in a figure; bounds memory for huge photos.
 DEFAULT_MAX_DISPLAY_SIDE = 1024
-
-
-def resized_size(width: int, height: int, shortest_edge: int) -> tuple[int, int]:
-    """(width, height) after the processor's shortest-edge resize.
-
-    Same arithmetic as transformers' ``get_resize_output_image_size(default_to_square=False)``:
-    the short side becomes ``shortest_edge``, the long side ``int(shortest_edge * long / short)``
-    (truncated, not rounded).
-    """
-    if width <= 0 or height <= 0:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
-    if shortest_edge <= 0:
-        raise ValueError(f"shortest_edge must be positive, got {shortest_edge}")
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = shortest_edge, int(shortest_edge * long / short)
-    return (new_short, new_long) if width <= height else (new_long, new_short)
-
-
-def model_view_box(
-    width: int,
-    height: int,
-    shortest_edge: int = DEFAULT_SHORTEST_EDGE,
-    crop_size: int | tuple[int, int] = DEFAULT_CROP_SIZE,
-) -> Box:
-    """The region of the ORIGINAL image the model sees, as (left, top, right, bottom) floats.
-
-    Resize the shortest edge to ``shortest_edge``, then center-crop ``crop_size`` (an int, or
-    (crop_height, crop_width)) with transformers' integer offsets ``(new - crop) // 2``; the
-    crop's edges are mapped back through the resize scale of each axis. If the crop is larger
-    than the resized image (the processor pads), the box extends past the image edges.
-
-    >>> tuple(round(v, 1) for v in model_view_box(792, 512, 336, 336))
-    (138.9, 0.0, 651.6, 512.0)
-    """
-    crop_h, crop_w = (crop_size, crop_size) if isinstance(crop_size, (int, np.integer)) else crop_size
-    new_w, new_h = resized_size(int(width), int(height), int(shortest_edge))
-    left = (new_w - crop_w) // 2
-    top = (new_h - crop_h) // 2
-    sx, sy = width / new_w, height / new_h
-    return (left * sx, top * sy, (left + crop_w) * sx, (top + crop_h) * sy)
 
 
 def check_box(box: Box) -> Box:
@@ -179,13 +134,14 @@ def crop_region(img: Image.Image, box: Box) -> Image.Image:
     return img.crop((l, t, r, b))
 
 
-def resolve_box(
-    crop_box: Box | None,
-    orig_size: tuple[int, int],
-    shortest_edge: int = DEFAULT_SHORTEST_EDGE,
-    crop_size: int | tuple[int, int] = DEFAULT_CROP_SIZE,
-) -> Box:
-    """``crop_box`` if given (validated), else the processor's crop computed from the image size."""
+def resolve_box(crop_box: Box | None, orig_size: tuple[int, int]) -> Box:
+    """``crop_box`` (the model's view in original pixels, as the shard file stores it), validated.
+
+    None, for a photo drawn outside the pipeline: the centred square of the photo's short side
+    (`attn_assets.crop_geometry.model_view_box` with no resize rule), which is the view of every processor whose
+    centre crop equals its shortest-edge resize (CLIP, StreetCLIP) at any resolution. For any other processor
+    pass the box its `Preprocessor.crop_geometry` gives.
+    """
     if crop_box is None:
-        return model_view_box(orig_size[0], orig_size[1], shortest_edge, crop_size)
+        return model_view_box(orig_size[0], orig_size[1])
     return check_box(crop_box)

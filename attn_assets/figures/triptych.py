@@ -1,7 +1,7 @@
 """Per-image triptych, as in the seed: Original Image | Attention Heatmap | Attention Overlay.
 
 Unlike the seed, the heatmap is placed on the region the model actually saw (the
-processor's center crop, see `geometry.model_view_box`), never stretched over the
+processor's center crop, attn_assets.crop_geometry), never stretched over the
 uncropped frame: panel 1 shows the full photo with that crop outlined, panels 2 and 3
 show the map at the crop region's pixel size and over the crop region's pixels.
 """
@@ -19,9 +19,7 @@ from PIL import Image
 
 from ._mpl import DEFAULT_DPI, new_figure, save_figure
 from .geometry import (
-    DEFAULT_CROP_SIZE,
     DEFAULT_MAX_DISPLAY_SIDE,
-    DEFAULT_SHORTEST_EDGE,
     Box,
     ImageLike,
     crop_region,
@@ -43,8 +41,6 @@ def prepare_view(
     attn_map: np.ndarray,
     crop_box: Box | None = None,
     *,
-    shortest_edge: int = DEFAULT_SHORTEST_EDGE,
-    crop_size: int | tuple[int, int] = DEFAULT_CROP_SIZE,
     max_side: int = DEFAULT_MAX_DISPLAY_SIDE,
 ) -> tuple[Image.Image, Box, Image.Image, np.ndarray]:
     """Everything a panel needs: (display image, crop box in display coords, crop pixels, heatmap).
@@ -52,7 +48,7 @@ def prepare_view(
     The heatmap is the min-max normalized map zoomed (order=1) to the crop region's size.
     """
     display, orig_size = load_display_image(image, max_side=max_side)
-    box = resolve_box(crop_box, orig_size, shortest_edge, crop_size)
+    box = resolve_box(crop_box, orig_size)
     dbox = display_box(box, orig_size, display.size)
     crop = crop_region(display, dbox)
     heat = upsample_map(attn_map, crop.size[1], crop.size[0])
@@ -92,8 +88,6 @@ def render_triptych(
     title: str | None = None,
     out_path: str | os.PathLike | None = None,
     *,
-    shortest_edge: int = DEFAULT_SHORTEST_EDGE,
-    crop_size: int | tuple[int, int] = DEFAULT_CROP_SIZE,
     max_side: int = DEFAULT_MAX_DISPLAY_SIDE,
     dpi: int = DEFAULT_DPI,
     figsize: tuple[float, float] = (15, 5),
@@ -102,15 +96,13 @@ def render_triptych(
 
     image: a PIL image or a path. attn_map: the [grid_h, grid_w] CLS map (un-normalized; a flat
     square-length row is reshaped). crop_box: the model's view in ORIGINAL pixel coordinates
-    (left, top, right, bottom); None computes it from the image size with ``shortest_edge`` /
-    ``crop_size`` (StreetCLIP: 336 / 336). Photos larger than ``max_side`` are downscaled for
+    (left, top, right, bottom), as the shard file stores it; None: the centred square of the short side
+    (see `geometry.resolve_box`). Photos larger than ``max_side`` are downscaled for
     display first (geometry scaled along). Raises OSError if the image cannot be read.
     """
     if out_path is None:
         raise TypeError("render_triptych() needs out_path")
-    display, dbox, crop, heat = prepare_view(
-        image, attn_map, crop_box, shortest_edge=shortest_edge, crop_size=crop_size, max_side=max_side
-    )
+    display, dbox, crop, heat = prepare_view(image, attn_map, crop_box, max_side=max_side)
     with new_figure(figsize, dpi=dpi) as fig:
         axes = fig.subplots(1, 3)
         draw_original(axes[0], display, dbox)

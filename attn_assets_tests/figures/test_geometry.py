@@ -2,13 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attn_assets.figures.geometry import (
-    load_display_image,
-    model_view_box,
-    normalize_map,
-    resized_size,
-    upsample_map,
-)
+from attn_assets.crop_geometry import model_view_box
+from attn_assets.crop_geometry import resized_shape as resized_size
+from attn_assets.figures.geometry import load_display_image, normalize_map, upsample_map
 
 
 def test_model_view_box_osv_photo():
