@@ -111,7 +111,8 @@ def _unnest_insert(table: Table, index: str, prefix: str, first: str) -> str:
 
 
 def _same_pass_inserts(present: set[str]) -> list[str]:
-    """INSERTs of the same-pass analysis tables from one shard file (none for pre-issue-7 files)."""
+    """INSERTs of the same-pass analysis tables from one shard file (none for a file written before the shard
+    files held the per-layer, per-head, artifact and spatial statistics)."""
     statements = []
     if f"layer_{METRIC_COLUMNS[0]}" in present:
         statements.append(_unnest_insert(LAYER_STATISTICS, "layer", "layer_", f"layer_{METRIC_COLUMNS[0]}"))
@@ -126,6 +127,19 @@ def _same_pass_inserts(present: set[str]) -> list[str]:
                 f"WHERE s.status = 'ok' AND s.shard_key = ? AND s.\"{marker}\" IS NOT NULL"
             )
     return statements
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One DuckDB transaction around the block: committed when it ends, rolled back when it (or the commit)
+    raises, interrupts included, so a reader sees the tables as they were before or after it, never between."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 class Warehouse:
@@ -235,24 +249,18 @@ class Warehouse:
                 + ", ".join(f"NULLIF(s.{_sql_identifier(as_read)}::VARCHAR, '')" for _, as_read in extras) + "]))"
                 if extras else "NULL"
             )
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(con):
                 con.execute(f'DELETE FROM "{IMAGES.name}"')
                 con.execute(
                     f'INSERT INTO "{IMAGES.name}" BY NAME SELECT {_select_list(IMAGES, overrides={"extra": extra_sql})} '
                     "FROM read_parquet(?) s",
                     [str(images_parquet)],
                 )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
             return con.execute(f'SELECT count(*) FROM "{IMAGES.name}"').fetchone()[0]
 
     def replace_rejections(self, rejections_parquet: Path) -> int:
         with self.writer() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(con):
                 con.execute(f'DELETE FROM "{MANIFEST_REJECTIONS.name}"')
                 if rejections_parquet.exists():
                     con.execute(
@@ -260,10 +268,6 @@ class Warehouse:
                         f"SELECT {_select_list(MANIFEST_REJECTIONS)} FROM read_parquet(?) s",
                         [str(rejections_parquet)],
                     )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
             return con.execute(f'SELECT count(*) FROM "{MANIFEST_REJECTIONS.name}"').fetchone()[0]
 
     def replace_shard(self, con: duckdb.DuckDBPyConnection, shard_key: str, shard_parquet: Path) -> tuple[int, int]:
@@ -271,10 +275,9 @@ class Warehouse:
         stat = shard_parquet.stat()
         source = "read_parquet(?) s"
         present = {row[0] for row in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(shard_parquet)]).fetchall()}
-        # shards written before issue 7 lack the analysis columns: NULL there, no per-layer/head/... rows
+        # shards written before the same-pass analyses lack their columns: NULL there, no per-layer/head/... rows
         absent = {c: "NULL" for c in ATTENTION_STATISTICS.column_names if c not in present and c != "num_patches"}
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             for table in (ATTENTION_STATISTICS, IMAGE_FAILURES, *SAME_PASS_TABLES):
                 con.execute(f'DELETE FROM "{table.name}" WHERE shard_key = ?', [shard_key])
             con.execute(
@@ -302,22 +305,13 @@ class Warehouse:
                 [shard_key, str(shard_parquet), stat.st_mtime_ns, stat.st_size, ok_rows, failed_rows,
                  datetime.now(timezone.utc).replace(tzinfo=None)],
             )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return ok_rows, failed_rows
 
     def drop_shard(self, con: duckdb.DuckDBPyConnection, shard_key: str) -> None:
         """Remove a shard that no longer has a Parquet file (e.g. its partition was deleted)."""
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             for table in (ATTENTION_STATISTICS, IMAGE_FAILURES, SHARD_LOADS, *SAME_PASS_TABLES):
                 con.execute(f'DELETE FROM "{table.name}" WHERE shard_key = ?', [shard_key])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     def sync_shards(self, shard_files: Mapping[str, Path]) -> dict[str, list[str]]:
         """Bring the warehouse in line with the shard files: reload changed ones, drop vanished ones."""
@@ -354,8 +348,7 @@ class Warehouse:
             for stat, fn in (("mean", "avg"), ("std", "stddev_samp"), ("min", "min"), ("max", "max"))
         )
         with self.writer() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(con):
                 # dropped and re-created: homes written before the NULL-country row had a primary key on country
                 con.execute(f'DROP TABLE IF EXISTS "{COUNTRY_AGGREGATES.name}"')
                 con.execute(COUNTRY_AGGREGATES.create_sql())
@@ -382,10 +375,6 @@ class Warehouse:
                             "WHERE a.country IS NOT DISTINCT FROM g.country",
                             [float(values[m]) for m in METRIC_COLUMNS] + [int(num_patches)],
                         )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
             return con.execute(f'SELECT count(*) FROM "{COUNTRY_AGGREGATES.name}"').fetchone()[0]
 
     def refresh_geolocation_accuracy(self) -> int:
@@ -402,8 +391,7 @@ class Warehouse:
         source = (f'FROM "{GEOLOCATION_PREDICTIONS.name}" p LEFT JOIN "{IMAGES.name}" i USING (image_id) '
                   "WHERE p.error_km IS NOT NULL")
         with self.writer() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(con):
                 con.execute(f'DELETE FROM "{GEOLOCATION_ACCURACY.name}"')
                 con.execute(f'INSERT INTO "{GEOLOCATION_ACCURACY.name}" BY NAME '
                             f"SELECT 'overall' AS scope, NULL AS country, NULL AS country_name, {measures} {source}")
@@ -411,10 +399,6 @@ class Warehouse:
                             "SELECT 'country' AS scope, p.country AS country, "
                             f"CASE WHEN p.country IS NULL THEN ? ELSE any_value(i.country_name) END AS country_name, "
                             f"{measures} {source} GROUP BY p.country", [UNKNOWN_COUNTRY])
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
             return con.execute(f'SELECT count(*) FROM "{GEOLOCATION_ACCURACY.name}"').fetchone()[0]
 
     def refresh_geolocation_truth(self, score: Callable[..., tuple[np.ndarray, np.ndarray]]) -> int:
@@ -448,8 +432,7 @@ class Warehouse:
         """Swap one shard's rows of an own-pass analysis table (rollout, ablation) for the file's, in one
         transaction; ``parquet`` None removes the shard's rows."""
         with self.writer() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(con):
                 con.execute(f'DELETE FROM "{table.name}" WHERE shard_key = ?', [shard_key])
                 if parquet is not None:
                     overrides = {**({"country": _MANIFEST_COUNTRY} if "country" in table.column_names else {}),
@@ -459,10 +442,6 @@ class Warehouse:
                         f"FROM read_parquet(?) s {_WITH_MANIFEST} WHERE s.shard_key = ?",
                         [str(parquet), shard_key],
                     )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
             return con.execute(f'SELECT count(*) FROM "{table.name}" WHERE shard_key = ?', [shard_key]).fetchone()[0]
 
     def drop_other_shards(self, table: Table, keep: Sequence[str]) -> list[str]:
@@ -482,8 +461,7 @@ class Warehouse:
         tables = list(tables) if tables is not None else list(per_image_tables())
         report: dict[str, dict[str, int]] = {}
         with self.writer() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(con):
                 for table in tables:
                     removed = con.execute(
                         f'DELETE FROM "{table.name}" t WHERE NOT EXISTS (SELECT 1 FROM "{IMAGES.name}" i '
@@ -494,24 +472,15 @@ class Warehouse:
                             f'UPDATE "{table.name}" AS t SET country = i.country FROM "{IMAGES.name}" i '
                             "WHERE i.image_id = t.image_id AND t.country IS DISTINCT FROM i.country").fetchone()[0]
                     report[table.name] = {"removed": int(removed), "country_updated": int(updated)}
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
         return report
 
     def replace_table(self, table: Table, frame: pd.DataFrame) -> int:
         """Replace a whole small table (e.g. metric_baselines) with ``frame``, in one transaction, by name."""
         with self.writer() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(con):
                 con.execute(f'DELETE FROM "{table.name}"')
                 if len(frame):
                     con.register("_replacement", frame)
                     con.execute(f'INSERT INTO "{table.name}" BY NAME SELECT {_select_list(table)} FROM _replacement s')
                     con.unregister("_replacement")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
             return con.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]
