@@ -16,9 +16,8 @@ import dagster as dg
 
 from attn_assets.settings import Settings
 
-from attn_assets.defs.manifest.assets import image_manifest
+from attn_assets.defs.manifest.assets import image_manifest, manifest_fingerprint
 from attn_assets.defs.manifest.sensors import latest_manifest_fingerprint
-from attn_assets.defs.manifest.sources import manifest_fingerprint
 from attn_assets.defs.materializations import latest_storage_id
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
 from attn_assets.passes.recipe import summarize_reasons

@@ -24,7 +24,8 @@ import pytest
 from attn_assets import settings as S
 from attn_assets.cli import EXIT_OK, EXIT_USAGE, main
 from attn_assets.path_text import path_to_text
-from attn_assets.defs.manifest.sources import manifest_files, manifest_fingerprint
+from attn_assets.catalog.manifest import find_manifest_files as manifest_files
+from attn_assets.defs.manifest.assets import manifest_fingerprint
 from attn_assets.figures import render_diverse_grid, render_gallery
 from attn_assets.figures.analyses import render_rollout_gallery
 from attn_assets.metric_names import METRIC_NAMES

@@ -9,6 +9,7 @@ rows go with the next warehouse build). Shard numbers are never reused, so an im
 returns to its old shard, which is then registered again and recomputed.
 """
 
+import hashlib
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -17,12 +18,11 @@ import pandas as pd
 import pyarrow as pa
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from attn_assets.catalog.manifest import read_manifest
+from attn_assets.catalog.manifest import ManifestError, find_manifest_files, read_manifest
 from attn_assets.catalog.sharding import plan_shards, shard_sort_key
 from attn_assets.path_text import path_to_text, text_to_path
 from attn_assets.defs.metadata import frame_preview, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
-from attn_assets.defs.manifest.sources import manifest_fingerprint
 from attn_assets.passes.current import SHARD_PASSES
 from attn_assets.passes.recipe import image_sets_of
 from attn_assets.resources import PipelineResource
@@ -130,6 +130,21 @@ def diff_manifest(previous: pd.DataFrame | None, current: pd.DataFrame) -> Manif
     record("other columns", mask, names, names, diff.other)
     diff.changes = pd.DataFrame(changes, columns=["image_id", "change", "before", "after"])
     return diff
+
+
+def manifest_fingerprint(manifest: str) -> str:
+    """Hash of (path, size, mtime) of every file ``read_manifest`` reads for this setting (a file, a folder's
+    CSV / Parquet files, or a glob: ``find_manifest_files``); cheap enough for every sensor tick. Recorded by
+    image_manifest, so a later edit, addition or removal of any of those files reads as a changed manifest."""
+    try:
+        files = find_manifest_files(manifest)
+    except ManifestError:
+        files = []  # nothing to read: image_manifest itself reports why
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path_to_text(path.resolve())}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def _read_assignments(path) -> pd.DataFrame | None:

@@ -3,9 +3,8 @@
 
 import dagster as dg
 
-from attn_assets.path_text import path_to_text
-from attn_assets.defs.manifest.assets import image_manifest
-from attn_assets.defs.manifest.sources import manifest_files, manifest_fingerprint
+from attn_assets.catalog.manifest import ManifestError, find_manifest_files
+from attn_assets.defs.manifest.assets import image_manifest, manifest_fingerprint
 from attn_assets.resources import PipelineResource
 
 
@@ -24,8 +23,10 @@ def latest_manifest_fingerprint(instance: dg.DagsterInstance) -> str | None:
     description="Materializes image_manifest when a manifest file is added, removed or modified.",
 )
 def manifest_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
-    if not manifest_files(pipeline.manifest):
-        return dg.SkipReason(f"No manifest file matches '{path_to_text(pipeline.manifest)}'")
+    try:
+        find_manifest_files(pipeline.manifest)
+    except ManifestError as error:
+        return dg.SkipReason(str(error))
     fingerprint = manifest_fingerprint(pipeline.manifest)
     if fingerprint == latest_manifest_fingerprint(context.instance):
         return dg.SkipReason("Manifest unchanged since the last image_manifest materialization")
