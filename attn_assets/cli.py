@@ -104,7 +104,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from attn_assets.core.loader import records_from_paths
     from attn_assets.core.model import ModelLoadError, load_encoder, resolve_device
     from attn_assets.storage.parquet import write_table_atomic
-    from attn_assets.storage.schema import METRIC_COLUMNS
+    from attn_assets.metric_names import METRIC_NAMES
 
     images = _collect_images(args.images)
     if not images:
@@ -120,19 +120,19 @@ def cmd_extract(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or S.default_batch_size(device)
     records = records_from_paths(images)
 
-    rows: dict[str, list] = {"image_path": [], **{m: [] for m in METRIC_COLUMNS}, "failure_reason": []}
+    rows: dict[str, list] = {"image_path": [], **{m: [] for m in METRIC_NAMES}, "failure_reason": []}
     failures = []
     with tqdm(total=len(records), unit="img", desc="extract", disable=args.quiet) as bar:
         for batch in extract_records(encoder, records, batch_size=batch_size, device=device,
                                      precision=precision, num_workers=args.num_workers):
             for i, image_id in enumerate(batch.image_ids):
                 rows["image_path"].append(image_id)
-                for m in METRIC_COLUMNS:
+                for m in METRIC_NAMES:
                     rows[m].append(np.asarray(batch.metrics[m])[i].item())
                 rows["failure_reason"].append(None)
             for failure in batch.failures:
                 rows["image_path"].append(failure.image_id)
-                for m in METRIC_COLUMNS:
+                for m in METRIC_NAMES:
                     rows[m].append(None)
                 rows["failure_reason"].append(failure.reason)
                 failures.append(failure)

@@ -11,7 +11,7 @@ import pytest
 from attn_assets import cli
 from attn_assets.core.extract import extract_to_frame
 from attn_assets.core.loader import records_from_paths
-from attn_assets.storage.schema import METRIC_COLUMNS
+from attn_assets.metric_names import METRIC_NAMES
 
 
 def test_extract_writes_one_row_per_image_with_failures(tmp_path, tiny_model_dir, tiny_encoder, sample_images, capsys):
@@ -36,7 +36,7 @@ def test_extract_writes_one_row_per_image_with_failures(tmp_path, tiny_model_dir
     # the same float32 operations on the same shapes in this process, so the numbers are identical
     expected, _, _ = extract_to_frame(tiny_encoder, records_from_paths(sorted(folder.iterdir())), batch_size=2)
     expected = expected.set_index("image_id").sort_index()
-    for metric in METRIC_COLUMNS:
+    for metric in METRIC_NAMES:
         np.testing.assert_array_equal(good[metric].to_numpy(float), expected[metric].to_numpy(float), err_msg=metric)
     captured = capsys.readouterr()
     assert "3 images computed, 1 failed" in captured.out

@@ -17,7 +17,7 @@ from .extract import (
     select_layers,
 )
 from .loader import Batch, ImageFailure, ImageRecord, iter_batches, records_from_paths
-from .metrics import METRIC_NAMES, attention_metrics, attention_metrics_numpy
+from .metrics import attention_metrics, attention_metrics_numpy
 from .model import DEFAULT_MODEL, Encoder, ModelLoadError, load_encoder, resolve_device
 from .preprocess import Preprocessor, load_rgb
 
@@ -31,7 +31,6 @@ __all__ = [
     "ExtractionOutput",
     "ImageFailure",
     "ImageRecord",
-    "METRIC_NAMES",
     "ModelLoadError",
     "Preprocessor",
     "attention_metrics",

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attn_assets.metric_names import SPATIAL_NAMES
+from attn_assets.metric_names import METRIC_NAMES, SPATIAL_NAMES
 
-from .metrics import METRIC_NAMES, attention_metrics, metrics_to_numpy
+from .metrics import attention_metrics, metrics_to_numpy
 
 ARTIFACT_MAD_K = 5.0  # artifact rule: norm > median + k * 1.4826 * MAD (a robust 5-sigma outlier)
 MAD_TO_SIGMA = 1.4826

@@ -28,9 +28,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from attn_assets.metric_names import METRIC_NAMES
+
 from .analyses import same_pass_analyses
 from .loader import ImageFailure, ImageRecord, iter_batches
-from .metrics import METRIC_NAMES, attention_metrics, metrics_to_numpy
+from .metrics import attention_metrics, metrics_to_numpy
 from .model import AttentionSite, Encoder, resolve_device
 from .preprocess import Preprocessor
 

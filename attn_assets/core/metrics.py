@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from attn_assets.metric_names import METRIC_NAMES  # noqa: F401 (re-exported)
+from attn_assets.metric_names import METRIC_NAMES
 
 
 def attention_metrics(cls_attention: torch.Tensor) -> dict[str, torch.Tensor]:

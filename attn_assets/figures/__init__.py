@@ -9,7 +9,7 @@ from attn_assets.storage.atomic import atomic_directory, atomic_file, cleanup_st
 from .countries import render_country_boxplots, render_country_mean_maps, top_countries
 from .distributions import DISTRIBUTION_METRICS, describe, render_distributions
 from .diverse import HEADLINE_METRICS, render_diverse_grid, select_diverse
-from .galleries import GALLERIES, METRIC_COLUMNS, GalleryResult, render_gallery, safe_image_id, top_k
+from .galleries import GALLERIES, GalleryResult, render_gallery, safe_image_id, top_k
 from .geometry import (
     DEFAULT_MAX_DISPLAY_SIDE,
     load_display_image,
@@ -25,7 +25,6 @@ __all__ = [
     "DISTRIBUTION_METRICS",
     "GALLERIES",
     "HEADLINE_METRICS",
-    "METRIC_COLUMNS",
     "GalleryResult",
     "atomic_directory",
     "atomic_file",

@@ -27,8 +27,6 @@ from .triptych import render_triptych
 logger = logging.getLogger(__name__)
 
 #: The seed's metric columns, in the order index.csv lists them.
-METRIC_COLUMNS = list(METRIC_NAMES)
-
 #: Seed gallery folder -> (metric, highest first?).
 GALLERIES: dict[str, tuple[str, bool]] = {
     "high_concentration": ("attention_concentration_top10", True),
@@ -148,7 +146,7 @@ def render_gallery(
                 fname_out = fname
             rec = {"rank": rank, "image_id": image_id, "country": row.get("country"),
                    "country_name": row.get("country_name"), "file": fname_out, "status": status}
-            for col in METRIC_COLUMNS:
+            for col in METRIC_NAMES:
                 if col in row:
                     rec[col] = row[col]
             if metric and metric not in rec and metric in row:

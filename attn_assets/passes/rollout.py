@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.core.loader import iter_batches
 from attn_assets.core.metrics import attention_metrics, metrics_to_numpy
 from attn_assets.core.preprocess import Preprocessor
@@ -18,7 +19,7 @@ from attn_assets.passes.outcome import ShardOutcome
 from attn_assets.passes.recipe import Recipe, rollout_recipe, with_record
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import write_table_atomic
-from attn_assets.storage.schema import METRIC_COLUMNS, ROLLOUT_RESULTS
+from attn_assets.storage.schema import ROLLOUT_RESULTS
 
 
 def compute_rollout_shard(*, layout: HomeLayout, shard_key: str, encoder, model_spec: str, device: str,
@@ -31,7 +32,7 @@ def compute_rollout_shard(*, layout: HomeLayout, shard_key: str, encoder, model_
     records, country, image_set = shard_images(layout, shard_key)
     extractor = RolloutExtractor(encoder, device=device, precision=precision)
     preprocess = Preprocessor(encoder.processor)
-    ids, maps, metrics = [], [], {m: [] for m in METRIC_COLUMNS}
+    ids, maps, metrics = [], [], {m: [] for m in METRIC_NAMES}
     failed = 0
     for batch in iter_batches(records, preprocess, batch_size, num_workers):
         for failure in batch.failures:  # recorded in image_failures by attention_statistics
@@ -42,7 +43,7 @@ def compute_rollout_shard(*, layout: HomeLayout, shard_key: str, encoder, model_
         rows, _ = extractor(batch.pixel_values)
         rows = rows.float()  # under bf16 autocast the product is bf16, which numpy cannot hold
         values = metrics_to_numpy(attention_metrics(rows))
-        for name in METRIC_COLUMNS:
+        for name in METRIC_NAMES:
             metrics[name].append(values[name])
         maps.append(rows.cpu().numpy().astype(np.float32))
         ids.extend(batch.image_ids)

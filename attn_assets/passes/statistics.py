@@ -17,7 +17,7 @@ from attn_assets.passes.outcome import ShardOutcome
 from attn_assets.passes.recipe import Recipe, image_set_fingerprint, statistics_recipe, with_record
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import build_shard_results, write_table_atomic
-from attn_assets.storage.schema import METRIC_COLUMNS
+from attn_assets.metric_names import METRIC_NAMES
 
 
 class ProgressLog:
@@ -98,7 +98,7 @@ def compute_statistics_shard(
         bar = tqdm(total=len(records), desc=shard_key, unit="img", leave=False)
 
     ids: list[str] = []
-    metrics: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_COLUMNS}
+    metrics: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_NAMES}
     maps: list[np.ndarray] = []
     embeddings: list[np.ndarray] = []
     sizes: list[tuple[int, int]] = []
@@ -114,7 +114,7 @@ def compute_statistics_shard(
     ):
         ids.extend(batch.image_ids)
         analyses.add(batch.analyses)
-        for name in METRIC_COLUMNS:
+        for name in METRIC_NAMES:
             metrics[name].append(np.asarray(batch.metrics[name]))
         maps.append(np.asarray(batch.cls_maps, dtype=np.float32))
         embeddings.append(np.asarray(batch.cls_embedding, dtype=np.float16))

@@ -17,9 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.storage.atomic import atomic_file
 from attn_assets.storage.layout import HomeLayout
-from attn_assets.storage.schema import METRIC_COLUMNS, SHARD_ANALYSIS_COLUMNS, SHARD_RESULTS
+from attn_assets.storage.schema import SHARD_ANALYSIS_COLUMNS, SHARD_RESULTS
 
 HEAD_MAP_SUM_KEY = b"attn_assets.head_map_sum"
 
@@ -91,7 +92,7 @@ def build_shard_results(
         "country": list(countries) + [f[2] for f in failures],
         "status": ["ok"] * n_ok + ["failed"] * n_failed,
         "failure_reason": [None] * n_ok + [f[3] for f in failures],
-        **{name: metric(name) for name in METRIC_COLUMNS},
+        **{name: metric(name) for name in METRIC_NAMES},
         "image_width": [w for w, _ in sizes] + pad,
         "image_height": [h for _, h in sizes] + pad,
         **{name: [b[i] for b in boxes] + pad for i, name in enumerate(("crop_left", "crop_top", "crop_right", "crop_bottom"))},

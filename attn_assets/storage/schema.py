@@ -13,8 +13,6 @@ import pyarrow as pa
 
 from attn_assets.metric_names import ACCURACY_THRESHOLDS_KM, METRIC_NAMES, SPATIAL_NAMES
 
-METRIC_COLUMNS: tuple[str, ...] = METRIC_NAMES  # the seed's six metrics, as the core names them
-
 #: How aggregates and figures label the images whose country is unknown (NULL in every table).
 UNKNOWN_COUNTRY = "unknown"
 
@@ -88,7 +86,7 @@ _METRIC_DESCRIPTIONS = {
 def _metric_columns() -> tuple[Column, ...]:
     return tuple(
         Column(name, "BIGINT" if name == "num_high_attention_patches" else "DOUBLE", _METRIC_DESCRIPTIONS[name])
-        for name in METRIC_COLUMNS
+        for name in METRIC_NAMES
     )
 
 
@@ -107,9 +105,9 @@ _SPATIAL_DESCRIPTIONS = {
     "attention_share_right": "share of the attention in the right half",
 }
 PERMUTED_SPATIAL_COLUMNS: tuple[str, ...] = tuple(f"{name}_permuted" for name in SPATIAL_COLUMNS)
-LAYER_LIST_COLUMNS: tuple[str, ...] = tuple(f"layer_{name}" for name in METRIC_COLUMNS)
-HEAD_LIST_COLUMNS: tuple[str, ...] = tuple(f"head_{name}" for name in METRIC_COLUMNS)
-WITHOUT_ARTIFACT_COLUMNS: tuple[str, ...] = tuple(f"{name}_without_artifacts" for name in METRIC_COLUMNS)
+LAYER_LIST_COLUMNS: tuple[str, ...] = tuple(f"layer_{name}" for name in METRIC_NAMES)
+HEAD_LIST_COLUMNS: tuple[str, ...] = tuple(f"head_{name}" for name in METRIC_NAMES)
+WITHOUT_ARTIFACT_COLUMNS: tuple[str, ...] = tuple(f"{name}_without_artifacts" for name in METRIC_NAMES)
 ARTIFACT_SCALAR_COLUMNS: tuple[str, ...] = (
     "artifact_count", "artifact_attention_share", "artifact_norm_median", "artifact_norm_threshold", "artifact_norm_max",
 )
@@ -119,7 +117,7 @@ def _list_metric_columns(prefix: str, what: str) -> tuple[Column, ...]:
     return tuple(
         Column(f"{prefix}_{name}", "BIGINT[]" if name == "num_high_attention_patches" else "DOUBLE[]",
                f"{_METRIC_DESCRIPTIONS[name]}, {what}")
-        for name in METRIC_COLUMNS
+        for name in METRIC_NAMES
     )
 
 
@@ -140,7 +138,7 @@ def _without_artifact_columns() -> tuple[Column, ...]:
     return tuple(
         Column(f"{name}_without_artifacts", "BIGINT" if name == "num_high_attention_patches" else "DOUBLE",
                f"{_METRIC_DESCRIPTIONS[name]}, artifact patches removed from the CLS row")
-        for name in METRIC_COLUMNS
+        for name in METRIC_NAMES
     )
 
 
@@ -358,11 +356,11 @@ MANIFEST_REJECTIONS = Table(
 
 _AGGREGATE_COLUMNS = tuple(
     Column(f"{metric}_{stat}", "DOUBLE", f"{stat} of {metric} over the country's images")
-    for metric in METRIC_COLUMNS
+    for metric in METRIC_NAMES
     for stat in ("mean", "std", "min", "max")
 ) + tuple(
     Column(f"{metric}_uniform", "DOUBLE", f"{metric} of uniform attention over the same patches (baseline)")
-    for metric in METRIC_COLUMNS
+    for metric in METRIC_NAMES
 )
 
 COUNTRY_AGGREGATES = Table(
@@ -480,4 +478,4 @@ WAREHOUSE_TABLES: tuple[Table, ...] = (
 )
 
 # The seed's attention_statistics.csv columns, in its documented order.
-SEED_CSV_COLUMNS: tuple[str, ...] = ("image_id", "country", *METRIC_COLUMNS)
+SEED_CSV_COLUMNS: tuple[str, ...] = ("image_id", "country", *METRIC_NAMES)

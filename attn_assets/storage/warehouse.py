@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from attn_assets.metric_names import ACCURACY_THRESHOLDS_KM
+from attn_assets.metric_names import ACCURACY_THRESHOLDS_KM, METRIC_NAMES
 from attn_assets.storage.schema import (
     ARTIFACT_STATISTICS,
     GEOLOCATION_ACCURACY,
@@ -35,7 +35,6 @@ from attn_assets.storage.schema import (
     IMAGE_FAILURES,
     IMAGES,
     MANIFEST_REJECTIONS,
-    METRIC_COLUMNS,
     SHARD_LOADS,
     WAREHOUSE_TABLES,
     Table,
@@ -102,7 +101,7 @@ def _add_missing_columns(con: duckdb.DuckDBPyConnection) -> None:
 
 def _unnest_insert(table: Table, index: str, prefix: str, first: str) -> str:
     """INSERT the per-layer / per-head list columns of the shard file as one row per list element."""
-    lists = ", ".join(f'unnest(s."{prefix}{m}") AS "{m}"' for m in METRIC_COLUMNS)
+    lists = ", ".join(f'unnest(s."{prefix}{m}") AS "{m}"' for m in METRIC_NAMES)
     return (
         f'INSERT INTO "{table.name}" BY NAME SELECT s.image_id, s.shard_key, {_MANIFEST_COUNTRY} AS country, '
         f'unnest(range(len(s."{first}"))) AS "{index}", {lists} '
@@ -114,10 +113,10 @@ def _same_pass_inserts(present: set[str]) -> list[str]:
     """INSERTs of the same-pass analysis tables from one shard file (none for a file written before the shard
     files held the per-layer, per-head, artifact and spatial statistics)."""
     statements = []
-    if f"layer_{METRIC_COLUMNS[0]}" in present:
-        statements.append(_unnest_insert(LAYER_STATISTICS, "layer", "layer_", f"layer_{METRIC_COLUMNS[0]}"))
-    if f"head_{METRIC_COLUMNS[0]}" in present:
-        statements.append(_unnest_insert(HEAD_STATISTICS, "head", "head_", f"head_{METRIC_COLUMNS[0]}"))
+    if f"layer_{METRIC_NAMES[0]}" in present:
+        statements.append(_unnest_insert(LAYER_STATISTICS, "layer", "layer_", f"layer_{METRIC_NAMES[0]}"))
+    if f"head_{METRIC_NAMES[0]}" in present:
+        statements.append(_unnest_insert(HEAD_STATISTICS, "head", "head_", f"head_{METRIC_NAMES[0]}"))
     for table, marker in ((ARTIFACT_STATISTICS, "artifact_count"), (SPATIAL_STATISTICS, "attention_com_x")):
         if marker in present:
             select = _select_list(table, overrides={"num_patches": "s.grid_height * s.grid_width",
@@ -344,7 +343,7 @@ class Warehouse:
         """
         aggregates = ", ".join(
             f'{fn}(s."{metric}") AS "{metric}_{stat}"'
-            for metric in METRIC_COLUMNS
+            for metric in METRIC_NAMES
             for stat, fn in (("mean", "avg"), ("std", "stddev_samp"), ("min", "min"), ("max", "max"))
         )
         with self.writer() as con:
@@ -367,13 +366,13 @@ class Warehouse:
                     ).fetchall()
                     for (num_patches,) in patch_counts:
                         values = uniform_baselines(int(num_patches))
-                        assignments = ", ".join(f'"{m}_uniform" = ?' for m in METRIC_COLUMNS)
+                        assignments = ", ".join(f'"{m}_uniform" = ?' for m in METRIC_NAMES)
                         con.execute(
                             f'UPDATE "{COUNTRY_AGGREGATES.name}" AS a SET {assignments} FROM ('
                             f'SELECT country FROM "{ATTENTION_STATISTICS.name}" '
                             "GROUP BY country HAVING max(num_patches) = ?) AS g "
                             "WHERE a.country IS NOT DISTINCT FROM g.country",
-                            [float(values[m]) for m in METRIC_COLUMNS] + [int(num_patches)],
+                            [float(values[m]) for m in METRIC_NAMES] + [int(num_patches)],
                         )
             return con.execute(f'SELECT count(*) FROM "{COUNTRY_AGGREGATES.name}"').fetchone()[0]
 

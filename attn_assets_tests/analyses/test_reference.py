@@ -19,7 +19,8 @@ from attn_assets.core.analyses import (
 )
 from attn_assets.core.extract import AttentionExtractor, extract_records
 from attn_assets.core.loader import ImageRecord
-from attn_assets.core.metrics import METRIC_NAMES, attention_metrics, attention_metrics_numpy
+from attn_assets.core.metrics import attention_metrics, attention_metrics_numpy
+from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.core.preprocess import Preprocessor
 from attn_assets.core.rollout import RolloutExtractor
 from attn_assets_tests.analyses import reference as ref

@@ -8,10 +8,10 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
+from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.storage.parquet import build_shard_results, read_head_map_sum, write_table_atomic
 from attn_assets.storage.schema import (
     ATTENTION_STATISTICS,
-    METRIC_COLUMNS,
     PERMUTED_SPATIAL_COLUMNS,
     SHARD_ANALYSIS_COLUMNS,
     SPATIAL_COLUMNS,
@@ -24,7 +24,7 @@ LAYERS, HEADS, GRID = 3, 4, (2, 3)
 
 def _analyses(n: int, rng) -> dict:
     out = {}
-    for m in METRIC_COLUMNS:
+    for m in METRIC_NAMES:
         integer = m == "num_high_attention_patches"
         out[f"layer_{m}"] = rng.integers(0, 6, (n, LAYERS)) if integer else rng.random((n, LAYERS))
         out[f"head_{m}"] = rng.integers(0, 6, (n, HEADS)) if integer else rng.random((n, HEADS))
@@ -43,7 +43,7 @@ def _analyses(n: int, rng) -> dict:
 def _shard(shard_key, ids, failed=(), analyses=None):
     n = len(ids)
     rng = np.random.default_rng(len(ids))
-    metrics = {m: rng.random(n) for m in METRIC_COLUMNS}
+    metrics = {m: rng.random(n) for m in METRIC_NAMES}
     metrics["num_high_attention_patches"] = rng.integers(0, 6, n)
     return build_shard_results(
         shard_key=shard_key, image_ids=ids, paths=[f"{i}.jpg" for i in ids], countries=["FR"] * n, metrics=metrics,
@@ -63,7 +63,7 @@ def test_analysis_columns_load_into_their_tables_and_replace_with_the_shard(tmp_
 
     layers = store.query("SELECT * FROM layer_statistics ORDER BY image_id, layer")
     assert len(layers) == 3 * LAYERS and list(layers["layer"][:LAYERS]) == list(range(LAYERS))
-    for m in METRIC_COLUMNS:
+    for m in METRIC_NAMES:
         np.testing.assert_allclose(layers[m].to_numpy(float), np.asarray(analyses[f"layer_{m}"], float).ravel())
     heads = store.query("SELECT * FROM head_statistics ORDER BY image_id, head")
     assert len(heads) == 3 * HEADS

@@ -11,7 +11,8 @@ from attn_assets.core.extract import (
     select_layers,
 )
 from attn_assets.core.loader import ImageRecord
-from attn_assets.core.metrics import METRIC_NAMES, attention_metrics_numpy
+from attn_assets.core.metrics import attention_metrics_numpy
+from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.core.preprocess import Preprocessor, load_rgb
 from attn_assets_tests.core.float32_bounds import (
     batch_map_bound,

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from attn_assets.core.metrics import METRIC_NAMES, attention_metrics, attention_metrics_numpy
+from attn_assets.core.metrics import attention_metrics, attention_metrics_numpy
+from attn_assets.metric_names import METRIC_NAMES
 
 
 def _rows(n: int, seed: int) -> np.ndarray:

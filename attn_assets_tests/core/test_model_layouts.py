@@ -26,7 +26,8 @@ import torch
 
 from attn_assets.core.extract import eager_attention, extract_records
 from attn_assets.core.loader import ImageRecord
-from attn_assets.core.metrics import METRIC_NAMES, attention_metrics, metrics_to_numpy
+from attn_assets.core.metrics import attention_metrics, metrics_to_numpy
+from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.core.model import (
     ModelLoadError,
     describe_encoder,

@@ -13,7 +13,7 @@ from attn_assets.core.loader import ImageRecord
 from attn_assets.core.model import load_encoder
 from attn_assets.orchestration import materialize_all
 from attn_assets.storage.layout import HomeLayout
-from attn_assets.storage.schema import METRIC_COLUMNS
+from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.storage.warehouse import Warehouse
 from attn_assets_tests.defs.conftest import osv_row, write_osv_manifest, write_scene, GOOD_ROWS
 
@@ -61,7 +61,7 @@ def test_whole_graph_matches_core_and_is_idempotent(pipeline_env, instance, tiny
     expected = pd.concat([run[0] for run in runs]).set_index("image_id").sort_index()
     expected_failures = pd.concat([run[2] for run in runs])
     assert list(stats.index) == list(expected.index) == sorted(pipeline_env.image_ids)
-    for metric in METRIC_COLUMNS:
+    for metric in METRIC_NAMES:
         np.testing.assert_array_equal(stats[metric].to_numpy(float), expected[metric].to_numpy(float), err_msg=metric)
     assert set(stats["model_spec"]) == {str(tiny_model_dir)}
     assert set(stats["precision"]) == {"fp32"}
@@ -81,7 +81,7 @@ def test_whole_graph_matches_core_and_is_idempotent(pipeline_env, instance, tiny
     by_country = stats.reset_index().groupby("country")
     aggregates = tables["country_aggregates"].set_index("country")
     assert aggregates["image_count"].to_dict() == by_country.size().to_dict()
-    for metric in METRIC_COLUMNS:
+    for metric in METRIC_NAMES:
         for stat in ("mean", "std", "min", "max"):
             ours = aggregates[f"{metric}_{stat}"].sort_index()
             theirs = getattr(by_country[metric], stat)().sort_index()
@@ -95,7 +95,7 @@ def test_whole_graph_matches_core_and_is_idempotent(pipeline_env, instance, tiny
     # seed CSV export and figures exist
     layout = HomeLayout(pipeline_env.home)
     csv = pd.read_csv(layout.statistics_csv, dtype={"image_id": str, "country": str}, keep_default_na=False)
-    assert list(csv.columns) == ["image_id", "country", *METRIC_COLUMNS]
+    assert list(csv.columns) == ["image_id", "country", *METRIC_NAMES]
     assert len(csv) == len(stats) and "NA" in set(csv["country"])
     assert (layout.analysis_dir / "attention_distributions.png").stat().st_size > 10_000
     assert (layout.visualizations_dir / "diverse_examples_grid.png").exists()

@@ -140,11 +140,11 @@ def test_checks_catch_stale_and_impossible_predictions(tmp_path):
 
 def test_figures_draw_without_predictions(tmp_path):
     from attn_assets.figures.geolocation import location_caption, render_error_analysis, render_prediction_map
-    from attn_assets.storage.schema import METRIC_COLUMNS
+    from attn_assets.metric_names import METRIC_NAMES
 
     empty = pd.DataFrame(columns=["image_id", "error_km", "latitude", "longitude", "predicted_latitude",
-                                  "predicted_longitude", *METRIC_COLUMNS])
-    assert render_error_analysis(empty, pd.DataFrame(), METRIC_COLUMNS, tmp_path / "e.png").stat().st_size > 5_000
+                                  "predicted_longitude", *METRIC_NAMES])
+    assert render_error_analysis(empty, pd.DataFrame(), METRIC_NAMES, tmp_path / "e.png").stat().st_size > 5_000
     assert render_prediction_map(empty, tmp_path / "m.png").stat().st_size > 5_000
     caption = location_caption({"latitude": 48.8566, "longitude": 2.3522, "country": "FR", "predicted_latitude": 51.5074,
                                 "predicted_longitude": -0.1278, "predicted_country": "GB", "error_km": 343.56})

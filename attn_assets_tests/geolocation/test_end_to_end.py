@@ -14,7 +14,7 @@ from attn_assets.core.preprocess import load_rgb
 from attn_assets.orchestration import materialize_all
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import read_cls_embeddings
-from attn_assets.storage.schema import METRIC_COLUMNS
+from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.storage.warehouse import Warehouse
 from attn_assets_tests.defs.conftest import GOOD_ROWS
 from attn_assets_tests.geolocation.conftest import PLONK_REPO, requires_plonk
@@ -82,9 +82,9 @@ def test_geolocation_group_end_to_end(pipeline_env, instance, offline_hub, monke
 
     # 4. failure analysis equals the core's statistics on the joined rows
     joined = store.query(
-        "SELECT g.image_id, g.error_km, " + ", ".join(f"s.{m}" for m in METRIC_COLUMNS)
+        "SELECT g.image_id, g.error_km, " + ", ".join(f"s.{m}" for m in METRIC_NAMES)
         + " FROM geolocation_predictions g JOIN attention_statistics s USING (image_id) ORDER BY image_id")
-    expected_analysis = error_analysis(joined, METRIC_COLUMNS).set_index("metric")
+    expected_analysis = error_analysis(joined, METRIC_NAMES).set_index("metric")
     analysis = store.query("SELECT * FROM geolocation_error_analysis").set_index("metric").loc[expected_analysis.index]
     np.testing.assert_allclose(analysis["spearman_rho"], expected_analysis["spearman_rho"], equal_nan=True)
     np.testing.assert_allclose(analysis["worst_decile_mean"], expected_analysis["worst_decile_mean"])

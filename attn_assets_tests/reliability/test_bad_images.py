@@ -36,7 +36,7 @@ from attn_assets.core.model import load_encoder
 from attn_assets.core.preprocess import Preprocessor, load_rgb
 from attn_assets.orchestration import materialize_all
 from attn_assets.storage.layout import HomeLayout
-from attn_assets.storage.schema import METRIC_COLUMNS
+from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.storage.warehouse import Warehouse
 from attn_assets_tests.conftest import street_scene
 from attn_assets_tests.reliability.conftest import audit_opens
@@ -218,7 +218,7 @@ def test_hostile_shard_through_the_graph(plain_env, plain_instance, tiny_model_d
     expected, _, core_failures = extract_to_frame(encoder, records, batch_size=4)
     assert sorted(core_failures.image_id) == sorted(bad)
     expected = expected.set_index("image_id").sort_index()
-    for metric in METRIC_COLUMNS:
+    for metric in METRIC_NAMES:
         np.testing.assert_array_equal(stats[metric].to_numpy(float), expected[metric].to_numpy(float), err_msg=metric)
 
     # first frame / first page; EXIF orientation not applied: the model gets exactly the raw pixels (the
@@ -229,8 +229,8 @@ def test_hostile_shard_through_the_graph(plain_env, plain_instance, tiny_model_d
     for a, b in (("animated_gif", "animated_gif_frame0"), ("multipage_tiff", "multipage_tiff_page0"),
                  ("exif_orientation_6", "exif6_raw_pixels")):
         assert torch.equal(preprocess(load_rgb(path_of[a])), preprocess(load_rgb(path_of[b]))), a
-    assert not np.allclose(stats.loc["exif_orientation_6", METRIC_COLUMNS].to_numpy(float),
-                           stats.loc["exif6_upright", METRIC_COLUMNS].to_numpy(float), atol=1e-4)
+    assert not np.allclose(stats.loc["exif_orientation_6", METRIC_NAMES].to_numpy(float),
+                           stats.loc["exif6_upright", METRIC_NAMES].to_numpy(float), atol=1e-4)
     shard = pd.read_parquet(HomeLayout(plain_env.home).shard_parquet(stats["shard_key"].iloc[0])).set_index("image_id")
     assert tuple(shard.loc["huge_12000x9000", ["image_width", "image_height"]]) == BIG
     assert tuple(shard.loc["one_by_one", ["image_width", "image_height"]]) == (1, 1)

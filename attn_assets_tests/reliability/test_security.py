@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from attn_assets.metric_names import METRIC_NAMES
 from attn_assets import cli
 from attn_assets.core.model import ModelLoadError, load_encoder
 from attn_assets.settings import REPO_ROOT
 from attn_assets.storage.parquet import build_shard_results, write_table_atomic
-from attn_assets.storage.schema import METRIC_COLUMNS, WAREHOUSE_TABLES
+from attn_assets.storage.schema import WAREHOUSE_TABLES
 from attn_assets.storage.warehouse import Warehouse
 
 INJECTION = "'; DROP TABLE images; --"
@@ -30,7 +31,7 @@ def _shard(tmp_path: Path, key: str, ok_ids: list[str], failed: list[tuple[str, 
     maps = np.full((n, 2, 2), 0.25, dtype=np.float32)
     table = build_shard_results(
         shard_key=key, image_ids=ok_ids, paths=[f"img/{i}.jpg" for i in range(n)], countries=["FR"] * n,
-        metrics={m: np.full(n, 1.0 if m != "num_high_attention_patches" else 1) for m in METRIC_COLUMNS},
+        metrics={m: np.full(n, 1.0 if m != "num_high_attention_patches" else 1) for m in METRIC_NAMES},
         cls_maps=maps, failures=[(i, "img/x.jpg", "FR", reason) for i, reason in failed],
         model_spec="random:tiny", precision="fp32", computed_at=datetime.now(timezone.utc),
     )

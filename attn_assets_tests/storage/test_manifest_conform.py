@@ -9,15 +9,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.storage.parquet import build_shard_results, write_table_atomic
-from attn_assets.storage.schema import GEOLOCATION_PREDICTIONS, IMAGES, METRIC_COLUMNS, ROLLOUT_STATISTICS
+from attn_assets.storage.schema import GEOLOCATION_PREDICTIONS, IMAGES, ROLLOUT_STATISTICS
 from attn_assets.storage.warehouse import Warehouse, per_image_tables
 
 
 def _shard(tmp_path: Path, key: str, ids: list[str], country: str) -> Path:
     n = len(ids)
     rng = np.random.default_rng(0)
-    metrics = {m: rng.random(n) for m in METRIC_COLUMNS}
+    metrics = {m: rng.random(n) for m in METRIC_NAMES}
     metrics["num_high_attention_patches"] = rng.integers(0, 12, n)
     table = build_shard_results(
         shard_key=key, image_ids=ids, paths=[f"{i}.jpg" for i in ids], countries=[country] * n, metrics=metrics,

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from attn_assets.storage.parquet import build_shard_results, read_cls_maps, write_table_atomic
-from attn_assets.storage.schema import METRIC_COLUMNS
+from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.storage.warehouse import Warehouse, WarehouseBusyError
 
 
@@ -24,7 +24,7 @@ def _shard_table(shard_key: str, ids: list[str], failed: list[str] = (), offset:
     n = len(ids)
     rng = np.random.default_rng(abs(hash((shard_key, offset))) % 2**32)
     maps = rng.random((n, 3, 4), dtype=np.float32)
-    metrics = {m: rng.random(n) + offset for m in METRIC_COLUMNS}
+    metrics = {m: rng.random(n) + offset for m in METRIC_NAMES}
     metrics["num_high_attention_patches"] = rng.integers(0, 12, n)
     return build_shard_results(
         shard_key=shard_key, image_ids=ids, paths=[f"{i}.jpg" for i in ids], countries=["FR"] * n,

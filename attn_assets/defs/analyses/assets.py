@@ -22,6 +22,7 @@ from attn_assets.core.analyses import (
     uniform_spatial_baselines,
 )
 from attn_assets.core.extract import resolve_precision
+from attn_assets.metric_names import METRIC_NAMES as METRIC_COLUMNS
 from attn_assets.settings import ENV_ABLATION_FRACTION, ablation_fraction_from_env
 from attn_assets.passes.ablation import compute_ablation_shard
 from attn_assets.passes.rollout import compute_rollout_shard
@@ -61,7 +62,6 @@ from attn_assets.storage.schema import (
     IMAGES,
     LAYER_STATISTICS,
     METRIC_BASELINES,
-    METRIC_COLUMNS,
     ROLLOUT_STATISTICS,
     SPATIAL_COLUMNS,
     SPATIAL_STATISTICS,

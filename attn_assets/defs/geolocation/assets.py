@@ -46,8 +46,8 @@ from attn_assets.storage.schema import (
     GEOLOCATION_ERROR_ANALYSIS,
     GEOLOCATION_PREDICTIONS,
     IMAGES,
-    METRIC_COLUMNS,
 )
+from attn_assets.metric_names import METRIC_NAMES as METRIC_COLUMNS
 
 GEOLOCATION_CODE_VERSION = "1"
 WORST_PREDICTIONS_FOLDER = "worst_predictions"

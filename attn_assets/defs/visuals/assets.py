@@ -18,7 +18,8 @@ from attn_assets.defs.warehouse.assets import attention_warehouse, country_aggre
 from attn_assets.resources import PipelineResource, WarehouseResource
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import read_cls_maps, read_maps_and_boxes
-from attn_assets.storage.schema import ATTENTION_STATISTICS, IMAGES, METRIC_COLUMNS, UNKNOWN_COUNTRY
+from attn_assets.metric_names import METRIC_NAMES as METRIC_COLUMNS
+from attn_assets.storage.schema import ATTENTION_STATISTICS, IMAGES, UNKNOWN_COUNTRY
 
 VISUALS_CODE_VERSION = "1"
 # Figures are drawn from the warehouse, which holds only the shards of the current recipe and manifest; their
