@@ -40,7 +40,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     except ValueError as error:  # a setting refused up front (not a number, a non-UTF-8 ATTN_ASSETS_HOME)
         return _fail(str(error))
     dagster_home = _ensure_dagster_home(settings)
-    os.environ["ATTN_ASSETS_PROGRESS_BAR"] = "1"
+    os.environ[S.ENV_PROGRESS_BAR] = "1"
     from attn_assets.orchestration import materialize_all
 
     print(f"attn-assets: DAGSTER_HOME={path_to_text(dagster_home)}  ATTN_ASSETS_HOME={path_to_text(settings.home)}",
@@ -112,9 +112,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if (problem := _output_problem(args.out)) is not None:
         return _fail(problem)
     try:
-        device = str(resolve_device(args.device))
+        model = args.model or S.model_setting()
+        device = str(resolve_device(args.device or S.device_setting()))
+        num_workers = S.num_workers_setting() if args.num_workers is None else args.num_workers
         precision = resolve_precision(args.precision, device)
-        encoder = load_encoder(args.model, device=device)
+        encoder = load_encoder(model, device=device)
     except (ModelLoadError, ValueError, RuntimeError) as error:
         return _fail(str(error))
     batch_size = args.batch_size or S.default_batch_size(device)
@@ -124,7 +126,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     failures = []
     with tqdm(total=len(records), unit="img", desc="extract", disable=args.quiet) as bar:
         for batch in extract_records(encoder, records, batch_size=batch_size, device=device,
-                                     precision=precision, num_workers=args.num_workers):
+                                     precision=precision, num_workers=num_workers):
             for i, image_id in enumerate(batch.image_ids):
                 rows["image_path"].append(image_id)
                 for m in METRIC_NAMES:
@@ -137,13 +139,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
                 rows["failure_reason"].append(failure.reason)
                 failures.append(failure)
             bar.update(len(batch.image_ids) + len(batch.failures))
-    table = pa.table(rows).append_column("model_spec", pa.array([args.model] * len(rows["image_path"])))
+    table = pa.table(rows).append_column("model_spec", pa.array([model] * len(rows["image_path"])))
     table = table.append_column("precision", pa.array([precision] * len(rows["image_path"])))
     write_table_atomic(table, Path(args.out))
     for failure in failures:
         print(f"failed: {failure.image_id}: {failure.reason}", file=sys.stderr)
     print(f"wrote {path_to_text(args.out)}: {len(records) - len(failures)} images computed, {len(failures)} failed "
-          f"({args.model}, {device}, {precision})")
+          f"({model}, {device}, {precision})")
     return EXIT_OK
 
 
@@ -224,12 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="run the attention core on images or folders, no Dagster")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--model", default=os.environ.get(S.ENV_MODEL) or S.DEFAULT_MODEL, help="model spec")
+    p.add_argument("--model", help=f"model spec (default: {S.ENV_MODEL}, else {S.DEFAULT_MODEL})")
     p.add_argument("--out", required=True, help="output Parquet file")
     p.add_argument("--batch-size", type=int, default=0, help="images per forward pass (default: by device)")
-    p.add_argument("--device", default=os.environ.get(S.ENV_DEVICE) or "auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--device", help=f"auto, cpu, cuda, cuda:N (default: {S.ENV_DEVICE}, else auto)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--num-workers", type=int, default=2, help="image decoding processes")
+    p.add_argument("--num-workers", type=int,
+                   help=f"image decoding processes (default: {S.ENV_NUM_WORKERS}, else min(4, cores))")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_extract)
 

@@ -7,7 +7,6 @@ set, and as the documented default otherwise.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 
@@ -23,7 +22,7 @@ _ENCODER_LOCK = threading.Lock()
 
 def _setting(name: str, default):
     """EnvVar when the variable is set (so the UI shows where the value came from), else the default."""
-    if os.environ.get(name, "").strip():
+    if S.is_set(name):
         if isinstance(default, bool):
             return dg.EnvVar(name)
         if isinstance(default, int):
@@ -71,7 +70,7 @@ class AttentionModelResource(dg.ConfigurableResource):
     device: str = "auto"
     batch_size: int = 0
     precision: str = "auto"
-    num_workers: int = 2
+    num_workers: int = S.DEFAULT_NUM_WORKERS
     progress_bar: bool = False
 
     def resolved_device(self) -> str:
@@ -101,8 +100,8 @@ class GeolocationModelResource(dg.ConfigurableResource):
     device: str = "auto"
     num_steps: int = S.DEFAULT_PLONK_STEPS
     num_samples: int = S.DEFAULT_PLONK_SAMPLES
-    seed: int = 0
-    cfg: float = 0.0
+    seed: int = S.DEFAULT_PLONK_SEED
+    cfg: float = S.DEFAULT_PLONK_CFG
 
     def geolocator(self):
         """Load (or reuse) the PLONK network; raises a ModelLoadError saying what to install or cache."""
@@ -137,7 +136,7 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
             batch_size=_setting(S.ENV_BATCH_SIZE, cfg.batch_size or 0),
             precision=_setting(S.ENV_PRECISION, cfg.precision),
             num_workers=_setting(S.ENV_NUM_WORKERS, cfg.num_workers),
-            progress_bar=os.environ.get("ATTN_ASSETS_PROGRESS_BAR") == "1",
+            progress_bar=S.progress_bar_setting(),
         ),
         "geolocation_model": GeolocationModelResource(
             plonk_model=_setting(S.ENV_PLONK_MODEL, cfg.plonk_model),

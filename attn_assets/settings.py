@@ -1,7 +1,8 @@
-"""Settings read from the environment, shared by the CLI and the Dagster resources.
+"""Settings read from the environment, shared by the CLI, the Dagster resources and the library.
 
-The names and defaults are a contract (see README "Settings"); everything else reads
-them through `Settings.from_env()` so a notebook, the CLI and Dagster agree.
+This is the only module that reads the environment. The names and defaults are a contract (see README
+"Settings"); everything else reads them through `Settings.from_env()` or the functions below, so a notebook,
+the CLI and Dagster agree. It imports nothing heavy (no torch, no Dagster), so every layer may use it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ DEFAULT_DEMO_DIR = DEFAULT_HOME / "demo"
 DEFAULT_MANIFEST = DEFAULT_DEMO_DIR / "test.csv"
 DEFAULT_MODEL = "geolocal/StreetCLIP"
 DEFAULT_SHARD_SIZE = 1000
+DEFAULT_NUM_WORKERS = min(4, os.cpu_count() or 1)
 
 ENV_HOME = "ATTN_ASSETS_HOME"
 ENV_MANIFEST = "ATTN_ASSETS_MANIFEST"
@@ -36,14 +38,25 @@ ENV_PLONK_STEPS = "ATTN_ASSETS_PLONK_STEPS"
 ENV_PLONK_SAMPLES = "ATTN_ASSETS_PLONK_SAMPLES"
 ENV_PLONK_SEED = "ATTN_ASSETS_PLONK_SEED"
 ENV_PLONK_CFG = "ATTN_ASSETS_PLONK_CFG"
+ENV_ALLOW_PICKLE = "ATTN_ASSETS_ALLOW_PICKLE"
+ENV_PROGRESS_BAR = "ATTN_ASSETS_PROGRESS_BAR"
+#: PLONK's model and sampling: the riemannian flow sampler's step count as PlonkPipeline uses it, 16 samples per
+#: image (their spherical medoid is the prediction), seed 0, classifier-free guidance off (PlonkPipeline's default).
 DEFAULT_PLONK_MODEL = "nicolas-dufour/PLONK_OSV_5M"
 DEFAULT_PLONK_STEPS = 250
 DEFAULT_PLONK_SAMPLES = 16
+DEFAULT_PLONK_SEED = 0
+DEFAULT_PLONK_CFG = 0.0
 
 
 def _env(name: str) -> str | None:
     value = os.environ.get(name, "").strip()
     return value or None
+
+
+def is_set(name: str) -> bool:
+    """Whether the variable ``name`` is set to something other than blanks."""
+    return _env(name) is not None
 
 
 def _env_int(name: str, default: int | None, minimum: int = 1) -> int | None:
@@ -103,8 +116,62 @@ def _home_setting() -> Path:
 
 
 def default_batch_size(device: str) -> int:
-    """Batching is the main lever on a GPU and buys little on a CPU (DESIGN.md)."""
+    """Batching is the main lever on a GPU (it fills the device) and buys little on a CPU, where a forward pass
+    already uses every core."""
     return 64 if device.startswith("cuda") else 4
+
+
+def model_setting() -> str:
+    """ATTN_ASSETS_MODEL: the model spec (default StreetCLIP)."""
+    return _env(ENV_MODEL) or DEFAULT_MODEL
+
+
+def device_setting() -> str:
+    """ATTN_ASSETS_DEVICE: auto, cpu, cuda or cuda:N."""
+    return _env(ENV_DEVICE) or "auto"
+
+
+def num_workers_setting() -> int:
+    """ATTN_ASSETS_NUM_WORKERS: image-decoding processes (0 decodes inline; default min(4, cores))."""
+    return _env_int(ENV_NUM_WORKERS, DEFAULT_NUM_WORKERS, minimum=0)
+
+
+def image_root_setting() -> str | None:
+    """ATTN_ASSETS_IMAGE_ROOT as written (None when unset): the folder relative image paths start from."""
+    return _env(ENV_IMAGE_ROOT)
+
+
+def _env_flag(name: str, true_values: frozenset[str] = frozenset({"1", "true", "yes"})) -> bool:
+    return (_env(name) or "").lower() in true_values
+
+
+def pickle_allowed() -> bool:
+    """ATTN_ASSETS_ALLOW_PICKLE=1: a model that exists only as pickle weights may be loaded (weights-only)."""
+    return _env_flag(ENV_ALLOW_PICKLE)
+
+
+def progress_bar_setting() -> bool:
+    """ATTN_ASSETS_PROGRESS_BAR=1 (set by `attn-assets materialize`): shard passes draw a progress bar."""
+    return _env(ENV_PROGRESS_BAR) == "1"
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it: the hub is not asked, only its cache."""
+    return _env_flag("HF_HUB_OFFLINE", frozenset({"1", "true", "yes", "on"}))
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, as huggingface_hub resolves it, read from the environment now."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return Path(HF_HUB_CACHE)
+    except ImportError:  # pragma: no cover
+        return Path("~/.cache/huggingface/hub").expanduser()
 
 
 @dataclass(frozen=True)
@@ -131,20 +198,20 @@ class Settings:
         return cls(
             home=_home_setting(),
             manifest=path_setting(_env(ENV_MANIFEST) or str(DEFAULT_MANIFEST)),
-            image_root=Path(path_setting(root)).expanduser().resolve() if (root := _env(ENV_IMAGE_ROOT)) else None,
-            model=_env(ENV_MODEL) or DEFAULT_MODEL,
-            device=_env(ENV_DEVICE) or "auto",
+            image_root=Path(path_setting(root)).expanduser().resolve() if (root := image_root_setting()) else None,
+            model=model_setting(),
+            device=device_setting(),
             batch_size=_env_int(ENV_BATCH_SIZE, None),
             shard_size=_env_int(ENV_SHARD_SIZE, DEFAULT_SHARD_SIZE),
             precision=_env(ENV_PRECISION) or "auto",
-            num_workers=_env_int(ENV_NUM_WORKERS, min(4, os.cpu_count() or 1), minimum=0),
+            num_workers=num_workers_setting(),
             failure_rate_warn=_env_float(ENV_FAILURE_RATE_WARN, 0.05),
             gallery_size=_env_int(ENV_GALLERY_SIZE, 10),
             plonk_model=_env(ENV_PLONK_MODEL) or DEFAULT_PLONK_MODEL,
             plonk_steps=_env_int(ENV_PLONK_STEPS, DEFAULT_PLONK_STEPS),
             plonk_samples=_env_int(ENV_PLONK_SAMPLES, DEFAULT_PLONK_SAMPLES),
-            plonk_seed=_env_int(ENV_PLONK_SEED, 0, minimum=0),
-            plonk_cfg=_env_float(ENV_PLONK_CFG, 0.0),
+            plonk_seed=_env_int(ENV_PLONK_SEED, DEFAULT_PLONK_SEED, minimum=0),
+            plonk_cfg=_env_float(ENV_PLONK_CFG, DEFAULT_PLONK_CFG),
         )
 
     def with_overrides(self, **changes) -> "Settings":

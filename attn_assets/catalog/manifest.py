@@ -53,6 +53,7 @@ import pyarrow.parquet as pq
 
 from attn_assets.catalog.countries import country_names, normalize_codes, resolve_countries
 from attn_assets.path_text import path_to_text, text_to_path
+from attn_assets.settings import image_root_setting
 
 # --------------------------------------------------------------------------------------------
 # Contract: column names (storage and the Dagster assets use these).
@@ -494,8 +495,7 @@ def _detect_format(path: Path, columns: list[str]) -> str:
 
 def _resolve_root(image_root: str | os.PathLike | None, files: list[Path]) -> Path:
     if image_root is None:
-        env = os.environ.get("ATTN_ASSETS_IMAGE_ROOT", "").strip()
-        image_root = env or files[0].resolve().parent
+        image_root = image_root_setting() or files[0].resolve().parent
     root = Path(os.path.realpath(os.path.expanduser(text_to_path(os.fspath(image_root)))))
     if not root.is_dir():
         raise ManifestError(

@@ -18,7 +18,7 @@ from .extract import (
 )
 from .loader import Batch, ImageFailure, ImageRecord, iter_batches, records_from_paths
 from .metrics import attention_metrics, attention_metrics_numpy
-from .model import DEFAULT_MODEL, Encoder, ModelLoadError, load_encoder, resolve_device
+from .model import Encoder, ModelLoadError, load_encoder, resolve_device
 from .preprocess import Preprocessor, load_rgb
 
 __all__ = [
@@ -26,7 +26,6 @@ __all__ = [
     "Batch",
     "BatchResult",
     "CropGeometry",
-    "DEFAULT_MODEL",
     "Encoder",
     "ExtractionOutput",
     "ImageFailure",

@@ -22,8 +22,14 @@ import torch
 from attn_assets.core.analyses import image_seed
 from attn_assets.core.model import PLONK_INSTALL_HINT, ModelLoadError, import_plonk, resolve_device
 from attn_assets.metric_names import ACCURACY_THRESHOLDS_KM
+from attn_assets.settings import (
+    DEFAULT_PLONK_CFG,
+    DEFAULT_PLONK_MODEL,
+    DEFAULT_PLONK_SAMPLES,
+    DEFAULT_PLONK_SEED,
+    DEFAULT_PLONK_STEPS,
+)
 
-DEFAULT_PLONK_MODEL = "nicolas-dufour/PLONK_OSV_5M"
 EARTH_RADIUS_KM = 6371.0  # as in PLONK's and OSV-5M's evaluation code
 GEOSCORE_MAX = 5000.0
 GEOSCORE_SCALE_KM = 1492.7  # GeoGuessr's decay, used for OSV-5M's GeoScore
@@ -85,10 +91,10 @@ class SamplingConfig:
     spherical medoid (a robust estimate of the mode); ``cfg`` is classifier-free guidance (0 = off,
     PlonkPipeline's default)."""
 
-    num_steps: int = 250  # the riemannian flow sampler's default, as PlonkPipeline uses it
-    num_samples: int = 16
-    seed: int = 0
-    cfg: float = 0.0
+    num_steps: int = DEFAULT_PLONK_STEPS
+    num_samples: int = DEFAULT_PLONK_SAMPLES
+    seed: int = DEFAULT_PLONK_SEED
+    cfg: float = DEFAULT_PLONK_CFG
     batch_size: int = 256  # images per network call (times num_samples rows)
 
     def __post_init__(self) -> None:

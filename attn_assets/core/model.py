@@ -35,14 +35,13 @@ import torch
 from torch import nn
 
 from attn_assets.path_text import path_to_text, text_to_path
+from attn_assets.settings import ENV_ALLOW_PICKLE, hub_offline, pickle_allowed
 from .preprocess import ProcessorSizeError, image_processor_of, processor_input_size
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "geolocal/StreetCLIP"
 # geolocal/StreetCLIP's main branch holds only a pickle; its safetensors live in PR #1.
 DEFAULT_REVISIONS = {"geolocal/StreetCLIP": "refs/pr/1"}
-ENV_ALLOW_PICKLE = "ATTN_ASSETS_ALLOW_PICKLE"
 ENV_MODEL = "ATTN_ASSETS_MODEL"
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -642,10 +641,6 @@ def _split_revision(spec: str) -> tuple[str, str | None]:
     return spec, DEFAULT_REVISIONS.get(spec)
 
 
-def _pickle_allowed() -> bool:
-    return os.environ.get(ENV_ALLOW_PICKLE, "").strip().lower() in {"1", "true", "yes"}
-
-
 def _require_weights_only_torch() -> None:
     major, minor = (int(p) for p in torch.__version__.split(".")[:2])
     if (major, minor) < (2, 6):
@@ -663,7 +658,7 @@ def _check_local_weights(path: Path) -> bool:
     pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt*"))
     if not pickles:
         raise ModelLoadError(f"{path} has no model weights (model.safetensors)")
-    if not _pickle_allowed():
+    if not pickle_allowed():
         raise ModelLoadError(
             f"{path} holds only pickle weights ({', '.join(pickles)}), which can run arbitrary code when "
             f"loaded. Convert them to safetensors (load and save_pretrained with safe_serialization), or "
@@ -676,7 +671,7 @@ def _check_local_weights(path: Path) -> bool:
 def _hub_error(spec: str, revision: str | None, error: Exception) -> ModelLoadError:
     """Turn a hub failure into a message that says what happened and what to do."""
     text = str(error)
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    offline = hub_offline()
     where = f"{spec!r}" + (f" (revision {revision})" if revision else "")
     if "safetensors" in text and not ("connect" in text or "offline" in text.lower()):
         return ModelLoadError(
@@ -760,7 +755,7 @@ def _load_pretrained(spec: str) -> tuple[nn.Module, object, ModelSources, dict |
         repo, revision = str(local), None
     elif repo.startswith(("/", "./", "../", "~")) or local.exists():
         raise ModelLoadError(f"model directory {repo} does not exist (or is not a directory)")
-    elif _pickle_allowed():
+    elif pickle_allowed():
         _require_weights_only_torch()
 
     common = {"revision": revision, "trust_remote_code": False}
@@ -811,7 +806,7 @@ def _load_pretrained(spec: str) -> tuple[nn.Module, object, ModelSources, dict |
     except RuntimeError as error:  # e.g. weights whose shapes do not match the config
         raise ModelLoadError(f"the weights of {spec!r} do not fit its config.json: {error}") from error
     except OSError as error:
-        if not local.is_dir() and "safetensors" in str(error) and _pickle_allowed():
+        if not local.is_dir() and "safetensors" in str(error) and pickle_allowed():
             kwargs.update(use_safetensors=False, weights_only=True)
             model, info = cls.from_pretrained(repo, **kwargs)
         else:

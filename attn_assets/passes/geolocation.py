@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 
 from attn_assets.catalog.countries import reverse_geocode
 from attn_assets.core.geolocation import PlonkGeolocator, score_predictions
-from attn_assets.core.model import DEFAULT_MODEL
 from attn_assets.passes.inputs import shard_rows
 from attn_assets.passes.outcome import ShardOutcome
 from attn_assets.passes.recipe import geolocation_recipe, read_record, with_record
+from attn_assets.settings import DEFAULT_MODEL
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import read_cls_embeddings, write_table_atomic
 from attn_assets.storage.schema import GEOLOCATION_PREDICTIONS

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import struct
 import uuid
@@ -34,6 +33,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from attn_assets.settings import DEFAULT_MODEL, hub_cache_dir
 
 RECIPE_METADATA_KEY = b"attn_assets.recipe"
 
@@ -193,20 +194,6 @@ def current_image_sets(images_parquet: Path) -> dict[str, str]:
 # --------------------------------------------------------------------------- model identity
 
 
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache, as huggingface_hub resolves it, read from the environment now."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    try:
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        return Path(HF_HUB_CACHE)
-    except ImportError:  # pragma: no cover
-        return Path("~/.cache/huggingface/hub").expanduser()
-
-
 def hub_commit(repo: str, revision: str | None) -> str | None:
     """The commit that ``revision`` (default ``main``) of ``repo`` resolves to in the local cache; None when
     nothing is cached for it (no network access, ever)."""
@@ -270,7 +257,7 @@ def _hub_parts(repo: str, revision: str | None) -> dict[str, str]:
 
 def model_parts(spec: str) -> dict[str, str]:
     """The weights' identity and the processor config behind a model spec, cheaply (see the module doc)."""
-    from attn_assets.core.model import DEFAULT_MODEL, DEFAULT_REVISIONS, RANDOM_SEED, RANDOM_SHAPES
+    from attn_assets.core.model import DEFAULT_REVISIONS, RANDOM_SEED, RANDOM_SHAPES
 
     spec = spec.strip()
     try:

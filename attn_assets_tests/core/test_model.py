@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from attn_assets.core.model import (
-    ENV_ALLOW_PICKLE,
     ModelLoadError,
     load_encoder,
     resolve_device,
 )
+from attn_assets.settings import ENV_ALLOW_PICKLE
 from attn_assets_tests.conftest import TINY_IMAGE, tiny_clip_config, tiny_processor
 
 
