@@ -155,6 +155,11 @@ def progress_bar_setting() -> bool:
     return _env(ENV_PROGRESS_BAR) == "1"
 
 
+def cuda_visible_devices() -> str | None:
+    """CUDA_VISIBLE_DEVICES as the process sees it (None when unset, "" when set to hide every GPU)."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
 def hub_offline() -> bool:
     """HF_HUB_OFFLINE as huggingface_hub reads it: the hub is not asked, only its cache."""
     return _env_flag("HF_HUB_OFFLINE", frozenset({"1", "true", "yes", "on"}))

@@ -5,7 +5,7 @@ no global backend change) and written atomically. Attention maps are always plac
 region the model saw (the processor's center crop), never stretched over the whole photo.
 """
 
-from attn_assets.storage.atomic import atomic_directory, atomic_file, cleanup_stale
+from attn_assets.storage.atomic import atomic_directory, atomic_file
 from .countries import render_country_boxplots, render_country_mean_maps, top_countries
 from .distributions import DISTRIBUTION_METRICS, describe, render_distributions
 from .diverse import HEADLINE_METRICS, render_diverse_grid, select_diverse
@@ -28,7 +28,6 @@ __all__ = [
     "GalleryResult",
     "atomic_directory",
     "atomic_file",
-    "cleanup_stale",
     "describe",
     "load_display_image",
     "normalize_map",

@@ -6,7 +6,7 @@
   target folder. On Linux the swap is one ``renameat2(RENAME_EXCHANGE)`` call; elsewhere (or
   where the filesystem refuses it) the old folder is renamed away, the new one renamed in and
   the old one deleted. Temp and old folders are hidden siblings (``.<name>.tmp-*``,
-  ``.<name>.old-*``) and removed; `cleanup_stale` removes any left by a killed process.
+  ``.<name>.old-*``) and removed; `remove_abandoned_temporaries` removes any left by a killed process.
 """
 
 from __future__ import annotations
@@ -18,18 +18,19 @@ import logging
 import os
 import re
 import shutil
-import socket
 import time
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from attn_assets.process_identity import owner_tag, process_alive
+
 logger = logging.getLogger(__name__)
 
 # Temp names carry their writer (pid@host) so cleanup never deletes a file another live process
 # is still writing (two runs on the same shard, a redelivered Celery task, a shared filesystem).
-_OWNER = f"{os.getpid()}@{socket.gethostname().replace('-', '_')}"
+_OWNER = owner_tag()
 _OWNER_PATTERN = re.compile(r"\.(?:tmp|old)-(\d+)@([^-]+)-")
 FOREIGN_TEMP_MAX_AGE_S = 24 * 3600
 
@@ -140,21 +141,6 @@ def _umask() -> int:
     return 0o022
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
-    except (OSError, IndexError):
-        return True
-
-
 def is_abandoned(path: Path) -> bool:
     """A temp/old sibling whose writer is gone: a dead pid on this host, or older than a day elsewhere."""
     match = _OWNER_PATTERN.search(path.name)
@@ -183,17 +169,4 @@ def remove_abandoned_temporaries(folder: str | os.PathLike) -> list[Path]:
             if entry.name.startswith(".") and (".tmp-" in entry.name or ".old-" in entry.name) and is_abandoned(entry):
                 _remove(entry)
                 removed.append(entry)
-    return removed
-
-
-def cleanup_stale(parent: str | os.PathLike, name: str) -> list[Path]:
-    """Remove temp/old siblings of ``parent/name`` left behind by a killed process."""
-    removed = []
-    parent = Path(parent)
-    if not parent.is_dir():
-        return removed
-    for p in parent.iterdir():
-        if p.name.startswith((f".{name}.tmp-", f".{name}.old-")) and is_abandoned(p):
-            _remove(p)
-            removed.append(p)
     return removed
