@@ -1,14 +1,14 @@
-"""What each analysis beyond the seed (issue 7) costs relative to the base statistics.
+"""What each analysis beyond the seed's six metrics costs relative to the base statistics.
 
 Methods, same model and images, one process, preprocessing untimed (model time + metrics only):
-  base       what attention_statistics computed before issue 7: last-layer CLS-row capture + six metrics
-  layers     + every layer's CLS row captured in the same forward, six metrics per layer      (item 1)
-  heads      + six metrics per last-layer head and head-map cosine similarity                (item 2)
-  artifacts  + output-token norms, artifact detection, metrics without artifact patches      (item 5)
-  spatial    + spatial statistics and their seeded permutation baseline                      (items 4, 6)
+  base       what attention_statistics computed before the analyses: last-layer CLS-row capture + six metrics
+  layers     + every layer's CLS row captured in the same forward, six metrics per layer
+  heads      + six metrics per last-layer head and head-map cosine similarity
+  artifacts  + output-token norms, artifact detection, metrics without artifact patches
+  spatial    + spatial statistics and their seeded permutation baseline
   same_pass  all of the above together: what attention_statistics computes now
-  rollout    attention rollout in its OWN forward pass (the rollout_statistics asset)        (item 3)
-  ablation   masking ablation for every image: 3 forwards (ablation_statistics at fraction 1) (item 7)
+  rollout    attention rollout in its OWN forward pass (the rollout_statistics asset)
+  ablation   masking ablation for every image: 3 forwards (ablation_statistics at fraction 1)
 
 Each line reports ``+X%`` = (method - base) / base for the same-pass items, and the added cost of
 the own-pass assets (rollout, ablation) as their time / base. The machine is noisy: methods

@@ -956,7 +956,3 @@ def _build_rejections(df, keep, rej_col, rej_reason, raw_frames, file_columns, p
         out[c] = out[c].astype("str")
     out["source_row"] = out["source_row"].astype("Int64")
     return out
-
-
-def empty_rejections() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series([], dtype="Int64" if c == "source_row" else "str") for c in REJECTION_COLUMNS})

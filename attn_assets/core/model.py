@@ -1,6 +1,6 @@
 """Load a ViT image encoder (and its image processor) from a model spec.
 
-Specs (see DESIGN.md "Contracts"):
+Specs:
 - a Hugging Face id (optionally ``id@revision``) or a local directory saved with
   ``save_pretrained``, of one of the ``ARCHITECTURES``: CLIPVisionModel, CLIPModel (its vision
   tower), ViTModel, DeiTModel (CLS + distillation token), Dinov2Model and

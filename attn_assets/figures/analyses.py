@@ -1,4 +1,4 @@
-"""Figures of the analyses beyond the seed (issue 7): matplotlib Agg, atomic writes, no Dagster.
+"""Figures of the analyses beyond the seed's six metrics: matplotlib Agg, atomic writes, no Dagster.
 
 * ``render_layer_profile``  entropy and top-10% concentration by depth (mean +/- std, and per country)
 * ``render_head_maps``      each last-layer head's mean CLS map, with its mean entropy / concentration

@@ -1,4 +1,4 @@
-"""Figures of the geolocation failure analysis (issue 9): matplotlib Agg, atomic writes, no Dagster.
+"""Figures of the geolocation failure analysis (PLONK's predictions against the true locations): matplotlib Agg, atomic writes, no Dagster.
 
 * ``render_error_analysis``  each attention metric against PLONK's error (log scale), with Spearman's rho
                              and the best / worst decile means

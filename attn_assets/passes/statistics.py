@@ -107,7 +107,7 @@ def compute_statistics_shard(
     analyses = ShardAnalyses()
     done = 0
     # analyses=True: every layer's CLS row and the output-token norms in the SAME forward pass
-    # (layer / head / artifact / spatial statistics of issue 7; the seed metrics stay the last layer's)
+    # (layer / head / artifact / spatial statistics; the seed metrics stay the last layer's)
     for batch in extract_records(
         encoder, records, batch_size=batch_size, device=device, precision=precision, num_workers=num_workers,
         analyses=True,

@@ -90,7 +90,7 @@ def _metric_columns() -> tuple[Column, ...]:
     )
 
 
-# --- beyond the seed (issue 7): names shared by the shard Parquet and the warehouse tables
+# --- analyses beyond the seed's six metrics: names shared by the shard Parquet and the warehouse tables
 
 SPATIAL_COLUMNS: tuple[str, ...] = SPATIAL_NAMES
 _SPATIAL_DESCRIPTIONS = {
@@ -105,12 +105,7 @@ _SPATIAL_DESCRIPTIONS = {
     "attention_share_right": "share of the attention in the right half",
 }
 PERMUTED_SPATIAL_COLUMNS: tuple[str, ...] = tuple(f"{name}_permuted" for name in SPATIAL_COLUMNS)
-LAYER_LIST_COLUMNS: tuple[str, ...] = tuple(f"layer_{name}" for name in METRIC_NAMES)
-HEAD_LIST_COLUMNS: tuple[str, ...] = tuple(f"head_{name}" for name in METRIC_NAMES)
 WITHOUT_ARTIFACT_COLUMNS: tuple[str, ...] = tuple(f"{name}_without_artifacts" for name in METRIC_NAMES)
-ARTIFACT_SCALAR_COLUMNS: tuple[str, ...] = (
-    "artifact_count", "artifact_attention_share", "artifact_norm_median", "artifact_norm_threshold", "artifact_norm_max",
-)
 
 
 def _list_metric_columns(prefix: str, what: str) -> tuple[Column, ...]:
@@ -149,7 +144,8 @@ _REGISTER_SHARE = Column(
     "NULL for models without registers",
 )
 
-# Columns of the same-pass analyses in the shard Parquet (absent from shards written before issue 7).
+# Columns of the same-pass analyses in the shard Parquet (absent from shards written before the
+# shard files held them).
 SHARD_ANALYSIS_COLUMNS: tuple[Column, ...] = (
     *_list_metric_columns("layer", "per layer (index = 0-based layer), heads averaged"),
     *_list_metric_columns("head", "per last-layer head (index = head)"),
@@ -189,7 +185,7 @@ SHARD_RESULTS = Table(
         Column("grid_width", "INTEGER", "patch columns of the CLS map"),
         Column("cls_map", "FLOAT[]", "head-averaged last-layer CLS-to-patch attention, row-major"),
         Column("cls_embedding", "HALF[]",
-               "last_hidden_state[:, 0] (what PLONK conditions on), float16; absent from shards written before issue 9"),
+               "last_hidden_state[:, 0] (what PLONK conditions on), float16; absent from shards written before the geolocation pass"),
         *SHARD_ANALYSIS_COLUMNS,
         *_PROVENANCE,
     ),
@@ -389,7 +385,7 @@ SHARD_LOADS = Table(
     key=("shard_key",),
 )
 
-# --- geolocation (issue 9): PLONK predictions from the stored CLS embeddings
+# --- geolocation: PLONK predictions from the stored CLS embeddings
 
 _SAMPLING_PROVENANCE = (
     Column("plonk_model", "VARCHAR", "PLONK model (ATTN_ASSETS_PLONK_MODEL)", nullable=False),

@@ -87,7 +87,7 @@ def test_analysis_columns_load_into_their_tables_and_replace_with_the_shard(tmp_
 
 
 def test_shards_and_warehouses_from_before_the_analyses_still_load(tmp_path):
-    # a shard file without the analysis columns (written before issue 7)
+    # a shard file without the analysis columns (written before the shard files held them)
     table = _shard("shard-00001", ["a", "b"])
     old_columns = [c for c in table.column_names if c not in {col.name for col in SHARD_ANALYSIS_COLUMNS}]
     old = tmp_path / "old.parquet"

@@ -1,6 +1,6 @@
 """Model folders whose settings load in transformers but fail (or go silently wrong) later: refused at load.
 
-Issue 13, item 7's kind, found by an adversarial tester after the first round: each case is a real model folder
+Found by an adversarial tester after the first round of real-world inputs: each case is a real model folder
 (the tiny CLIP saved with save_pretrained, then one setting edited in its JSON file) and the exact one-line
 ModelLoadError that names the file and the setting. Garbage weights show that each refusal is decided before
 any weights are read. A folder with a non-UTF-8 (Latin-1) name is refused with its escaped name.

@@ -67,7 +67,7 @@ def test_hub_ids_resolve_the_cached_commit_without_network(tmp_path, monkeypatch
     assert R.model_parts("someone/model")["weights"] == "someone/model@" + "a" * 40
     (refs / "main").write_text("b" * 40)  # the hub's main moved and the new snapshot was downloaded
     assert R.model_parts("someone/model")["weights"] == "someone/model@" + "b" * 40
-    # StreetCLIP is read from refs/pr/1 (DESIGN: the only revision with safetensors)
+    # StreetCLIP is read from refs/pr/1 (the only revision with safetensors)
     pr = tmp_path / "hub" / "models--geolocal--StreetCLIP" / "refs" / "refs" / "pr"
     pr.mkdir(parents=True)
     (pr / "1").write_text("c" * 40)

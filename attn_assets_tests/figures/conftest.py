@@ -13,7 +13,7 @@ COUNTRIES = ["US", "FR", "NA", "JP", "BR", "AU", "RU", "ZA", "IN", "GB", "DE", "
 
 
 def metrics_of(cls: np.ndarray) -> dict[str, float]:
-    """The seed's six metrics (DESIGN.md contract) for one CLS row."""
+    """The seed's six metrics (as core/metrics.py defines them) for one CLS row."""
     cls = np.asarray(cls, dtype=np.float64).ravel()
     norm = cls / (cls.sum() + 1e-8)
     s = np.sort(norm)[::-1]

@@ -1,4 +1,4 @@
-"""Real-world inputs, round 2 (issue 13), second pass: what an adversarial tester found after the first.
+"""Real-world inputs, round 2, second pass: what an adversarial tester found after the first.
 
 Each test builds real files (images, manifests, Parquet and DuckDB files, non-UTF-8 names) and asserts the
 exact outcome: non-UTF-8 (Latin-1) names are drawn in every figure and accepted as ``extract --out``; a
