@@ -1,35 +1,22 @@
-"""Every asset, check, job, schedule, sensor and resource of attn-assets, assembled in one place."""
+"""The code location: every definition of the defs folder (attn_assets/defs: assets and checks per domain, then
+jobs.py, schedules.py, sensors.py, resources.py), loaded by ``dg.load_from_defs_folder``, plus the executor of
+every job, chosen by ATTN_ASSETS_EXECUTOR (the local, celery and k8s profiles of attn_assets/deploy).
+
+workspace.yaml, ``dg`` ([tool.dg] in pyproject.toml), the CLI and the tests all load it from here.
+"""
+
+from pathlib import Path
 
 import dagster as dg
 
-from attn_assets.defs import jobs
-from attn_assets.defs.analyses import assets as analysis_assets
-from attn_assets.defs.geolocation import assets as geolocation_assets
-from attn_assets.defs.manifest import assets as manifest_assets
-from attn_assets.defs.manifest import sensors as manifest_sensors
-from attn_assets.defs.statistics import assets as statistics_assets
-from attn_assets.defs.statistics import schedules as statistics_schedules
-from attn_assets.defs.visuals import assets as visual_assets
-from attn_assets.defs.warehouse import assets as warehouse_assets
-from attn_assets.defs.warehouse import sensors as warehouse_sensors
 from attn_assets.deploy.executors import executor_from_env
-from attn_assets.resources import resources_from_env
-
-DOMAINS = (manifest_assets, statistics_assets, warehouse_assets, visual_assets, analysis_assets, geolocation_assets)
 
 
 def build_definitions() -> dg.Definitions:
-    """Definitions with resources read from the environment as it is now."""
-    return dg.Definitions(
-        assets=dg.load_assets_from_modules(DOMAINS),
-        asset_checks=dg.load_asset_checks_from_modules(DOMAINS),
-        jobs=[jobs.manifest_job, jobs.attention_statistics_job, jobs.analysis_shards_job, jobs.downstream_job,
-              jobs.geolocation_shards_job, jobs.geolocation_job],
-        schedules=[statistics_schedules.missing_shards_schedule],
-        sensors=[manifest_sensors.manifest_sensor, warehouse_sensors.downstream_refresh_sensor,
-                 geolocation_assets.geolocation_sensor],
-        resources=resources_from_env(),
-        executor=executor_from_env(),  # ATTN_ASSETS_EXECUTOR: celery / k8s profiles (attn_assets/deploy)
+    """Definitions with resources and executor read from the environment as it is now."""
+    return dg.Definitions.merge(
+        dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
+        dg.Definitions(executor=executor_from_env()),
     )
 
 

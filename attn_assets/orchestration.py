@@ -1,10 +1,11 @@
 """Headless materialization of the whole graph in the persistent Dagster instance.
 
 Each stage is a real Dagster run (visible in the UI afterwards); a stage that is up to
-date is skipped, so a second call does nothing unless forced. "Up to date" for a shard pass
-is decided by defs/shard_passes.shards_needing_run, the same function the schedule and the
-sensors use: a shard runs when it is missing, failed, or was computed with another model,
-recipe (weights, processor, precision, code version, settings) or image set than now.
+date is skipped, so a second call does nothing unless forced. Whether a stage is up to date is
+asked of defs/needs_run.py, the module the schedule and the sensors ask too: a shard runs when it
+is missing, failed, or was computed with another model, recipe (weights, processor, precision,
+code version, settings) or image set than now; the manifest when its files changed; the
+downstream assets when they are older than the shards or the manifest.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from attn_assets.settings import Settings
-
-from attn_assets.defs.manifest.assets import image_manifest, manifest_fingerprint
-from attn_assets.defs.manifest.sensors import latest_manifest_fingerprint
-from attn_assets.defs.materializations import latest_storage_id
+from attn_assets.defs.needs_run import (
+    analysis_shards_needing_run,
+    downstream_stale,
+    geolocation_shards_to_fill,
+    geolocation_summaries_stale,
+    manifest_changed,
+    shards_needing_run,
+    shards_to_fill,
+)
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
-from attn_assets.passes.recipe import summarize_reasons
-from attn_assets.defs.shard_passes import shards_needing_run, with_recipe_code_versions
+from attn_assets.defs.runs import fail_dead_local_runs, local_run_tags
+from attn_assets.defs.shard_passes import with_recipe_code_versions
 from attn_assets.passes.current import STATISTICS, CurrentState
-from attn_assets.defs.statistics.assets import attention_statistics
-from attn_assets.defs.statistics.schedules import fail_dead_local_runs, local_run_tags, shards_to_fill
-from attn_assets.defs.warehouse.assets import attention_warehouse
+from attn_assets.passes.recipe import summarize_reasons
+from attn_assets.settings import Settings
 
 
 @dataclass
@@ -36,32 +40,6 @@ class MaterializeSummary:
     @property
     def ok(self) -> bool:
         return not self.failed_runs
-
-
-def _warehouse_recipe(instance: dg.DagsterInstance) -> str | None:
-    """model key + fingerprint the warehouse was last built for (its materialization metadata)."""
-    event = instance.get_latest_materialization_event(attention_warehouse.key)
-    metadata = event.asset_materialization.metadata if event is not None and event.asset_materialization else {}
-    if "model_key" not in metadata or "recipe_fingerprint" not in metadata:
-        return None
-    return f"{metadata['model_key'].value}:{metadata['recipe_fingerprint'].value}"
-
-
-def _downstream_stale(instance: dg.DagsterInstance, defs: dg.Definitions, state: CurrentState | None = None) -> bool:
-    """True when a downstream asset was never built or is older than the shards or manifest, or the warehouse
-    was built for another statistics recipe than now (e.g. the model changed and its shards failed)."""
-    job = defs.resolve_job_def("downstream_job")
-    keys = [key for key in job.asset_layer.executable_asset_keys]
-    from attn_assets.defs.analyses.assets import SHARD_ANALYSIS_ASSETS
-
-    newest_upstream = max(latest_storage_id(instance, image_manifest.key),
-                          latest_storage_id(instance, attention_statistics.key),
-                          *(latest_storage_id(instance, asset.key) for asset in SHARD_ANALYSIS_ASSETS))
-    if any(latest_storage_id(instance, key) < newest_upstream or latest_storage_id(instance, key) == 0
-           for key in keys):
-        return True
-    recipe = (state or CurrentState.from_env()).recipe(STATISTICS)
-    return _warehouse_recipe(instance) != f"{recipe.model_key}:{recipe.fingerprint}"
 
 
 def materialize_all(
@@ -97,8 +75,7 @@ def materialize_all(
                         summary.lines.append(f"  {error.message.strip()}")
         return result.success
 
-    manifest_changed = force or manifest_fingerprint(manifest) != latest_manifest_fingerprint(instance)
-    if manifest_changed:
+    if force or manifest_changed(instance, manifest):
         if not run("manifest_job", "image_manifest"):
             return summary
     else:
@@ -122,8 +99,6 @@ def materialize_all(
 
     # own-pass analyses (attention rollout, masking ablation), one run per shard like the statistics; only the
     # analyses that need it (e.g. a changed ablation fraction does not recompute the rollout)
-    from attn_assets.defs.analyses.assets import analysis_shards_needing_run
-
     state = CurrentState.from_env()  # the statistics may have just been recomputed
     analysis_needs = ({key: None for key in instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)} if force
                       else analysis_shards_needing_run(instance, state))
@@ -133,8 +108,7 @@ def materialize_all(
     if not analysis_needs:
         summary.lines.append("rollout/ablation: every shard up to date")
 
-    downstream_ran = force or _downstream_stale(instance, defs)
-    if downstream_ran:
+    if force or downstream_stale(instance, defs):
         if not run("downstream_job", "warehouse, aggregates, exports, figures"):
             return summary
     else:
@@ -147,7 +121,6 @@ def materialize_all(
 def _geolocation_stage(instance, force: bool, run, summary: MaterializeSummary) -> None:
     """PLONK predictions per shard, then accuracy, failure analysis and gallery; skipped without diff-plonk."""
     from attn_assets.core.geolocation import plonk_missing_reason
-    from attn_assets.defs.geolocation.assets import geolocation_shards_to_fill, geolocation_summaries_stale
 
     missing = plonk_missing_reason()
     if missing is not None:

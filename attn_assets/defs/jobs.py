@@ -1,15 +1,36 @@
-"""Jobs that the CLI, schedules and sensors launch; each selects one stage of the graph."""
+"""Every job of attn-assets: each selects one stage of the graph, for the CLI, the schedule and the sensors.
+
+| job | selects | runs |
+|---|---|---|
+| manifest_job | image_manifest | validates the manifest, registers new shards |
+| attention_statistics_job | attention_statistics | one shard per run |
+| analysis_shards_job | rollout_statistics, ablation_statistics | one shard per run |
+| downstream_job | everything else outside geolocation | warehouse, aggregates, exports, figures |
+| geolocation_shards_job | geolocation_predictions | one shard per run (needs the plonk extra) |
+| geolocation_job | geolocation accuracy, error analysis, gallery | the geolocation summaries |
+"""
 
 import dagster as dg
 
-from attn_assets.defs.analyses.assets import SHARD_ANALYSIS_ASSETS, analysis_shards_job
-from attn_assets.defs.geolocation.assets import geolocation_job, geolocation_shards_job
+from attn_assets.defs.analyses.assets import SHARD_ANALYSIS_ASSETS
+from attn_assets.defs.geolocation.assets import GEOLOCATION_SUMMARY_ASSETS, geolocation_predictions
 from attn_assets.defs.manifest.assets import image_manifest
 from attn_assets.defs.statistics.assets import attention_statistics
-from attn_assets.defs.statistics.schedules import attention_statistics_job
 
 manifest_job = dg.define_asset_job(
     "manifest_job", selection=[image_manifest], description="Validates the manifest and registers new shards."
+)
+
+attention_statistics_job = dg.define_asset_job(
+    "attention_statistics_job",
+    selection=[attention_statistics],
+    description="Computes attention statistics for one shard.",
+)
+
+analysis_shards_job = dg.define_asset_job(
+    "analysis_shards_job",
+    selection=list(SHARD_ANALYSIS_ASSETS),
+    description="Own-pass analyses (attention rollout, masking ablation) of one shard.",
 )
 
 # the shard-partitioned assets (statistics, and the own-pass analyses) run one shard per run in their own jobs;
@@ -26,5 +47,12 @@ downstream_job = dg.define_asset_job(
     description="Everything built from the shard files: warehouse, aggregates, exports, figures.",
 )
 
-__all__ = ["manifest_job", "attention_statistics_job", "analysis_shards_job", "downstream_job",
-           "geolocation_shards_job", "geolocation_job"]
+geolocation_shards_job = dg.define_asset_job(
+    "geolocation_shards_job", selection=[geolocation_predictions],
+    description="PLONK predictions of one shard from its stored CLS embeddings.",
+)
+
+geolocation_job = dg.define_asset_job(
+    "geolocation_job", selection=list(GEOLOCATION_SUMMARY_ASSETS),
+    description="Geolocation accuracy, failure analysis and the worst-predictions gallery.",
+)

@@ -1,13 +1,8 @@
-"""Which shards need a run, as Dagster sees it: one answer for the schedule, the sensors and `attn-assets
-materialize`, plus the Dagster metadata, data versions and code versions of the shard passes.
+"""The Dagster side of the per-shard passes: the asset that runs each pass, and the metadata, data versions and
+code versions their materializations carry.
 
-Whether a pass's file for a shard holds current results is decided without Dagster, in
-``passes/current.py`` (``CurrentState``; the warehouse loaders use the same answer). A registered shard
-needs a run of a pass when it is not in progress and
-  * its file is not current (missing, or another model key, recipe fingerprint or image set than now); or
-  * Dagster's latest attempt failed, or this Dagster instance never materialized it.
-Geolocation additionally waits until the shard's statistics are materialized and current (its input is
-their embeddings).
+Whether a pass's file for a shard holds current results is decided without Dagster, in ``passes/current.py``
+(``CurrentState``); which shards need a run is decided in ``defs/needs_run.py``.
 """
 
 from __future__ import annotations
@@ -16,45 +11,13 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
-from attn_assets.passes.current import GEOLOCATION, SHARD_PASSES, STATISTICS, CurrentState, ShardPass
+from attn_assets.passes.current import SHARD_PASSES, CurrentState, ShardPass
 from attn_assets.passes.recipe import RecipeSettings, ShardRecord, digest, recipe_markdown, summarize_reasons
 
 
 def asset_key(shard_pass: ShardPass) -> dg.AssetKey:
     """The Dagster asset that runs ``shard_pass``."""
     return dg.AssetKey(shard_pass.asset)
-
-
-def shards_needing_run(
-    instance: dg.DagsterInstance,
-    shard_pass: ShardPass,
-    state: CurrentState | None = None,
-    keys: Sequence[str] | None = None,
-) -> dict[str, str]:
-    """{shard_key: reason} for the registered shards where ``shard_pass`` must run now (see the module doc)."""
-    keys = list(instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME) if keys is None else keys)
-    if not keys:
-        return {}
-    state = state or CurrentState.from_env()
-    status = instance.get_status_by_partition(asset_key(shard_pass), keys, shard_partitions) or {}
-    upstream = (instance.get_status_by_partition(asset_key(STATISTICS), keys, shard_partitions) or {}
-                if shard_pass is GEOLOCATION else {})
-    needed: dict[str, str] = {}
-    for key in keys:
-        if status.get(key) == dg.AssetPartitionStatus.IN_PROGRESS or key not in state.image_sets:
-            continue  # running now; or no manifest rows (image_manifest removes such shards)
-        if shard_pass is GEOLOCATION and (upstream.get(key) != dg.AssetPartitionStatus.MATERIALIZED
-                                          or state.reason(STATISTICS, key) is not None):
-            continue  # nothing current to predict from yet
-        reason = state.reason(shard_pass, key)
-        if reason is None and status.get(key) == dg.AssetPartitionStatus.FAILED:
-            reason = "last run failed"
-        elif reason is None and status.get(key) is None:
-            reason = "never materialized in this Dagster instance"
-        if reason is not None:
-            needed[key] = reason
-    return needed
 
 
 def excluded_metadata(excluded: dict[str, str]) -> dict:
@@ -94,9 +57,11 @@ def with_recipe_code_versions(defs: dg.Definitions, settings: RecipeSettings | N
     def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
         return spec.replace_attributes(code_version=versions[spec.key]) if spec.key in versions else spec
 
+    # the defs folder loader lists an asset once per module that names it (the same object): map each once
+    unique = list({id(asset): asset for asset in defs.assets or ()}.values())
     assets = [asset.map_asset_specs(apply)
               if isinstance(asset, dg.AssetsDefinition) and set(asset.keys) & set(versions) else asset
-              for asset in defs.assets or ()]
+              for asset in unique]
     return dg.Definitions(assets=assets, asset_checks=defs.asset_checks, jobs=defs.jobs, schedules=defs.schedules,
                           sensors=defs.sensors, resources=defs.resources, executor=defs.executor,
                           loggers=defs.loggers, metadata=defs.metadata)

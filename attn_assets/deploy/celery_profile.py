@@ -28,6 +28,7 @@ from attn_assets.deploy.executors import ENV_EXECUTOR, celery_config_path
 from attn_assets.deploy.paths import DEPLOY_DIR
 
 INSTANCE_TEMPLATE = DEPLOY_DIR / "dagster-celery.yaml"
+CODE_LOCATION_MODULE = "attn_assets.definitions"  # the code location, as workspace.yaml and [tool.dagster] name it
 
 
 # -- instance -------------------------------------------------------------------------------------
@@ -120,15 +121,23 @@ def run_workers(gpus: list[str], config=None) -> int:
 # -- runs -----------------------------------------------------------------------------------------
 
 
+def statistics_job():
+    """attention_statistics_job of the code location, reconstructable by Celery workers and run orchestrators.
+
+    It is found the way the daemon and ``dagster job execute -m`` find jobs, by the code location's module name,
+    so this profile needs no factory in the definitions and the definitions never import this profile."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    repository = ReconstructableRepository.for_module(CODE_LOCATION_MODULE, "defs", working_directory=os.getcwd())
+    return repository.get_reconstructable_job("attention_statistics_job")
+
+
 def _execute_shard_run(shard_key: str) -> dict:
     import dagster as dg
 
-    from attn_assets.deploy.jobs import attention_statistics_job
-
     started = time.time()
     with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(dg.reconstructable(attention_statistics_job), instance=instance,
-                                tags={"dagster/partition": shard_key})
+        result = dg.execute_job(statistics_job(), instance=instance, tags={"dagster/partition": shard_key})
         return {"shard": shard_key, "run_id": result.run_id, "success": result.success,
                 "seconds": round(time.time() - started, 3)}
 
@@ -141,11 +150,9 @@ def launch_shard_runs(shard_keys: list[str], parallel: int = 4, on_result=None) 
     """
     import multiprocessing
 
-    from attn_assets.definitions import build_definitions
-
     import dagster as dg
 
-    build_definitions()  # import everything once, before forking
+    statistics_job().get_definition()  # load the code location once, before forking
     with dg.DagsterInstance.get() as instance:
         # create the pool's row once here: parallel runs creating it at once race on its unique key
         # (and dagster 1.13's initializer fails on Postgres when the row exists, so only when absent)
@@ -235,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.missing:
         import dagster as dg
 
-        from attn_assets.defs.statistics.schedules import shards_to_fill
+        from attn_assets.defs.needs_run import shards_to_fill
 
         with dg.DagsterInstance.get() as instance:
             keys = shards_to_fill(instance)

@@ -117,7 +117,7 @@ def test_geolocation_group_end_to_end(pipeline_env, instance, offline_hub, monke
     assert all(e is not None and e.status.value == "SUCCEEDED" for e in evaluations.values()), evaluations
 
     # 7. the sensor: nothing to do now; once a shard's statistics are recomputed, it predicts that shard again
-    from attn_assets.defs.geolocation.assets import geolocation_sensor
+    from attn_assets.defs.sensors import geolocation_sensor
 
     assert isinstance(geolocation_sensor(dg.build_sensor_context(instance=instance)), dg.SkipReason)
     from attn_assets.definitions import build_definitions

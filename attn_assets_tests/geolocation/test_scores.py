@@ -150,7 +150,7 @@ def test_error_analysis_skips_missing_values_and_breaks_ties_by_id():
 def test_sensor_without_plonk_skips_with_the_install_hint(monkeypatch):
     import dagster as dg
 
-    from attn_assets.defs.geolocation.assets import geolocation_sensor
+    from attn_assets.defs.sensors import geolocation_sensor
 
     monkeypatch.setitem(sys.modules, "plonk", None)
     with dg.DagsterInstance.ephemeral() as instance:

@@ -3,7 +3,7 @@
 (a) SIGKILL of a real `attn-assets materialize` while a shard is computed leaves no shard file under
     its real name (at most a hidden .tmp file, removed by the next run) and no warehouse. Its Dagster
     run stays STARTED, so the shard reads IN_PROGRESS, which shards_to_fill skips: materialize_all now
-    marks runs whose process is gone as failed (schedules.fail_dead_local_runs), then recomputes.
+    marks runs whose process is gone as failed (runs.fail_dead_local_runs), then recomputes.
 (c) is checked in the same re-run: a reader process holds the DuckDB file open when the warehouse
     asset starts; the writer logs that it waits, then succeeds.
 (b) two `attn-assets materialize` processes at once on the same homes.
@@ -31,7 +31,7 @@ import torch
 
 from attn_assets import orchestration
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
-from attn_assets.defs.statistics.schedules import shards_to_fill
+from attn_assets.defs.needs_run import shards_to_fill
 from attn_assets.orchestration import materialize_all
 from attn_assets.storage.layout import HomeLayout
 TMP_MARKER = ".tmp-"  # hidden temp files of atomic writes
@@ -138,7 +138,7 @@ def test_sigkill_mid_shard_then_rerun_with_a_reader_holding_the_warehouse(plain_
         """
     )
     holders = []
-    real_stale = orchestration._downstream_stale
+    real_stale = orchestration.downstream_stale
 
     def stale_then_hold(instance, defs):
         holder = subprocess.Popen([sys.executable, "-c", holder_script], stdout=subprocess.PIPE, text=True)
@@ -146,7 +146,7 @@ def test_sigkill_mid_shard_then_rerun_with_a_reader_holding_the_warehouse(plain_
         assert holder.stdout.readline().strip() == "READY"
         return real_stale(instance, defs)
 
-    monkeypatch.setattr(orchestration, "_downstream_stale", stale_then_hold)
+    monkeypatch.setattr(orchestration, "downstream_stale", stale_then_hold)
     started = time.monotonic()
     summary = materialize_all(instance=plain_instance)
     for holder in holders:
@@ -224,7 +224,7 @@ def test_model_that_cannot_load_fails_the_run_and_writes_nothing(plain_env, plai
     else:
         model, expected = str(_bert_dir(plain_env.tmp)), "is a bert model, not a Vision Transformer with a CLS token"
     monkeypatch.setenv("ATTN_ASSETS_MODEL", model)
-    monkeypatch.setattr(orchestration, "_downstream_stale", lambda instance, defs: False)  # statistics only
+    monkeypatch.setattr(orchestration, "downstream_stale", lambda instance, defs: False)  # statistics only
 
     summary = materialize_all(instance=plain_instance)
     assert not summary.ok

@@ -9,7 +9,7 @@ from attn_assets.orchestration import materialize_all
 
 
 def _sensor(instance):
-    from attn_assets.defs.manifest.sensors import manifest_sensor
+    from attn_assets.defs.sensors import manifest_sensor
     from attn_assets.resources import resources_from_env
 
     return manifest_sensor(dg.build_sensor_context(instance=instance, resources=resources_from_env()))

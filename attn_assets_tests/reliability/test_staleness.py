@@ -25,7 +25,8 @@ import torch
 
 from attn_assets.passes import recipe as recipe_module
 from attn_assets.passes.recipe import read_record
-from attn_assets.defs.shard_passes import shards_needing_run, with_recipe_code_versions
+from attn_assets.defs.needs_run import shards_needing_run
+from attn_assets.defs.shard_passes import with_recipe_code_versions
 from attn_assets.passes.current import ABLATION, ROLLOUT, STATISTICS, CurrentState
 from attn_assets.orchestration import materialize_all
 from attn_assets.storage.layout import HomeLayout
@@ -366,8 +367,8 @@ def test_withdrawn_and_changed_rows_leave_every_output(home, instance, monkeypat
     # (the manifest is newer than the warehouse: withdrawn rows and the new country must reach the tables)
     from datetime import datetime, timezone
 
-    from attn_assets.defs.statistics.schedules import missing_shards_schedule
-    from attn_assets.defs.warehouse.sensors import downstream_refresh_sensor
+    from attn_assets.defs.schedules import missing_shards_schedule
+    from attn_assets.defs.sensors import downstream_refresh_sensor
 
     requests = missing_shards_schedule(dg.build_schedule_context(
         instance=instance, scheduled_execution_time=datetime(2026, 12, 1, 3, tzinfo=timezone.utc)))

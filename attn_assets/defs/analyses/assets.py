@@ -31,12 +31,10 @@ from attn_assets.defs.metadata import figure_metadata, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
 from attn_assets.passes.recipe import ablation_recipe, code_version_from_env, rollout_recipe, summarize_reasons
 from attn_assets.defs.shard_passes import (
-    asset_key,
     excluded_metadata,
     recipe_metadata,
     run_data_version,
     run_state,
-    shards_needing_run,
 )
 from attn_assets.passes.current import ABLATION, ROLLOUT, CurrentState, ShardPass, classify_outputs
 from attn_assets.defs.statistics.assets import MULTI_RUN_BACKFILL
@@ -501,32 +499,4 @@ def ablation_summary(context: dg.AssetExecutionContext, pipeline: PipelineResour
     return dg.MaterializeResult(metadata=metadata)
 
 
-# --------------------------------------------------------------------------- jobs
-
-
 SHARD_ANALYSIS_ASSETS = (rollout_statistics, ablation_statistics)
-
-analysis_shards_job = dg.define_asset_job(
-    "analysis_shards_job",
-    selection=list(SHARD_ANALYSIS_ASSETS),
-    description="Own-pass analyses (attention rollout, masking ablation) of one shard.",
-)
-
-
-
-def analysis_shards_needing_run(instance: dg.DagsterInstance, state: CurrentState | None = None
-                                ) -> dict[str, dict[dg.AssetKey, str]]:
-    """{shard: {own-pass analysis asset: reason}} for the shards where rollout or ablation must run
-    (defs/shard_passes.shards_needing_run: missing, failed, or another recipe or image set than now)."""
-    state = state or CurrentState.from_env()
-    needed: dict[str, dict[dg.AssetKey, str]] = {}
-    for shard_pass in (ROLLOUT, ABLATION):
-        for key, reason in shards_needing_run(instance, shard_pass, state).items():
-            needed.setdefault(key, {})[asset_key(shard_pass)] = reason
-    keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
-    return {key: needed[key] for key in keys if key in needed}
-
-
-def analysis_shards_to_fill(instance: dg.DagsterInstance) -> list[str]:
-    """Registered shards where some own-pass analysis must run (see analysis_shards_needing_run)."""
-    return list(analysis_shards_needing_run(instance))

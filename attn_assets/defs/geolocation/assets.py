@@ -15,13 +15,11 @@ import math
 
 import dagster as dg
 import pandas as pd
-from dagster._core.storage.tags import RUN_KEY_TAG
 
 from attn_assets import figures
 from attn_assets.core.error_analysis import error_analysis
 from attn_assets.core.geolocation import EARTH_RADIUS_KM, score_predictions
 from attn_assets.passes.geolocation import compute_geolocation_shard, is_streetclip
-from attn_assets.defs.materializations import latest_storage_id
 from attn_assets.defs.analyses.assets import load_analysis_shards
 from attn_assets.passes.recipe import code_version_from_env
 from attn_assets.defs.shard_passes import (
@@ -29,9 +27,8 @@ from attn_assets.defs.shard_passes import (
     recipe_metadata,
     run_data_version,
     run_state,
-    shards_needing_run,
 )
-from attn_assets.passes.current import GEOLOCATION, CurrentState
+from attn_assets.passes.current import GEOLOCATION
 from attn_assets.defs.metadata import figure_metadata, table_metadata
 from attn_assets.defs.partitions import shard_partitions
 from attn_assets.defs.statistics.assets import MULTI_RUN_BACKFILL, attention_statistics
@@ -235,65 +232,3 @@ def geolocation_matches_statistics(warehouse: WarehouseResource) -> dg.AssetChec
 
 
 GEOLOCATION_SUMMARY_ASSETS = (geolocation_accuracy, geolocation_error_analysis, worst_predictions_gallery)
-
-geolocation_shards_job = dg.define_asset_job(
-    "geolocation_shards_job", selection=[geolocation_predictions],
-    description="PLONK predictions of one shard from its stored CLS embeddings.",
-)
-geolocation_job = dg.define_asset_job(
-    "geolocation_job", selection=list(GEOLOCATION_SUMMARY_ASSETS),
-    description="Geolocation accuracy, failure analysis and the worst-predictions gallery.",
-)
-
-def geolocation_shards_to_fill(instance: dg.DagsterInstance, state: CurrentState | None = None) -> list[str]:
-    """Shards whose statistics are current and materialized, and whose predictions are missing, failed, or were
-    made from another statistics file, PLONK setting or image set (defs/shard_passes.shards_needing_run)."""
-    return list(shards_needing_run(instance, GEOLOCATION, state))
-
-
-def geolocation_summaries_stale(instance: dg.DagsterInstance) -> bool:
-    """True when predictions exist and they, or the warehouse (true coordinates, countries), are newer than
-    geolocation_accuracy."""
-    predictions = latest_storage_id(instance, geolocation_predictions.key)
-    newest = max(predictions, latest_storage_id(instance, attention_warehouse.key))
-    return predictions > 0 and newest > latest_storage_id(instance, geolocation_accuracy.key)
-
-
-def _run_key_used(instance: dg.DagsterInstance, run_key: str) -> bool:
-    return instance.get_runs_count(dg.RunsFilter(tags={RUN_KEY_TAG: run_key})) > 0
-
-
-@dg.sensor(
-    jobs=[geolocation_shards_job, geolocation_job],
-    minimum_interval_seconds=120,
-    default_status=dg.DefaultSensorStatus.STOPPED,
-    description=("With diff-plonk installed: predicts every shard whose statistics are newer than its predictions, "
-                 "then, once no run is in flight, refreshes accuracy, failure analysis and the gallery. A shard whose "
-                 "prediction failed is retried only after its statistics change, and does not hold up the summaries."),
-)
-def geolocation_sensor(context: dg.SensorEvaluationContext):
-    from attn_assets.core.geolocation import plonk_missing_reason
-
-    missing = plonk_missing_reason()
-    if missing is not None:
-        return dg.SkipReason(f"Geolocation is off in this environment: {missing}")
-    instance = context.instance
-    state = CurrentState.from_env()
-    shard_requests = [
-        dg.RunRequest(job_name=geolocation_shards_job.name, partition_key=key, run_key=run_key)
-        for key in geolocation_shards_to_fill(instance, state)
-        if not _run_key_used(instance, run_key := f"{key}:statistics-"
-                             f"{latest_storage_id(instance, attention_statistics.key, key)}:"
-                             f"recipe-{state.recipe(GEOLOCATION, key).fingerprint}")
-    ]
-    if shard_requests:
-        return shard_requests
-    if not geolocation_summaries_stale(instance):
-        return dg.SkipReason("No shard to predict, and the summaries are newer than the predictions and the warehouse")
-    in_flight = instance.get_runs_count(dg.RunsFilter(
-        statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
-    if in_flight:
-        return dg.SkipReason(f"{in_flight} runs still in flight; waiting until they finish")
-    stamp = (f"{latest_storage_id(instance, geolocation_predictions.key)}-"
-             f"{latest_storage_id(instance, attention_warehouse.key)}")
-    return dg.RunRequest(job_name=geolocation_job.name, run_key=f"summaries:{stamp}")
