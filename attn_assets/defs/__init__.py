@@ -6,7 +6,7 @@
   sensors.py          every sensor
   resources.py        the resources, read from the environment
   needs_run.py        what still needs a run: asked by the schedule, the sensors and `attn-assets materialize`
-  runs.py             runs as processes: worker identity, run tags, dead and in-flight runs
+  runs.py             run tags naming the process of a headless run, dead and in-flight runs
   shard_passes.py     the Dagster side of the per-shard passes: asset keys, metadata, data and code versions
   partitions.py       the dynamic shard partitions
   metadata.py         how tables and figures show in the UI

@@ -1,8 +1,6 @@
-"""The runs of this pipeline as processes: who runs a step, the tags that name the process of a headless run,
-and the runs whose process is gone or still in flight.
+"""The runs of this pipeline as Dagster sees them: the tags that name the process of a headless run, and the runs
+whose process is gone or still in flight (the process itself, host, pid and liveness: attn_assets/process_identity.py).
 
-- ``worker_identity()``: ``host:pid CUDA_VISIBLE_DEVICES=…`` of the process computing a shard (recorded per
-  shard, read back by ``parse_worker_identity``);
 - ``local_run_tags()``: the host and pid tags that ``attn-assets materialize`` puts on its in-process runs, so
   ``fail_dead_local_runs`` can later mark FAILED a run whose process was killed (its shards would otherwise
   read IN_PROGRESS forever and never be computed again);
@@ -11,13 +9,10 @@ and the runs whose process is gone or still in flight.
 
 from __future__ import annotations
 
-import os
-import socket
-
 import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG
 
-from attn_assets.storage.atomic import process_alive
+from attn_assets.process_identity import process_alive, this_process
 
 RUN_PID_TAG = "attn_assets/pid"
 RUN_HOST_TAG = "attn_assets/host"
@@ -25,22 +20,10 @@ _UNFINISHED = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 _IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
-def worker_identity() -> str:
-    """``host:pid CUDA_VISIBLE_DEVICES=…`` of the process running this step (recorded per shard)."""
-    devices = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return f"{socket.gethostname()}:{os.getpid()} CUDA_VISIBLE_DEVICES={'unset' if devices is None else devices}"
-
-
-def parse_worker_identity(text: str) -> tuple[str, int, str]:
-    """(host, pid, CUDA_VISIBLE_DEVICES) from a ``worker_identity()`` string."""
-    where, _, devices = text.partition(" CUDA_VISIBLE_DEVICES=")
-    host, _, pid = where.rpartition(":")
-    return host, int(pid), devices
-
-
 def local_run_tags() -> dict[str, str]:
     """Tags naming this process, so a later process can tell when the run's process is dead."""
-    return {RUN_PID_TAG: str(os.getpid()), RUN_HOST_TAG: socket.gethostname()}
+    host, pid = this_process()
+    return {RUN_PID_TAG: str(pid), RUN_HOST_TAG: host}
 
 
 def fail_dead_local_runs(instance: dg.DagsterInstance) -> list[str]:
@@ -50,7 +33,7 @@ def fail_dead_local_runs(instance: dg.DagsterInstance) -> list[str]:
     the shard would never be computed again. Only runs tagged with this host and a pid that no longer
     exists are touched (runs launched by the daemon or another machine are left to run monitoring).
     """
-    host = socket.gethostname()
+    host, this_pid = this_process()
     failed = []
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=_UNFINISHED, tags={RUN_HOST_TAG: host})):
         run = record.dagster_run
@@ -58,7 +41,7 @@ def fail_dead_local_runs(instance: dg.DagsterInstance) -> list[str]:
             pid = int(run.tags.get(RUN_PID_TAG, ""))
         except ValueError:
             continue
-        if pid == os.getpid() or process_alive(pid):
+        if pid == this_pid or process_alive(pid):
             continue
         instance.report_run_failed(
             run, message=f"the process that ran it (pid {pid} on {host}) is gone; marked failed so its shards are recomputed"

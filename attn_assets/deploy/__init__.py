@@ -8,5 +8,5 @@
   for each shard step. Config: ``deploy/k8s/values.yaml`` (official Dagster Helm chart).
 
 Nothing here is imported unless a profile is chosen, so dagster-celery / dagster-k8s stay optional.
-Each shard records the worker that computed it (``defs/runs.worker_identity``: host, pid, CUDA_VISIBLE_DEVICES).
+Each shard records the worker that computed it (``process_identity.worker_identity``: host, pid, CUDA_VISIBLE_DEVICES).
 """

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from attn_assets.defs.runs import parse_worker_identity
+from attn_assets.process_identity import parse_worker_identity
 from attn_assets_tests.defs.conftest import osv_row, write_osv_manifest, write_scene
 from attn_assets_tests.distributed import services
 

@@ -8,9 +8,9 @@ from attn_assets.core.extract import resolve_precision
 from attn_assets.defs.manifest.assets import image_manifest, shard_image_sets
 from attn_assets.defs.partitions import shard_partitions
 from attn_assets.passes.recipe import PASS_CODE_VERSIONS, code_version_from_env, recipe_markdown, statistics_recipe
-from attn_assets.defs.runs import worker_identity
 from attn_assets.defs.shard_passes import recipe_metadata, run_data_version
 from attn_assets.passes.statistics import compute_statistics_shard
+from attn_assets.process_identity import worker_identity
 from attn_assets.resources import AttentionModelResource, PipelineResource
 from attn_assets.storage.atomic import remove_abandoned_temporaries
 
