@@ -1,7 +1,7 @@
 """The shard passes (their recipe name, their asset, their output file) and whether a pass's file for a
 shard holds current results: one answer for the sensors, the schedule, ``attn-assets materialize`` and the
-warehouse loaders. No Dagster here (the Dagster side, Dagster's run status included, is
-``defs/shard_passes.py``).
+warehouse loaders. No Dagster here (the Dagster side: Dagster's run status in ``defs/needs_run.py``, asset
+keys, metadata and code versions in ``defs/shard_passes.py``).
 
 A pass's file for a shard is CURRENT when the shard has rows in the current manifest, the file exists and
 its recipe record names the current model key, recipe fingerprint and image set (``passes/recipe.py``).

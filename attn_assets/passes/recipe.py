@@ -16,7 +16,7 @@ key-value metadata (key ``attn_assets.recipe``) names
 Everything here is cheap (a few small files and stat() calls; never a download, never GBs hashed) and
 free of Dagster, so the sensors, the schedule, ``attn-assets materialize``, the warehouse load and a
 definitions load all compute the same answer: whether a shard file is current is ``passes/current.py``; the
-Dagster side (run status, metadata, code versions) is ``defs/shard_passes.py``.
+Dagster side is ``defs/needs_run.py`` (run status) and ``defs/shard_passes.py`` (metadata, code versions).
 """
 
 from __future__ import annotations
