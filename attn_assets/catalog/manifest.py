@@ -666,8 +666,81 @@ def read_manifest(
     """
     files = find_manifest_files(manifest)
     root = _resolve_root(image_root, files)
-    root_s = str(root)
+    rows = _collect_rows(files)
+    written, written_as_float = _check_ids(rows)
+    latitude, longitude = _check_coordinates(rows)
+    codes, code_valid = _check_country_codes(rows)
+    rel = _resolve_paths(rows, root, image_index, written, written_as_float)
+    _reject_duplicates(rows, rel)
+    keep = rows.alive
+    rejections = _build_rejections(rows.frame, keep, rows.column, rows.reason, rows.raw_frames, rows.file_columns,
+                                   rows.parse_rejections)
+    images = _images_frame(rows, keep, rel, root, codes, code_valid, latitude, longitude, geocode)
+    if images.empty:
+        head = "; ".join(
+            f"line {r.source_row}: {r.reason}" for r in rejections.head(5).itertuples()
+        )
+        raise ManifestError(
+            f"{', '.join(str(p) for p in files)}: no usable row ({len(rejections)} rejected"
+            + (f"; first: {head}" if head else "")
+            + ")",
+            rejections=rejections,
+        )
+    return ManifestResult(
+        images=images,
+        rejections=rejections,
+        files=[path_to_text(p.resolve()) for p in files],
+        formats=rows.formats,
+        image_root=root,
+    )
 
+
+@dataclass
+class _Rows:
+    """Every row of every manifest file while it is validated: the working frame (the reader's own ``_``
+    columns, ``image_id``, ``source_file``, ``source_row`` and the extra columns under :data:`_EXTRA`) and, per
+    row, the column at fault and the reason once it is rejected (None while it is accepted)."""
+
+    frame: pd.DataFrame
+    raw_frames: dict[int, pd.DataFrame]
+    file_columns: dict[int, list[str]]
+    parse_rejections: list[dict]
+    formats: dict[str, str]
+    column: np.ndarray = field(init=False)
+    reason: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.column = np.full(len(self.frame), None, dtype=object)
+        self.reason = np.full(len(self.frame), None, dtype=object)
+
+    @property
+    def alive(self) -> np.ndarray:
+        """Rows not rejected so far."""
+        return pd.isna(self.reason)
+
+    @property
+    def osv(self) -> np.ndarray:
+        return (self.frame["_fmt"] == FORMAT_OSV5M).to_numpy()
+
+    def at(self, column: str, pos: np.ndarray) -> pd.Series:
+        return self.frame[column].iloc[pos]
+
+    def id_column(self, pos: np.ndarray) -> np.ndarray:
+        """The id column's name ('image_id' or 'id') of the rows at ``pos``."""
+        return self.at("_idcol", pos).to_numpy()
+
+    def reject(self, mask, column, reason) -> None:
+        """Reject rows in mask not rejected yet; column/reason: a str or f(row positions) -> values."""
+        m = np.asarray(mask, dtype=bool) & self.alive
+        if not m.any():
+            return
+        pos = np.flatnonzero(m)
+        self.column[pos] = column if isinstance(column, str) else np.asarray(column(pos), dtype=object)
+        self.reason[pos] = reason if isinstance(reason, str) else np.asarray(reason(pos), dtype=object)
+
+
+def _collect_rows(files: list[Path]) -> _Rows:
+    """Read every file, detect its format and stack its rows into one working frame (see :class:`_Rows`)."""
     parts: list[pd.DataFrame] = []
     file_columns: dict[int, list[str]] = {}
     raw_frames: dict[int, pd.DataFrame] = {}
@@ -722,152 +795,155 @@ def read_manifest(
             kept_as.setdefault(name, []).append((path, c))
         parts.append(part)
     _check_extra_names_across_files(kept_as)
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+    return _Rows(frame, raw_frames, file_columns, parse_rejections, formats)
 
-    df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
-    n = len(df)
-    extras = [c for c in df.columns if c.startswith(_EXTRA)]
 
-    rej_col = np.full(n, None, dtype=object)
-    rej_reason = np.full(n, None, dtype=object)
+def _check_ids(rows: _Rows) -> tuple[pd.Series, np.ndarray]:
+    """Reject empty ids and OSV-5M ids written as unusable floats; replace exact float ids by their integer.
 
-    def reject(mask, column, reason) -> None:
-        """Reject rows in mask not rejected yet; column/reason: a str or f(row positions) -> values."""
-        m = np.asarray(mask, dtype=bool) & pd.isna(rej_reason)
-        if not m.any():
-            return
-        pos = np.flatnonzero(m)
-        rej_col[pos] = column if isinstance(column, str) else np.asarray(column(pos), dtype=object)
-        rej_reason[pos] = reason if isinstance(reason, str) else np.asarray(reason(pos), dtype=object)
-
-    def at(col: str, pos: np.ndarray) -> pd.Series:
-        return df[col].iloc[pos]
-
-    osv = (df["_fmt"] == FORMAT_OSV5M).to_numpy()
-
-    # 1. id
-    idcol = lambda pos: at("_idcol", pos).to_numpy()  # noqa: E731
-    reject(df["image_id"].to_numpy() == "", idcol, lambda pos: (at("_idcol", pos) + " is empty; every row needs an id").to_numpy())
+    Returns (the ids as written, mask of the rows whose id was written as a float and resolved)."""
+    df = rows.frame
+    rows.reject(df["image_id"].to_numpy() == "", rows.id_column,
+                lambda pos: (rows.at("_idcol", pos) + " is empty; every row needs an id").to_numpy())
     written = df["image_id"].copy()
-    written_as_float = np.zeros(n, dtype=bool)
-    odd_id = osv & (df["image_id"] != "").to_numpy() & ~df["image_id"].str.fullmatch(r"[0-9]+").to_numpy()
+    written_as_float = np.zeros(len(df), dtype=bool)
+    odd_id = rows.osv & (df["image_id"] != "").to_numpy() & ~df["image_id"].str.fullmatch(r"[0-9]+").to_numpy()
     if odd_id.any():
         integers, problems = _integral_ids(df.loc[odd_id, "image_id"])
         problem = pd.Series(None, index=df.index, dtype=object)
         problem[odd_id] = problems.to_numpy()
-        reject(problem.notna().to_numpy(), "id", lambda pos: problem.iloc[pos].to_numpy())
+        rows.reject(problem.notna().to_numpy(), "id", lambda pos: problem.iloc[pos].to_numpy())
         resolved = odd_id & problem.isna().to_numpy()
         df.loc[resolved, "image_id"] = integers[resolved[odd_id]].to_numpy()
         written_as_float = resolved
+    return written, written_as_float
 
-    # 2. coordinates
+
+def _check_coordinates(rows: _Rows) -> tuple[pd.Series, pd.Series]:
+    """Reject coordinates that are missing (OSV-5M), not numbers, out of range or given alone.
+
+    Returns (latitude, longitude) in degrees, NaN where absent."""
     coords = {}
     for name, lo, hi in (("latitude", -90, 90), ("longitude", -180, 180)):
-        raw = df["_lat" if name == "latitude" else "_lon"].str.strip()
+        raw = rows.frame["_lat" if name == "latitude" else "_lon"].str.strip()
         val = pd.to_numeric(raw.where(raw != "", None), errors="coerce").astype("float64")
         present = (raw != "").to_numpy()
         nan = val.isna().to_numpy()
         bad_num = present & nan
         out = present & ~nan & ((val < lo) | (val > hi)).to_numpy()
-        reject(osv & ~present, name, f"{name} is empty; OpenStreetView-5M rows need both coordinates")
-        reject(bad_num, name, lambda pos, raw=raw, name=name: (
+        rows.reject(rows.osv & ~present, name, f"{name} is empty; OpenStreetView-5M rows need both coordinates")
+        rows.reject(bad_num, name, lambda pos, raw=raw, name=name: (
             f"{name} '" + raw.iloc[pos] + "' is not a number; write decimal degrees such as 48.8566").to_numpy())
-        reject(out, name, lambda pos, raw=raw, name=name, lo=lo, hi=hi: (
+        rows.reject(out, name, lambda pos, raw=raw, name=name, lo=lo, hi=hi: (
             f"{name} " + raw.iloc[pos] + f" is outside [{lo}, {hi}]; check that the columns are degrees and "
             "not swapped").to_numpy())
         coords[name] = (val, present)
     lat, lat_present = coords["latitude"]
     lon, lon_present = coords["longitude"]
-    reject(lat_present & ~lon_present, "longitude", "longitude is empty but latitude is given; give both or neither")
-    reject(lon_present & ~lat_present, "latitude", "latitude is empty but longitude is given; give both or neither")
+    rows.reject(lat_present & ~lon_present, "longitude", "longitude is empty but latitude is given; give both or neither")
+    rows.reject(lon_present & ~lat_present, "latitude", "latitude is empty but longitude is given; give both or neither")
+    return lat, lon
 
-    # 3. country code
-    codes, c_present, c_valid = normalize_codes(df["_country"])
-    reject(
-        (c_present & ~c_valid).to_numpy(),
+
+def _check_country_codes(rows: _Rows) -> tuple[pd.Series, pd.Series]:
+    """Reject a ``country`` that is not an ISO 3166-1 alpha-2 code. Returns (normalised codes, valid mask)."""
+    codes, present, valid = normalize_codes(rows.frame["_country"])
+    rows.reject(
+        (present & ~valid).to_numpy(),
         "country",
-        lambda pos: ("country '" + at("_country", pos) + "' is not an ISO 3166-1 alpha-2 code; write a two-letter "
-                     "code such as FR, or leave the cell empty to take the country from the coordinates").to_numpy(),
+        lambda pos: ("country '" + rows.at("_country", pos) + "' is not an ISO 3166-1 alpha-2 code; write a "
+                     "two-letter code such as FR, or leave the cell empty to take the country from the "
+                     "coordinates").to_numpy(),
     )
+    return codes, valid
 
-    # 4. paths
+
+def _resolve_paths(rows: _Rows, root: Path, image_index: ImageIndex | None, written: pd.Series,
+                   written_as_float: np.ndarray) -> pd.Series:
+    """Each row's image path relative to ``root`` (NA where unknown): explicit paths checked not to leave the
+    root, OSV-5M ids looked up in the image index; rows without a usable file are rejected."""
+    df, n, root_s = rows.frame, len(rows.frame), str(root)
     rel = pd.Series(pd.NA, index=df.index, dtype="str")
     explicit = df["_has_path"].to_numpy()
     if explicit.any():
-        reject(explicit & (df["_path"] == "").to_numpy(), "path",
-               "path is empty; give the image file's path relative to ATTN_ASSETS_IMAGE_ROOT")
-        ok = explicit & (df["_path"] != "").to_numpy() & pd.isna(rej_reason)
+        rows.reject(explicit & (df["_path"] == "").to_numpy(), "path",
+                    "path is empty; give the image file's path relative to ATTN_ASSETS_IMAGE_ROOT")
+        ok = explicit & (df["_path"] != "").to_numpy() & rows.alive
         if ok.any():
-            p = df.loc[ok, "_path"]
-            norm, esc = _check_paths(p, root_s)
+            norm, esc = _check_paths(df.loc[ok, "_path"], root_s)
             rel.loc[ok] = norm
             m = np.zeros(n, dtype=bool)
             m[np.flatnonzero(ok)[esc.to_numpy()]] = True
-            reject(m, "path", ESCAPE_REASON)
-    lookup = ~explicit & osv
-    if lookup.any():
-        index = image_index if image_index is not None else build_image_index(root)
-        if Path(index.root) != root:
-            raise ManifestError(f"image index was built for {index.root}, not the image root {root}")
-        ids = df.loc[lookup, "image_id"]
-        found = index.lookup(ids)
-        rel.loc[lookup] = found.to_numpy()
-        missing = np.zeros(n, dtype=bool)
-        missing[np.flatnonzero(lookup)[found.isna().to_numpy()]] = True
-        reject(
-            missing & written_as_float,
-            "id",
-            lambda pos: (
-                "id '" + written.iloc[pos] + "' is written as a float; it denotes the integer " + at("image_id", pos)
-                + " but no image file " + at("image_id", pos) + ".jpg is under the image root, so the float has "
-                "probably lost digits. " + _RESAVE_IDS
-            ).to_numpy(),
+            rows.reject(m, "path", ESCAPE_REASON)
+    lookup = ~explicit & rows.osv
+    if not lookup.any():
+        return rel
+    index = image_index if image_index is not None else build_image_index(root)
+    if Path(index.root) != root:
+        raise ManifestError(f"image index was built for {index.root}, not the image root {root}")
+    found = index.lookup(df.loc[lookup, "image_id"])
+    rel.loc[lookup] = found.to_numpy()
+    missing = np.zeros(n, dtype=bool)
+    missing[np.flatnonzero(lookup)[found.isna().to_numpy()]] = True
+    rows.reject(
+        missing & written_as_float,
+        "id",
+        lambda pos: (
+            "id '" + written.iloc[pos] + "' is written as a float; it denotes the integer " + rows.at("image_id", pos)
+            + " but no image file " + rows.at("image_id", pos) + ".jpg is under the image root, so the float has "
+            "probably lost digits. " + _RESAVE_IDS
+        ).to_numpy(),
+    )
+    rows.reject(
+        missing & (df["image_id"] != "").to_numpy(),
+        "id",
+        lambda pos: ("image file " + rows.at("image_id", pos) + ".jpg not found under image root; check "
+                     "ATTN_ASSETS_IMAGE_ROOT (OSV-5M: the folder its image archives were extracted to)").to_numpy(),
+    )
+    if index.via_symlink:
+        linked = lookup & (pd.Index(sorted(index.via_symlink), dtype="str").get_indexer(rel) >= 0) & rows.alive
+        for i in np.flatnonzero(linked):
+            real = os.path.realpath(os.path.join(root_s, text_to_path(rel.iat[i], root_s)))
+            if not _inside(real, root_s):
+                m = np.zeros(n, dtype=bool)
+                m[i] = True
+                rows.reject(m, "id", ESCAPE_REASON)
+    return rel
+
+
+def _reject_duplicates(rows: _Rows, rel: pd.Series) -> None:
+    """Reject later rows whose id an accepted row already has (the first accepted occurrence is kept)."""
+    df, n = rows.frame, len(rows.frame)
+    alive = rows.alive
+    dup = (df["image_id"].where(alive).duplicated(keep="first") & alive).to_numpy()
+    if not dup.any():
+        return
+    first_pos = pd.Series(np.arange(n), index=df.index)[alive & ~dup].groupby(df["image_id"][alive & ~dup]).first()
+    reasons = np.full(n, None, dtype=object)
+    for i in np.flatnonzero(dup):
+        j = int(first_pos[df["image_id"].iat[i]])
+        where = (
+            f"line {df['source_row'].iat[j]}"
+            if df["source_file"].iat[j] == df["source_file"].iat[i]
+            else f"{df['source_file'].iat[j]} line {df['source_row'].iat[j]}"
         )
-        reject(
-            missing & (df["image_id"] != "").to_numpy(),
-            "id",
-            lambda pos: ("image file " + at("image_id", pos) + ".jpg not found under image root; check "
-                         "ATTN_ASSETS_IMAGE_ROOT (OSV-5M: the folder its image archives were extracted to)").to_numpy(),
-        )
-        if index.via_symlink:
-            linked = lookup & (pd.Index(sorted(index.via_symlink), dtype="str").get_indexer(rel) >= 0) & pd.isna(rej_reason)
-            for i in np.flatnonzero(linked):
-                real = os.path.realpath(os.path.join(root_s, text_to_path(rel.iat[i], root_s)))
-                if not _inside(real, root_s):
-                    m = np.zeros(n, dtype=bool)
-                    m[i] = True
-                    reject(m, "id", ESCAPE_REASON)
+        r = f"duplicate {df['_idcol'].iat[i]} {df['image_id'].iat[i]!r}: first seen at {where}"
+        if rel.iat[i] != rel.iat[j] and not (pd.isna(rel.iat[i]) and pd.isna(rel.iat[j])):
+            r += f"; paths differ ({rel.iat[j]!r} there, {rel.iat[i]!r} here)"
+        reasons[i] = r
+    rows.reject(dup, rows.id_column, lambda pos: reasons[pos])
 
-    # 5. duplicates among rows still accepted (the first accepted occurrence is kept)
-    alive = pd.isna(rej_reason)
-    ids_alive = df["image_id"].where(alive)
-    dup = (ids_alive.duplicated(keep="first") & alive).to_numpy()
-    if dup.any():
-        first_pos = (
-            pd.Series(np.arange(n), index=df.index)[alive & ~dup].groupby(df["image_id"][alive & ~dup]).first()
-        )
-        reasons = np.full(n, None, dtype=object)
-        for i in np.flatnonzero(dup):
-            j = int(first_pos[df["image_id"].iat[i]])
-            where = (
-                f"line {df['source_row'].iat[j]}"
-                if df["source_file"].iat[j] == df["source_file"].iat[i]
-                else f"{df['source_file'].iat[j]} line {df['source_row'].iat[j]}"
-            )
-            r = f"duplicate {df['_idcol'].iat[i]} {df['image_id'].iat[i]!r}: first seen at {where}"
-            if rel.iat[i] != rel.iat[j] and not (pd.isna(rel.iat[i]) and pd.isna(rel.iat[j])):
-                r += f"; paths differ ({rel.iat[j]!r} there, {rel.iat[i]!r} here)"
-            reasons[i] = r
-        reject(dup, idcol, lambda pos: reasons[pos])
 
-    keep = pd.isna(rej_reason)
-
-    # rejections
-    rejections = _build_rejections(df, keep, rej_col, rej_reason, raw_frames, file_columns, parse_rejections)
-
-    # images
-    good = df.loc[keep].reset_index(drop=True)
+def _images_frame(rows: _Rows, keep: np.ndarray, rel: pd.Series, root: Path, codes: pd.Series,
+                  code_valid: pd.Series, latitude: pd.Series, longitude: pd.Series, geocode: bool) -> pd.DataFrame:
+    """The accepted rows as :data:`IMAGE_COLUMNS` plus the extra columns, each with its resolved country:
+    the manifest's code, else ``unique_country``, else (``geocode``) the coordinates'
+    (:func:`~attn_assets.catalog.countries.resolve_countries`: NULL with source 'at_sea' outside territorial
+    waters)."""
+    good = rows.frame.loc[keep].reset_index(drop=True)
     codes_g = codes[keep].reset_index(drop=True)
-    cvalid_g = c_valid[keep].reset_index(drop=True)
+    cvalid_g = code_valid[keep].reset_index(drop=True)
     ucodes, _, uvalid = normalize_codes(good["_unique"])
     country = pd.Series(pd.NA, index=good.index, dtype="str")
     source = pd.Series(pd.NA, index=good.index, dtype="str")
@@ -876,28 +952,25 @@ def read_manifest(
     use_u = ~cvalid_g & uvalid
     country[use_u] = ucodes[use_u]
     source[use_u] = "unique_country"
-    lat_g = lat[keep].reset_index(drop=True)
-    lon_g = lon[keep].reset_index(drop=True)
+    lat_g = latitude[keep].reset_index(drop=True)
+    lon_g = longitude[keep].reset_index(drop=True)
     need = country.isna() & lat_g.notna() & lon_g.notna()
     if geocode and need.any():
-        # The nearest GeoNames place's country, or NULL with source 'at_sea' outside territorial waters.
         found = resolve_countries(lat_g[need].to_numpy(), lon_g[need].to_numpy())
-        at = lat_g.index[need]
-        codes_f = pd.Series(found.country, index=at, dtype="str")
-        sources_f = pd.Series(found.source, index=at, dtype="str")
+        where = lat_g.index[need]
+        codes_f = pd.Series(found.country, index=where, dtype="str")
+        sources_f = pd.Series(found.source, index=where, dtype="str")
         ok = (codes_f.isin(list(country_names())) | codes_f.isna()) & sources_f.notna()
-        country[at[ok.to_numpy()]] = codes_f[ok]
-        source[at[ok.to_numpy()]] = sources_f[ok]
-    names = country.map(country_names()).astype("str")
-
+        country[where[ok.to_numpy()]] = codes_f[ok]
+        source[where[ok.to_numpy()]] = sources_f[ok]
     rel_g = rel[keep].reset_index(drop=True).astype("str")
     images = pd.DataFrame(
         {
             "image_id": good["image_id"].astype("str"),
             "path": rel_g,
-            "abs_path": (path_to_text(root_s).rstrip("/") + "/" + rel_g).astype("str"),
+            "abs_path": (path_to_text(str(root)).rstrip("/") + "/" + rel_g).astype("str"),
             "country": country,
-            "country_name": names,
+            "country_name": country.map(country_names()).astype("str"),
             "country_source": source,
             "latitude": lat_g.to_numpy(dtype="float64"),
             "longitude": lon_g.to_numpy(dtype="float64"),
@@ -905,25 +978,9 @@ def read_manifest(
             "source_row": good["source_row"].to_numpy(dtype=np.int64),
         }
     )
-    for c in extras:
+    for c in (c for c in rows.frame.columns if c.startswith(_EXTRA)):
         images[c[len(_EXTRA):]] = good[c].astype("str").to_numpy() if len(good) else pd.Series([], dtype="str")
-    if images.empty:
-        head = "; ".join(
-            f"line {r.source_row}: {r.reason}" for r in rejections.head(5).itertuples()
-        )
-        raise ManifestError(
-            f"{', '.join(str(p) for p in files)}: no usable row ({len(rejections)} rejected"
-            + (f"; first: {head}" if head else "")
-            + ")",
-            rejections=rejections,
-        )
-    return ManifestResult(
-        images=images,
-        rejections=rejections,
-        files=[path_to_text(p.resolve()) for p in files],
-        formats=formats,
-        image_root=root,
-    )
+    return images
 
 
 def _build_rejections(df, keep, rej_col, rej_reason, raw_frames, file_columns, parse_rejections) -> pd.DataFrame:
