@@ -1,4 +1,4 @@
-"""What produced a stored result changes (issue 13, item 3) and rows leave the manifest (item 4).
+"""What produced a stored result changes (the shard recipe) and rows leave or change in the manifest.
 
 Real homes in temp folders, tiny models saved with save_pretrained, `attn-assets materialize` (materialize_all):
 
@@ -182,7 +182,7 @@ def _ids(frame: pd.DataFrame) -> list[str]:
     return sorted(set(frame["image_id"]))
 
 
-# --------------------------------------------------------------------------- item 3: the recipe
+# --------------------------------------------------------------------------- the recipe
 
 
 def test_model_change_recomputes_every_shard_and_never_mixes_models(home, instance, other_grid_model_dir, monkeypatch):
@@ -311,7 +311,7 @@ def test_precision_code_version_processor_and_weights_make_shards_stale(home, in
     assert shards_needing_run(instance, ROLLOUT) == {}
 
 
-# --------------------------------------------------------------------------- item 4: the manifest
+# --------------------------------------------------------------------------- the manifest
 
 
 def test_withdrawn_and_changed_rows_leave_every_output(home, instance, monkeypatch):

@@ -1,4 +1,4 @@
-"""Analyses beyond the seed (issue 7): one asset per analysis, each with a DuckDB table and a figure.
+"""Analyses beyond the seed's six metrics: one asset per analysis, each with a DuckDB table and a figure.
 
 Same forward pass as attention_statistics (its shard files carry the columns; attention_warehouse
 loads them into their tables in the same transaction as the shard's statistics):
@@ -22,7 +22,7 @@ from attn_assets.core.analyses import (
     uniform_spatial_baselines,
 )
 from attn_assets.core.extract import resolve_precision
-from attn_assets.metric_names import METRIC_NAMES as METRIC_COLUMNS
+from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.settings import ENV_ABLATION_FRACTION, ablation_fraction_from_env
 from attn_assets.passes.ablation import compute_ablation_shard
 from attn_assets.passes.rollout import compute_rollout_shard
@@ -274,12 +274,12 @@ def metric_baselines(pipeline: PipelineResource, warehouse: WarehouseResource) -
     rows = []
     by_n = store.query(
         f'SELECT num_patches, count(*) AS images, '
-        + ", ".join(f"avg({m}) AS {m}_mean, stddev_samp({m}) AS {m}_std" for m in METRIC_COLUMNS)
+        + ", ".join(f"avg({m}) AS {m}_mean, stddev_samp({m}) AS {m}_std" for m in METRIC_NAMES)
         + f' FROM "{ATTENTION_STATISTICS.name}" GROUP BY num_patches ORDER BY num_patches')
     for r in by_n.to_dict("records"):
         n = int(r["num_patches"])
         uniform = uniform_baselines(n)
-        for m in METRIC_COLUMNS:
+        for m in METRIC_NAMES:
             rows.append(dict(metric=m, num_patches=n, images=int(r["images"]), real_mean=r[f"{m}_mean"],
                              real_std=r[f"{m}_std"], uniform=uniform[m], permuted_mean=r[f"{m}_mean"],
                              permutation_invariant=PERMUTATION_INVARIANT[m], source_table=ATTENTION_STATISTICS.name))

@@ -1,4 +1,4 @@
-"""Geolocation (issue 9): PLONK's predictions from the stored CLS embeddings, their accuracy, and whether
+"""Geolocation: PLONK's predictions from the stored CLS embeddings, their accuracy, and whether
 attention tells the failures apart.
 
   geolocation_predictions   partitioned by shard, pool "gpu": geolocation/<shard>.parquet (Parquet only,
@@ -44,7 +44,7 @@ from attn_assets.storage.schema import (
     GEOLOCATION_PREDICTIONS,
     IMAGES,
 )
-from attn_assets.metric_names import METRIC_NAMES as METRIC_COLUMNS
+from attn_assets.metric_names import METRIC_NAMES
 
 GEOLOCATION_CODE_VERSION = "1"
 WORST_PREDICTIONS_FOLDER = "worst_predictions"
@@ -142,7 +142,7 @@ def geolocation_accuracy(context: dg.AssetExecutionContext, pipeline: PipelineRe
 
 def _predictions_with_metrics(warehouse: WarehouseResource, order_limit: str = "", params=()) -> pd.DataFrame:
     return warehouse.warehouse().query(
-        f'SELECT g.*, i.country_name, i.abs_path, {", ".join(f"s.{m}" for m in METRIC_COLUMNS)} '
+        f'SELECT g.*, i.country_name, i.abs_path, {", ".join(f"s.{m}" for m in METRIC_NAMES)} '
         f'FROM "{GEOLOCATION_PREDICTIONS.name}" g JOIN "{ATTENTION_STATISTICS.name}" s USING (image_id) '
         f'LEFT JOIN "{IMAGES.name}" i USING (image_id) WHERE g.error_km IS NOT NULL {order_limit}', list(params))
 
@@ -157,10 +157,10 @@ def _predictions_with_metrics(warehouse: WarehouseResource, order_limit: str = "
 )
 def geolocation_error_analysis(pipeline: PipelineResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
     frame = _predictions_with_metrics(warehouse, "ORDER BY image_id")
-    analysis = error_analysis(frame, METRIC_COLUMNS)
+    analysis = error_analysis(frame, METRIC_NAMES)
     warehouse.warehouse().replace_table(GEOLOCATION_ERROR_ANALYSIS, analysis)
     target = pipeline.layout.analyses_dir / "geolocation_error.png"
-    render_error_analysis(frame, analysis, METRIC_COLUMNS, target)
+    render_error_analysis(frame, analysis, METRIC_NAMES, target)
     return dg.MaterializeResult(metadata={
         **table_metadata(GEOLOCATION_ERROR_ANALYSIS, len(analysis)),
         "images": dg.MetadataValue.int(len(frame)),

@@ -18,7 +18,7 @@ from attn_assets.defs.warehouse.assets import attention_warehouse, country_aggre
 from attn_assets.resources import PipelineResource, WarehouseResource
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import read_cls_maps, read_maps_and_boxes
-from attn_assets.metric_names import METRIC_NAMES as METRIC_COLUMNS
+from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.storage.schema import ATTENTION_STATISTICS, IMAGES, UNKNOWN_COUNTRY
 
 VISUALS_CODE_VERSION = "1"
@@ -33,7 +33,7 @@ _COMMON = dict(
 )
 _ROWS_SQL = (
     f'SELECT s.image_id, s.shard_key, coalesce(s.country, \'\') AS country, i.country_name, i.abs_path, '
-    + ", ".join(f"s.{m}" for m in METRIC_COLUMNS)
+    + ", ".join(f"s.{m}" for m in METRIC_NAMES)
     + f' FROM "{ATTENTION_STATISTICS.name}" s LEFT JOIN "{IMAGES.name}" i USING (image_id)'
 )
 
@@ -167,7 +167,7 @@ def country_figures(pipeline: PipelineResource, warehouse: WarehouseResource) ->
 
 @dg.asset(deps=[attention_warehouse], description="The seed's 'Overall Statistics' table (mean, std, min, max per metric) as overall_statistics.md and .png.", **_COMMON)
 def overall_statistics(pipeline: PipelineResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    frame = warehouse.warehouse().query(f'SELECT {", ".join(METRIC_COLUMNS)} FROM "{ATTENTION_STATISTICS.name}"')
+    frame = warehouse.warehouse().query(f'SELECT {", ".join(METRIC_NAMES)} FROM "{ATTENTION_STATISTICS.name}"')
     table = figures.overall_statistics_table(frame)
     markdown = figures.overall_statistics_markdown(table, title=f"Overall Statistics ({len(frame):,} images)")
     analysis = pipeline.layout.analysis_dir
