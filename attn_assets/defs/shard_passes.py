@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import dagster as dg
 
 from attn_assets.passes.current import SHARD_PASSES, CurrentState, ShardPass
-from attn_assets.passes.recipe import RecipeSettings, ShardRecord, digest, recipe_markdown, summarize_reasons
+from attn_assets.passes.recipe import ShardRecord, digest, pass_recipe, recipe_markdown, summarize_reasons
+from attn_assets.settings import Settings
 
 
 def asset_key(shard_pass: ShardPass) -> dg.AssetKey:
@@ -47,12 +48,12 @@ def run_data_version(records: Sequence[ShardRecord]) -> dg.DataVersion:
     return dg.DataVersion(digest(*sorted(f"{r.fingerprint}:{r.image_set}:{r.token}" for r in records)))
 
 
-def with_recipe_code_versions(defs: dg.Definitions, settings: RecipeSettings | None = None) -> dg.Definitions:
+def with_recipe_code_versions(defs: dg.Definitions, settings: Settings | None = None) -> dg.Definitions:
     """``defs`` with the shard passes' code versions computed from the settings now (``attn-assets
     materialize`` may run after the environment changed in the same process; a code location computes them
     when it loads)."""
-    settings = settings or RecipeSettings.from_env()
-    versions = {asset_key(p): settings.recipe(p.name).code_version for p in SHARD_PASSES}
+    settings = settings or Settings.from_env()
+    versions = {asset_key(p): pass_recipe(settings, p.name).code_version for p in SHARD_PASSES}
 
     def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
         return spec.replace_attributes(code_version=versions[spec.key]) if spec.key in versions else spec
@@ -78,4 +79,4 @@ def run_state(pipeline, attention_model=None, geolocation_model=None) -> Current
         changes.update(plonk_model=geolocation_model.plonk_model, plonk_steps=geolocation_model.num_steps,
                        plonk_samples=geolocation_model.num_samples, plonk_seed=geolocation_model.seed,
                        plonk_cfg=geolocation_model.cfg)
-    return CurrentState(pipeline.layout, replace(RecipeSettings.from_env(), **changes))
+    return CurrentState(pipeline.layout, replace(Settings.from_env(), **changes))

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from attn_assets.passes.recipe import Recipe, RecipeSettings, ShardRecord, current_image_sets, read_record, stale_reason
+from attn_assets.passes.recipe import Recipe, ShardRecord, current_image_sets, pass_recipe, read_record, stale_reason
+from attn_assets.settings import Settings
 from attn_assets.storage.layout import HomeLayout
 
 NOT_COMPUTED = "not computed"
@@ -43,18 +44,17 @@ SHARD_PASSES: tuple[ShardPass, ...] = (STATISTICS, ROLLOUT, ABLATION, GEOLOCATIO
 class CurrentState:
     """The current recipes, image sets and recorded records, read once for one decision."""
 
-    def __init__(self, layout: HomeLayout, settings: RecipeSettings | None = None):
+    def __init__(self, layout: HomeLayout, settings: Settings | None = None):
         self.layout = layout
-        self.settings = settings or RecipeSettings.from_env()
+        self.settings = settings or Settings.from_env()
         self._image_sets: dict[str, str] | None = None
         self._recipes: dict[str, Recipe] = {}
         self._records: dict[tuple[str, str], ShardRecord | None] = {}
 
     @classmethod
     def from_env(cls) -> "CurrentState":
-        from attn_assets.settings import Settings
-
-        return cls(HomeLayout(Settings.from_env().home))
+        settings = Settings.from_env()
+        return cls(HomeLayout(settings.home), settings)
 
     @property
     def image_sets(self) -> dict[str, str]:
@@ -70,9 +70,9 @@ class CurrentState:
     def recipe(self, shard_pass: ShardPass, key: str | None = None) -> Recipe:
         """The current recipe of a pass; geolocation's depends on the shard (its embeddings' statistics file)."""
         if shard_pass is GEOLOCATION:
-            return self.settings.recipe("geolocation", self.record(STATISTICS, key) if key else None)
+            return pass_recipe(self.settings, "geolocation", self.record(STATISTICS, key) if key else None)
         if shard_pass.name not in self._recipes:
-            self._recipes[shard_pass.name] = self.settings.recipe(shard_pass.name)
+            self._recipes[shard_pass.name] = pass_recipe(self.settings, shard_pass.name)
         return self._recipes[shard_pass.name]
 
     def reason(self, shard_pass: ShardPass, key: str) -> str | None:

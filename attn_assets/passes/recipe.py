@@ -34,7 +34,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from attn_assets.settings import DEFAULT_MODEL, hub_cache_dir
+from attn_assets.settings import DEFAULT_MODEL, Settings, ablation_fraction_from_env, hub_cache_dir
 
 RECIPE_METADATA_KEY = b"attn_assets.recipe"
 
@@ -332,48 +332,29 @@ def geolocation_recipe(plonk_model: str, num_steps: int, num_samples: int, seed:
     )
 
 
-@dataclass(frozen=True)
-class RecipeSettings:
-    """The settings that enter recipes, as Settings.from_env() and the resources read them."""
+def pass_recipe(settings: Settings, pass_name: str, embeddings: ShardRecord | None = None) -> Recipe:
+    """The recipe of the pass ``pass_name`` under ``settings`` (``Settings.from_env()``, or the run's resources
+    laid over it); the ablation fraction is read from its own setting only for the ablation pass, so a bad
+    value fails that pass alone. ``embeddings``: the statistics file's record geolocation reads (geolocation only).
 
-    model: str
-    precision: str
-    device: str
-    ablation_fraction: float
-    plonk_model: str
-    plonk_steps: int
-    plonk_samples: int
-    plonk_seed: int
-    plonk_cfg: float
-
-    @classmethod
-    def from_env(cls) -> "RecipeSettings":
-        from attn_assets.settings import Settings, ablation_fraction_from_env
-
-        s = Settings.from_env()
-        return cls(model=s.model, precision=s.precision, device=s.device,
-                   ablation_fraction=ablation_fraction_from_env(), plonk_model=s.plonk_model,
-                   plonk_steps=s.plonk_steps, plonk_samples=s.plonk_samples, plonk_seed=s.plonk_seed,
-                   plonk_cfg=s.plonk_cfg)
-
-    def recipe(self, pass_name: str, embeddings: ShardRecord | None = None) -> Recipe:
-        if pass_name == "statistics":
-            return statistics_recipe(self.model, self.precision, self.device)
-        if pass_name == "rollout":
-            return rollout_recipe(self.model, self.precision, self.device)
-        if pass_name == "ablation":
-            return ablation_recipe(self.model, self.precision, self.device, self.ablation_fraction)
-        if pass_name == "geolocation":
-            return geolocation_recipe(self.plonk_model, self.plonk_steps, self.plonk_samples, self.plonk_seed,
-                                      self.plonk_cfg, embeddings)
-        raise ValueError(f"unknown pass {pass_name!r}")
+    Raises ValueError for an unknown pass."""
+    if pass_name == "statistics":
+        return statistics_recipe(settings.model, settings.precision, settings.device)
+    if pass_name == "rollout":
+        return rollout_recipe(settings.model, settings.precision, settings.device)
+    if pass_name == "ablation":
+        return ablation_recipe(settings.model, settings.precision, settings.device, ablation_fraction_from_env())
+    if pass_name == "geolocation":
+        return geolocation_recipe(settings.plonk_model, settings.plonk_steps, settings.plonk_samples,
+                                  settings.plonk_seed, settings.plonk_cfg, embeddings)
+    raise ValueError(f"unknown pass {pass_name!r}")
 
 
 def code_version_from_env(pass_name: str) -> str:
     """The pass's code_version for the definitions being loaded now (never raises: a bad setting fails the run
     later with its own message)."""
     try:
-        return RecipeSettings.from_env().recipe(pass_name).code_version
+        return pass_recipe(Settings.from_env(), pass_name).code_version
     except Exception as error:  # noqa: BLE001 - definitions must load
         return f"{PASS_CODE_VERSIONS[pass_name]}+unresolved-{type(error).__name__}"
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from attn_assets.passes import recipe as R
+from attn_assets.settings import Settings
 
 
 def test_image_set_ignores_order_but_not_ids_or_paths():
@@ -116,21 +117,21 @@ def test_settings_enter_their_pass_only(monkeypatch):
     monkeypatch.setenv("ATTN_ASSETS_DEVICE", "cpu")
     monkeypatch.delenv("ATTN_ASSETS_ABLATION_FRACTION", raising=False)
     monkeypatch.delenv("ATTN_ASSETS_PRECISION", raising=False)
-    base = R.RecipeSettings.from_env()
-    fingerprints = {p: base.recipe(p).fingerprint for p in ("statistics", "rollout", "ablation", "geolocation")}
-    assert base.recipe("statistics").parts_dict["precision"] == "fp32"  # auto on a CPU
+    base = Settings.from_env()
+    fingerprints = {p: R.pass_recipe(base, p).fingerprint for p in ("statistics", "rollout", "ablation", "geolocation")}
+    assert R.pass_recipe(base, "statistics").parts_dict["precision"] == "fp32"  # auto on a CPU
 
     monkeypatch.setenv("ATTN_ASSETS_ABLATION_FRACTION", "0.25")
     monkeypatch.setenv("ATTN_ASSETS_PLONK_STEPS", "10")
-    changed = R.RecipeSettings.from_env()
-    assert changed.recipe("statistics").fingerprint == fingerprints["statistics"]
-    assert changed.recipe("rollout").fingerprint == fingerprints["rollout"]
-    assert changed.recipe("ablation").fingerprint != fingerprints["ablation"]
-    assert changed.recipe("geolocation").fingerprint != fingerprints["geolocation"]
+    changed = Settings.from_env()
+    assert R.pass_recipe(changed, "statistics").fingerprint == fingerprints["statistics"]
+    assert R.pass_recipe(changed, "rollout").fingerprint == fingerprints["rollout"]
+    assert R.pass_recipe(changed, "ablation").fingerprint != fingerprints["ablation"]
+    assert R.pass_recipe(changed, "geolocation").fingerprint != fingerprints["geolocation"]
     # geolocation also follows the statistics file its embeddings come from
-    embeddings = base.recipe("statistics").record("imgs")
-    assert (base.recipe("geolocation", embeddings).fingerprint
-            != base.recipe("geolocation", base.recipe("statistics").record("imgs")).fingerprint)
+    embeddings = R.pass_recipe(base, "statistics").record("imgs")
+    assert (R.pass_recipe(base, "geolocation", embeddings).fingerprint
+            != R.pass_recipe(base, "geolocation", R.pass_recipe(base, "statistics").record("imgs")).fingerprint)
 
 
 @pytest.mark.parametrize("setting", ["cuda:7", "bogus"])
