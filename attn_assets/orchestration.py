@@ -22,7 +22,6 @@ from attn_assets.defs.needs_run import (
     geolocation_summaries_stale,
     manifest_changed,
     shards_needing_run,
-    shards_to_fill,
 )
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
 from attn_assets.defs.runs import fail_dead_local_runs, local_run_tags
@@ -84,9 +83,11 @@ def materialize_all(
     for run_id in fail_dead_local_runs(instance):  # killed earlier: their shards read IN_PROGRESS forever
         summary.lines.append(f"run {run_id}: its process is gone; marked failed")
     state = CurrentState.from_env()  # the recipes and image sets now, read once for the decisions below
-    shard_keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME) if force else shards_to_fill(instance)
-    if shard_keys and not force:
-        reasons = shards_needing_run(instance, STATISTICS, state, keys=shard_keys)
+    if force:
+        shard_keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
+    else:
+        reasons = shards_needing_run(instance, STATISTICS, state)  # what shards_to_fill lists, with the reasons
+        shard_keys = list(reasons)
         if reasons:
             summary.lines.append(f"attention_statistics: {len(shard_keys)} shards to run: {summarize_reasons(reasons)}")
     if shard_keys:

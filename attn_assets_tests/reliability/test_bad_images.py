@@ -180,13 +180,13 @@ def test_hostile_shard_through_the_graph(plain_env, plain_instance, tiny_model_d
     plain_env.write_manifest(rows)
     pil_limit = Image.MAX_IMAGE_PIXELS
 
-    real_shards_to_fill = orchestration.shards_to_fill
+    real_shards_needing_run = orchestration.shards_needing_run
 
-    def manifest_done_then_file_vanishes(instance):
+    def manifest_done_then_file_vanishes(*args, **kwargs):
         vanish.unlink()  # validated by image_manifest, gone before attention_statistics runs
-        return real_shards_to_fill(instance)
+        return real_shards_needing_run(*args, **kwargs)
 
-    monkeypatch.setattr(orchestration, "shards_to_fill", manifest_done_then_file_vanishes)
+    monkeypatch.setattr(orchestration, "shards_needing_run", manifest_done_then_file_vanishes)
     with audit_opens() as opened:
         summary = materialize_all(instance=plain_instance)
     assert summary.ok, "\n".join(summary.lines)
