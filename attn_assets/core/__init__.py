@@ -16,6 +16,7 @@ from .extract import (
     seed_reference,
     select_layers,
 )
+from .image_source import MemberError, open_image
 from .loader import Batch, ImageFailure, ImageRecord, iter_batches, records_from_paths
 from .metrics import attention_metrics, attention_metrics_numpy
 from .model import Encoder, ModelLoadError, load_encoder, resolve_device
@@ -30,6 +31,7 @@ __all__ = [
     "ExtractionOutput",
     "ImageFailure",
     "ImageRecord",
+    "MemberError",
     "ModelLoadError",
     "Preprocessor",
     "attention_metrics",
@@ -40,6 +42,7 @@ __all__ = [
     "iter_batches",
     "load_encoder",
     "load_rgb",
+    "open_image",
     "records_from_paths",
     "resolve_device",
     "seed_reference",

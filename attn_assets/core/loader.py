@@ -19,7 +19,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from attn_assets.path_text import path_to_text, text_to_path
-from .preprocess import Preprocessor, load_rgb
+from .image_source import MemberError, open_image
+from .preprocess import Preprocessor
 
 # Non-Sequence record streams are cut into windows of this many batches.
 WINDOW_BATCHES = 256
@@ -27,10 +28,15 @@ WINDOW_BATCHES = 256
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image to load: ``path`` is text as :func:`~attn_assets.path_text.path_to_text` writes it."""
+    """One image to load: ``path`` is text as :func:`~attn_assets.path_text.path_to_text` writes it.
+
+    With ``member`` set, ``path`` is a zip archive and ``member`` the name inside it, as
+    ``zipfile.ZipFile.namelist()`` gives it (see :mod:`attn_assets.core.image_source`).
+    """
 
     image_id: str
     path: str
+    member: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,13 +113,27 @@ def _sniff_text(path: str | Path) -> str:
 
 
 def load_one(record: ImageRecord, preprocess: Preprocessor) -> tuple[torch.Tensor, tuple[int, int]] | ImageFailure:
-    """Pixel values ``[3, H, W]`` and the original (width, height) for one record, or the reason it failed."""
-    path = text_to_path(record.path)
+    """Pixel values ``[3, H, W]`` and the original (width, height) for one record, or the reason it failed.
+
+    A zip member (``record.member``) is read from its archive, kept open in this process.
+    """
     try:
-        image = load_rgb(path)
+        image = open_image(record)
         return preprocess(image), image.size
     except Exception as error:  # noqa: BLE001 - every per-image problem becomes a row, never a crash
-        return ImageFailure(record.image_id, record.path, path_to_text(describe_failure(path, error)))
+        return ImageFailure(record.image_id, record.path, path_to_text(_reason(record, error)))
+
+
+def _reason(record: ImageRecord, error: BaseException) -> str:
+    if record.member is None:
+        return describe_failure(text_to_path(record.path), error)
+    if isinstance(error, MemberError):
+        return str(error)
+    if isinstance(error, (FileNotFoundError, IsADirectoryError, PermissionError)):
+        return f"zip archive: {describe_failure(text_to_path(record.path), error)}"
+    if isinstance(error, UnidentifiedImageError):
+        return f"zip member {record.member!r} in {record.path} is not a readable image (cannot identify image file)"
+    return f"zip member {record.member!r} in {record.path}: {describe_failure(record.member, error)}"
 
 
 def load_batch(records: Sequence[ImageRecord], preprocess: Preprocessor) -> Batch:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -22,8 +23,8 @@ log = logging.getLogger(__name__)
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode the first frame of an image file as 8-bit RGB, the way the seed did.
+def load_rgb(path: str | Path | BinaryIO) -> Image.Image:
+    """Decode the first frame of an image file (a path, or a seekable binary file object) as 8-bit RGB, as the seed did.
 
     - EXIF orientation is NOT applied (the seed didn't; results must stay comparable), so a
       photo stored sideways is analysed sideways.
@@ -43,8 +44,10 @@ def load_rgb(path: str | Path) -> Image.Image:
         return to_rgb(image)
 
 
-def _verify_png(path: str | Path) -> None:
+def _verify_png(path: str | Path | BinaryIO) -> None:
     """Check every chunk's CRC (reads the file once more, no decoding)."""
+    if hasattr(path, "seek"):
+        path.seek(0)
     with Image.open(path) as probe:
         probe.verify()
 
