@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from PIL import Image
 
-from attn_assets.catalog.demo_data import OSV_COLUMNS, write_demo_data
+from attn_assets.catalog.demo_data import (
+    CROP_MARGIN,
+    DEMO_EXTRA_COLUMNS,
+    OSV_COLUMNS,
+    SCENE_VARIANTS,
+    STYLES,
+    draw_example,
+    parse_box,
+    write_demo_data,
+)
 from attn_assets.catalog.manifest import read_manifest
 
 
@@ -42,7 +53,7 @@ def digest_of_seed(folder: Path, seed: int) -> dict[str, str]:
 def test_demo_data_loads_with_zero_rejections(tmp_path):
     manifest = write_demo_data(tmp_path)
     raw = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    assert tuple(raw.columns) == OSV_COLUMNS
+    assert tuple(raw.columns) == OSV_COLUMNS + DEMO_EXTRA_COLUMNS
     assert raw["id"].str.fullmatch(r"\d{16}").all()
     assert (raw["country"] == "NA").sum() >= 1
     res = read_manifest(manifest)
@@ -61,3 +72,58 @@ def test_demo_data_loads_with_zero_rejections(tmp_path):
     assert all(h == 512 for _, h in sizes)
     assert any(w == h for w, h in sizes) and any(w < h for w, h in sizes)
     assert sum(w > 700 for w, _ in sizes) >= 30
+
+
+def test_every_country_has_its_own_sign():
+    designs = [style.sign for style in STYLES]
+    assert len(set(designs)) == len(STYLES) == 9
+    # shape x colour alone already tells them apart; the glyph is a further cue
+    assert len({(d.shape, d.colour) for d in designs}) == 9
+
+
+def test_manifest_records_variant_and_cue_box_as_extra_columns(tmp_path):
+    manifest = write_demo_data(tmp_path, n_images=24)
+    images = read_manifest(manifest).images
+    assert {"scene_variant", "cue_box"} <= set(images.columns)
+    assert images["scene_variant"].tolist() == [SCENE_VARIANTS[i % 2] for i in range(24)]
+    for row in images.itertuples():
+        width, height = Image.open(row.abs_path).size
+        box = parse_box(row.cue_box)
+        if row.scene_variant == "sign_only":
+            assert box is not None, f"image {row.image_id}: sign_only without a cue box"
+        if box is not None:
+            x0, y0, x1, y1 = box
+            assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, (row.image_id, box, width, height)
+
+
+def _model_view(width: int, height: int, crop: int) -> tuple[float, float, float, float]:
+    """The central square a shortest-edge resize to ``crop`` then a ``crop`` centre crop sees, in original pixels,
+    from the library code the pipeline uses (crop_geometry mirrors transformers' integer arithmetic)."""
+    from attn_assets.crop_geometry import crop_geometry
+
+    return crop_geometry(width, height, {"shortest_edge": crop}, crop).box_in_original()
+
+
+def test_sign_only_cue_lies_inside_the_centre_crop_and_styled_may_not():
+    rng_sizes = [(792, 512), (744, 512), (840, 512), (512, 512), (384, 512)]
+    outside_styled = 0
+    for k in range(60):
+        width, height = rng_sizes[k % len(rng_sizes)]
+        for variant in SCENE_VARIANTS:
+            _, box = draw_example(k % 9, variant, width, height, random.Random(f"test:{k}:{variant}"))
+            left, top, right, bottom = _model_view(width, height, 224)
+            inside = box is not None and (box[0] >= left and box[1] >= top and box[2] <= right and box[3] <= bottom)
+            if variant == "sign_only":
+                # the margin (pixels) minus the resize's rounding (under 1.5 original pixels at 512 -> 224)
+                assert inside, f"{width}x{height} seed {k}: cue {box} outside the crop {left, top, right, bottom}"
+                assert box[0] - left >= CROP_MARGIN - 2 and right - box[2] >= CROP_MARGIN - 2
+            else:
+                outside_styled += not inside
+    assert outside_styled > 0  # the styled variant keeps signs outside the crop: the benchmark reports those
+
+
+def test_parse_box_names_the_bad_text():
+    assert parse_box("") is None
+    assert parse_box("1,2,3,4") == (1, 2, 3, 4)
+    with pytest.raises(ValueError, match="'1,2,x' is not 'x0,y0,x1,y1'"):
+        parse_box("1,2,x")
