@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import dagster as dg
 
+from attn_assets.figures import figure_footer
 from attn_assets.figures.preview import png_preview_markdown
 from attn_assets.storage.schema import Table
 
@@ -56,3 +57,14 @@ def coverage_metadata(store) -> dict:
         "shards_without_current_results": dg.MetadataValue.int(int(row.shards)),
         "images_without_current_results": dg.MetadataValue.int(int(row.images)),
     }
+
+
+def model_footer(store, images: int | None = None, detail: str | None = None) -> str:
+    """The footer of a warehouse-derived figure: the model spec(s) and precision of the attention_statistics rows
+    and ``images`` (default: how many rows there are), as `figures._mpl.figure_footer` writes it."""
+    row = store.query(
+        "SELECT string_agg(DISTINCT model_spec || ' (' || precision || ')', ', ' ORDER BY model_spec || ' (' || "
+        "precision || ')') AS models, count(*) AS n FROM attention_statistics"
+    ).iloc[0]
+    models = row.models if isinstance(row.models, str) else None
+    return figure_footer(models, int(row.n) if images is None else images, detail)

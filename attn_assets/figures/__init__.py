@@ -6,6 +6,7 @@ region the model saw (the processor's center crop), never stretched over the who
 """
 
 from attn_assets.storage.atomic import atomic_directory, atomic_file
+from ._mpl import figure_footer
 from .countries import render_country_boxplots, render_country_mean_maps, top_countries
 from .distributions import DISTRIBUTION_METRICS, describe, render_distributions
 from .diverse import HEADLINE_METRICS, render_diverse_grid, select_diverse
@@ -29,6 +30,7 @@ __all__ = [
     "atomic_directory",
     "atomic_file",
     "describe",
+    "figure_footer",
     "load_display_image",
     "normalize_map",
     "overall_statistics_markdown",

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.cm import ScalarMappable
 
 from ._mpl import new_figure, save_figure
 from .countries import country_caption
 from .geometry import as_grid
+from .scale import UNIT_LABEL, add_colorbar, map_scale, mark_near_uniform, shared_scale, times_uniform
 
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
@@ -44,6 +46,7 @@ def render_layer_profile(
     *,
     uniform: Mapping[str, float] | None = None,
     dpi: int = 100,
+    footer: str | None = None,
 ) -> Path:
     """2x2: entropy and top-10% concentration by layer, mean +/- std over images (top row) and
     the mean per country (bottom row).
@@ -89,7 +92,7 @@ def render_layer_profile(
             ax.set_ylabel(label)
         fig.suptitle("Multi-layer profile of the CLS attention (heads averaged; last layer = the seed's)", fontsize=13)
         fig.tight_layout(rect=(0, 0, 1, 0.96))
-        return save_figure(fig, out_path, dpi=dpi)
+        return save_figure(fig, out_path, dpi=dpi, footer=footer)
 
 
 # --------------------------------------------------------------------------- 2: heads
@@ -104,16 +107,21 @@ def render_head_maps(
     mean_similarity: float | None = None,
     ncols: int = 8,
     dpi: int = 100,
+    footer: str | None = None,
 ) -> Path:
-    """One panel per last-layer head: its mean CLS map (own colour scale), titled with the head's mean
-    entropy and top-10% concentration. ``mean_maps[H, gh, gw]``; head_summary: head,
-    attention_entropy_mean, attention_concentration_top10_mean."""
+    """One panel per last-layer head: its mean CLS map, titled with the head's mean entropy and top-10%
+    concentration. ``mean_maps[H, gh, gw]``; head_summary: head, attention_entropy_mean,
+    attention_concentration_top10_mean.
+
+    Every head is drawn on ONE colour scale in × uniform (the mean map times N, `scale`), with one colour bar:
+    heads that look different are different. A head whose own map is near-uniform is marked."""
     heads = 0 if mean_maps is None else int(mean_maps.shape[0])
     n = max(heads, 1)
     ncols = max(1, min(ncols, n))
     nrows = int(math.ceil(n / ncols))
     summary = head_summary.set_index("head") if len(head_summary) else pd.DataFrame()
-    with new_figure((2.4 * ncols + 0.5, 2.7 * nrows + 0.9), dpi=dpi) as fig:
+    scale = shared_scale([mean_maps[h] for h in range(heads)]) if heads else None
+    with new_figure((2.4 * ncols + 1.3, 2.7 * nrows + 0.9), dpi=dpi) as fig:
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         for ax in axes:
             ax.axis("off")
@@ -121,7 +129,8 @@ def render_head_maps(
             _no_data(axes[0], "no per-head maps")
         for h in range(heads):
             ax = axes[h]
-            ax.imshow(as_grid(mean_maps[h]), cmap="hot", interpolation="nearest")
+            ax.imshow(times_uniform(mean_maps[h]), cmap="hot", norm=scale.norm(), interpolation="nearest")
+            mark_near_uniform(ax, map_scale(mean_maps[h]), fontsize=6)
             title = f"head {h}"
             if h in summary.index:
                 row = summary.loc[h]
@@ -129,15 +138,20 @@ def render_head_maps(
             ax.set_title(title, fontsize=8)
         similarity = "" if mean_similarity is None or not np.isfinite(mean_similarity) else \
             f"; mean pairwise cosine of head maps = {mean_similarity:.3f}"
-        fig.suptitle(f"Last layer: mean CLS map of each head (n = {images:,} images{similarity})", fontsize=11)
-        fig.tight_layout(rect=(0, 0, 1, 0.95))
-        return save_figure(fig, out_path, dpi=dpi)
+        fig.suptitle(f"Last layer: mean CLS map of each head (n = {images:,} images{similarity}; "
+                     "one colour scale for all heads)", fontsize=11)
+        fig.tight_layout(rect=(0, 0, 1 - 0.9 / fig.get_size_inches()[0], 0.95))
+        if scale is not None:
+            cax = fig.add_axes((1 - 0.75 / fig.get_size_inches()[0], 0.1, 0.15 / fig.get_size_inches()[0], 0.78))
+            fig.colorbar(ScalarMappable(norm=scale.norm(), cmap="hot"), cax=cax).set_label(UNIT_LABEL, fontsize=8)
+        return save_figure(fig, out_path, dpi=dpi, footer=footer)
 
 
 # --------------------------------------------------------------------------- 5: artifacts
 
 
-def render_artifacts(frame: pd.DataFrame, out_path: str | os.PathLike, *, dpi: int = 100) -> Path:
+def render_artifacts(frame: pd.DataFrame, out_path: str | os.PathLike, *, dpi: int = 100,
+                     footer: str | None = None) -> Path:
     """1x3: artifact patches per image; share of CLS attention they take; entropy and top-10%
     concentration with vs without them (points on y = x: artifacts change nothing)."""
     with new_figure((17, 5), dpi=dpi) as fig:
@@ -169,18 +183,19 @@ def render_artifacts(frame: pd.DataFrame, out_path: str | os.PathLike, *, dpi: i
             ax.legend(fontsize=8)
         fig.suptitle("High-norm artifact tokens (Darcet et al. 2023) in the last layer", fontsize=13)
         fig.tight_layout(rect=(0, 0, 1, 0.94))
-        return save_figure(fig, out_path, dpi=dpi)
+        return save_figure(fig, out_path, dpi=dpi, footer=footer)
 
 
 # --------------------------------------------------------------------------- 6: spatial
 
 
 def render_spatial(frame: pd.DataFrame, out_path: str | os.PathLike, *, uniform: Mapping[str, float] | None = None,
-                   dpi: int = 100) -> Path:
+                   dpi: int = 100, footer: str | None = None) -> Path:
     """1x3: (right - left) attention share by OSV-5M drive side, real vs permuted; centre of mass of
     each image (real vs permuted); mean share per region, real vs permuted vs uniform.
 
-    frame: drive_side ('' when unknown) and the spatial columns with their ``_permuted`` twins.
+    frame: drive_side (``images.drive_side``: 'left' or 'right', '' when unknown) and the spatial columns with
+    their ``_permuted`` twins.
     """
     uniform = uniform or {}
     with new_figure((18, 5.5), dpi=dpi) as fig:
@@ -239,7 +254,7 @@ def render_spatial(frame: pd.DataFrame, out_path: str | os.PathLike, *, uniform:
             ax.legend(fontsize=8)
         fig.suptitle("Spatial statistics of the last-layer CLS attention (model's centre crop)", fontsize=13)
         fig.tight_layout(rect=(0, 0, 1, 0.94))
-        return save_figure(fig, out_path, dpi=dpi)
+        return save_figure(fig, out_path, dpi=dpi, footer=footer)
 
 
 # --------------------------------------------------------------------------- 4: baselines
@@ -253,7 +268,8 @@ def baselines_markdown(table: pd.DataFrame) -> str:
     return shown.round(5).to_markdown(index=False)
 
 
-def render_baselines(table: pd.DataFrame, out_path: str | os.PathLike, *, dpi: int = 120) -> Path:
+def render_baselines(table: pd.DataFrame, out_path: str | os.PathLike, *, dpi: int = 120,
+                     footer: str | None = None) -> Path:
     """The metric_baselines rows drawn as a table: real mean (std), uniform, permuted mean."""
     header = ["metric", "N", "real mean (std)", "uniform", "permuted mean", "perm.-invariant"]
     cells = [
@@ -273,7 +289,7 @@ def render_baselines(table: pd.DataFrame, out_path: str | os.PathLike, *, dpi: i
             _no_data(ax)
         ax.set_title("Metrics vs uniform attention and vs a seeded patch permutation ('=' : equal to real)",
                      fontsize=10)
-        return save_figure(fig, out_path, dpi=dpi, bbox_inches="tight")
+        return save_figure(fig, out_path, dpi=dpi, bbox_inches="tight", footer=footer)
 
 
 # --------------------------------------------------------------------------- 3: rollout
@@ -287,10 +303,13 @@ def render_rollout_gallery(
     out_path: str | os.PathLike,
     *,
     dpi: int = 100,
+    footer: str | None = None,
 ) -> tuple[Path, list[str]]:
     """One row per image: the model's crop with the last-layer CLS map | with the rollout map |
     the rollout map alone. Maps are placed on the crop region, never stretched over the photo.
-    rows: image_id, abs_path, country, attention_entropy (rollout). Returns (path, skipped ids)."""
+    rows: image_id, abs_path, country, attention_entropy (rollout), and optionally ``selection`` (why the row
+    was chosen, e.g. 'lowest rollout entropy #1'), written as the row's label at the left. Each map keeps the
+    seed's min-max look with a colour bar in × uniform (`scale`). Returns (path, skipped ids)."""
     from .triptych import draw_overlay, prepare_view
 
     views, skipped = [], []
@@ -309,35 +328,50 @@ def render_rollout_gallery(
             continue
         views.append((row, crop, heat_cls, heat_rollout))
     n = max(len(views), 1)
-    with new_figure((12, 3.6 * n + 0.8), dpi=dpi) as fig:
+    with new_figure((13.5, 3.6 * n + 0.8), dpi=dpi) as fig:
         axes = fig.subplots(n, 3, squeeze=False)
         if not views:
             for ax in axes[0]:
                 ax.axis("off")
             _no_data(axes[0][1], "no rollout maps")
         for (row, crop, heat_cls, heat_rollout), ax_row in zip(views, axes):
+            country = country_caption(getattr(row, "country_name", None), row.country)
+            cls_range = ""
             if heat_cls is not None:
                 draw_overlay(ax_row[0], crop, heat_cls)
+                cls_scale = map_scale(cls_maps[row.image_id])
+                add_colorbar(fig, ax_row[0], cls_scale, "hot", label="× uniform")
+                mark_near_uniform(ax_row[0], cls_scale, fontsize=7)
+                cls_range = f"\n{cls_scale.range_text()}"
             else:
                 ax_row[0].axis("off")
-            country = country_caption(getattr(row, "country_name", None), row.country)
-            ax_row[0].set_title(f"{row.image_id} ({country})\nlast-layer CLS attention", fontsize=9)
+            ax_row[0].set_title(f"{row.image_id} ({country})\nlast-layer CLS attention{cls_range}", fontsize=9)
+            rollout_scale = map_scale(rollout_maps[row.image_id])
             draw_overlay(ax_row[1], crop, heat_rollout)
-            ax_row[1].set_title(f"attention rollout (entropy {row.attention_entropy:.2f})", fontsize=9)
-            ax_row[2].imshow(as_grid(rollout_maps[row.image_id]), cmap="hot", interpolation="nearest")
-            ax_row[2].set_title("rollout map (patch grid)", fontsize=9)
+            add_colorbar(fig, ax_row[1], rollout_scale, "hot", label="× uniform")
+            mark_near_uniform(ax_row[1], rollout_scale, fontsize=7)
+            ax_row[1].set_title(f"attention rollout (entropy {row.attention_entropy:.2f})\n"
+                                f"{rollout_scale.range_text()}", fontsize=9)
+            ax_row[2].imshow(times_uniform(rollout_maps[row.image_id]), cmap="hot", norm=rollout_scale.norm(),
+                             interpolation="nearest")
+            add_colorbar(fig, ax_row[2], rollout_scale, "hot", label="× uniform")
+            ax_row[2].set_title("rollout map (patch grid, min-max)", fontsize=9)
             ax_row[2].axis("off")
+            selection = getattr(row, "selection", None)
+            if isinstance(selection, str) and selection:
+                ax_row[0].text(-0.08, 0.5, selection, transform=ax_row[0].transAxes, rotation=90, ha="right",
+                               va="center", fontsize=10, fontweight="bold")
         fig.suptitle("Attention rollout (Abnar & Zuidema 2020) vs last-layer CLS attention, on the model's crop",
                      fontsize=12)
-        fig.tight_layout(rect=(0, 0, 1, 0.97))
-        return save_figure(fig, out_path, dpi=dpi), skipped
+        fig.tight_layout(rect=(0.03, 0, 0.97, 0.97), w_pad=4.0)
+        return save_figure(fig, out_path, dpi=dpi, footer=footer), skipped
 
 
 # --------------------------------------------------------------------------- 7: ablation
 
 
 def render_ablation(frame: pd.DataFrame, out_path: str | os.PathLike, *, note: str | None = None,
-                    dpi: int = 100) -> Path:
+                    dpi: int = 100, footer: str | None = None) -> Path:
     """Histograms of the CLS-embedding cosine distance after masking the top-k attended patches vs k
     random patches, and their per-image difference."""
     with new_figure((14, 5), dpi=dpi) as fig:
@@ -365,7 +399,7 @@ def render_ablation(frame: pd.DataFrame, out_path: str | os.PathLike, *, note: s
         fig.suptitle("Ablation: does masking the most attended patches change the embedding more than random?",
                      fontsize=12)
         fig.tight_layout(rect=(0, 0, 1, 0.93))
-        return save_figure(fig, out_path, dpi=dpi)
+        return save_figure(fig, out_path, dpi=dpi, footer=footer)
 
 
 __all__: Sequence[str] = (

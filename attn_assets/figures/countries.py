@@ -16,6 +16,7 @@ from attn_assets.storage.schema import UNKNOWN_COUNTRY
 
 from ._mpl import new_figure, save_figure
 from .geometry import as_grid
+from .scale import UNIT_LABEL, mark_near_uniform, map_scale, shared_scale, times_uniform
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def render_country_boxplots(
     top_n: int = 12,
     *,
     dpi: int = 100,
+    footer: str | None = None,
 ) -> dict[str, list[str]]:
     """Box plots of entropy and top-10% concentration for the ``top_n`` largest countries.
 
@@ -88,7 +90,7 @@ def render_country_boxplots(
             ax.set_title(f"{label.split(' (')[0]} by country (ordered by median)")
         fig.suptitle(f"Per-country attention statistics (top {len(countries)} countries by image count)", fontsize=13)
         fig.tight_layout(rect=(0, 0, 1, 0.95))
-        save_figure(fig, out_path, dpi=dpi)
+        save_figure(fig, out_path, dpi=dpi, footer=footer)
     return order_out
 
 
@@ -108,26 +110,24 @@ def render_country_mean_maps(
     ncols: int = 6,
     country_names: Mapping[str, str] | None = None,
     dpi: int = 100,
+    footer: str | None = None,
 ) -> Path:
-    """A grid of per-country mean CLS attention maps on one shared colour scale ('hot').
+    """A grid of per-country mean CLS attention maps on one shared colour scale ('hot') in × uniform.
 
     Countries are ordered by image count (desc, ties by code), at most ``max_countries``.
-    Titles give the country and n. The colour bar is in raw attention units.
+    Titles give the country and n; a country whose mean map is near-uniform is marked (`scale`). The colour bar
+    is the mean attention times N (× uniform), in its own column right of the grid.
     """
     keys = [k for k in mean_maps if mean_maps[k] is not None]
     keys.sort(key=lambda k: (-int(counts.get(k, 0) or 0), str(k)))
-    keys = keys[:max_countries]
-    grids = {k: as_grid(mean_maps[k]) for k in keys}
-    finite = [g[np.isfinite(g)] for g in grids.values()]
-    finite = [f for f in finite if f.size]
-    vmin = float(min(f.min() for f in finite)) if finite else 0.0
-    vmax = float(max(f.max() for f in finite)) if finite else 1.0
-    if not vmax > vmin:
-        vmax = vmin + 1e-12
+    keys = [k for k in keys[:max_countries] if np.isfinite(as_grid(mean_maps[k])).any()]
+    grids = {k: times_uniform(mean_maps[k]) for k in keys}
+    scale = shared_scale([mean_maps[k] for k in keys]) if keys else None
     n = max(len(keys), 1)
     ncols = max(1, min(ncols, n))
     nrows = int(math.ceil(n / ncols))
-    with new_figure((2.6 * ncols + 1.2, 3.1 * nrows + 0.8), dpi=dpi) as fig:
+    width = 2.6 * ncols + 1.6
+    with new_figure((width, 3.1 * nrows + 0.8), dpi=dpi) as fig:
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         im = None
         for ax in axes:
@@ -135,12 +135,15 @@ def render_country_mean_maps(
         if not keys:
             axes[0].text(0.5, 0.5, "no countries", ha="center", va="center", transform=axes[0].transAxes)
         for ax, k in zip(axes, keys):
-            im = ax.imshow(grids[k], cmap="hot", vmin=vmin, vmax=vmax, interpolation="nearest")
+            im = ax.imshow(grids[k], cmap="hot", norm=scale.norm(), interpolation="nearest")
+            mark_near_uniform(ax, map_scale(mean_maps[k]), fontsize=6)
             name = _name(str(k), country_names or {})
             ax.set_title(f"{name}\nn={int(counts.get(k, 0) or 0):,}", fontsize=9)
         fig.suptitle("Mean CLS attention map per country (model's center crop; shared colour scale)", fontsize=12)
-        fig.tight_layout(rect=(0, 0, 0.92, 0.95), h_pad=1.5)
+        right = 1 - 1.4 / width  # 1.4 in for the bar, its ticks and its label
+        fig.tight_layout(rect=(0, 0, right, 0.95), h_pad=1.5)
         if im is not None:
-            cax = fig.add_axes((0.935, 0.1, 0.015, 0.8))
-            fig.colorbar(im, cax=cax, label="mean CLS attention")
-        return save_figure(fig, out_path, dpi=dpi)
+            cax = fig.add_axes((right + 0.25 / width, 0.1, 0.18 / width, 0.8))
+            bar = fig.colorbar(im, cax=cax)
+            bar.set_label(f"mean CLS {UNIT_LABEL}", fontsize=9)
+        return save_figure(fig, out_path, dpi=dpi, footer=footer)

@@ -82,6 +82,7 @@ def render_distributions(
     metrics: list[str] | None = None,
     title: str | None = None,
     dpi: int = 100,
+    footer: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Draw the 2x2 histograms into ``out_path``; return ``{metric: {n, mean, std, min, max}}``.
 
@@ -103,7 +104,7 @@ def render_distributions(
         n_total = max((s["n"] for s in stats.values()), default=0)
         fig.suptitle(title or f"Attention metric distributions (n = {n_total:,} images)", fontsize=14)
         fig.tight_layout(rect=(0, 0, 1, 0.96))
-        save_figure(fig, out_path, dpi=dpi)
+        save_figure(fig, out_path, dpi=dpi, footer=footer)
     return stats
 
 

@@ -20,7 +20,8 @@ import pandas as pd
 from ._mpl import new_figure, save_figure
 from .countries import country_caption
 from .geometry import Box, image_file
-from .triptych import draw_overlay, prepare_view
+from .scale import add_colorbar, map_scale, mark_near_uniform
+from .triptych import CMAP, draw_overlay, prepare_view
 
 logger = logging.getLogger(__name__)
 
@@ -96,12 +97,15 @@ def render_diverse_grid(
     image_column: str = "abs_path",
     tile_inches: float = 4.0,
     dpi: int = 100,
+    footer: str | None = None,
 ) -> Path:
     """A grid (4x5 for n=20) of attention overlays on the model's crop, one caption per tile.
 
     Tiles are ``image_ids`` in that order, or else `select_diverse` over the rows that have a
-    map. Captions: country, entropy, top-10% concentration, high-attention patches. An image
-    whose file is gone or unreadable becomes a labelled empty tile (warning logged).
+    map. Captions: country, entropy, top-10% concentration, high-attention patches and the map's range;
+    each tile keeps the seed's min-max look with its own colour bar in × uniform (`scale`), and a near-uniform
+    map is marked. An image whose file is gone or unreadable becomes a labelled empty tile (warning logged).
+    ``footer``: a line under the figure (`_mpl.figure_footer`).
     """
     d = rows_df.copy()
     d["image_id"] = d["image_id"].astype(str)
@@ -133,14 +137,19 @@ def render_diverse_grid(
                     raise FileNotFoundError(f"image file missing: {path}")
                 _, _, crop, heat = prepare_view(opened, attn, box, max_side=512)
                 draw_overlay(ax, crop, heat)
+                scale = map_scale(attn)
+                add_colorbar(fig, ax, scale, CMAP, label="", width=0.035)
+                mark_near_uniform(ax, scale, fontsize=7)
+                caption = f"{caption}\n{scale.range_text()}"
             except (OSError, ValueError, LookupError) as exc:
                 logger.warning("diverse grid: tile for %r left empty: %s", image_id, exc)
                 ax.text(0.5, 0.5, "image unavailable", ha="center", va="center", transform=ax.transAxes,
                         color="0.4")
             ax.set_title(caption, fontsize=9)
-        fig.suptitle("Diverse attention examples (map placed on the model's center crop)", fontsize=13)
+        fig.suptitle("Diverse attention examples (map placed on the model's center crop; "
+                     "colour bars: attention × N, × uniform)", fontsize=13)
         fig.tight_layout(rect=(0, 0, 1, 0.97))
-        return save_figure(fig, out_path, dpi=dpi)
+        return save_figure(fig, out_path, dpi=dpi, footer=footer)
 
 
 def _caption(image_id: str, row) -> str:

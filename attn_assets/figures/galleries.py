@@ -100,6 +100,7 @@ def render_gallery(
     dpi: int = 100,
     caption_column: str | None = None,
     index_columns: tuple[str, ...] = (),
+    footer: str | None = None,
 ) -> GalleryResult:
     """One triptych per row (rows already ordered, rank = position + 1) into ``out_dir``.
 
@@ -112,7 +113,8 @@ def render_gallery(
     index.csv says why) instead of failing the gallery. The folder is replaced atomically: a
     reader sees the previous gallery or the new one, never half of one. ``crop_boxes`` maps
     image_id -> the model's view in original pixels, as the shard files store it (None or absent: the
-    centred square of the short side, see `geometry.resolve_box`).
+    centred square of the short side, see `geometry.resolve_box`). ``footer``: the line under every triptych
+    (`_mpl.figure_footer`: the model spec and the images the selection was made from).
     """
     out_dir = Path(out_dir)
     result = GalleryResult(directory=out_dir)
@@ -134,7 +136,8 @@ def render_gallery(
                 if caption_column and row.get(caption_column):
                     title = f"{title}\n{row[caption_column]}"
                 try:
-                    render_triptych(path, attn, _lookup(crop_boxes, image_id), title, tmp / fname, dpi=dpi)
+                    render_triptych(path, attn, _lookup(crop_boxes, image_id), title, tmp / fname, dpi=dpi,
+                                    footer=footer)
                 except (OSError, ValueError) as exc:  # unreadable / truncated image, bad map
                     status = f"error: {type(exc).__name__}: {exc}"[:200]
             if status != "ok":

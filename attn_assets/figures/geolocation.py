@@ -37,7 +37,7 @@ def location_caption(row: dict) -> str:
 
 
 def render_error_analysis(frame: pd.DataFrame, analysis: pd.DataFrame, metrics: Sequence[str],
-                          out_path: str | os.PathLike, *, dpi: int = 100) -> Path:
+                          out_path: str | os.PathLike, *, dpi: int = 100, footer: str | None = None) -> Path:
     """One panel per metric: metric (x) vs error_km (y, log), worst decile in red, best in green."""
     cols = 3
     rows = max(1, math.ceil(len(metrics) / cols))
@@ -72,11 +72,11 @@ def render_error_analysis(frame: pd.DataFrame, analysis: pd.DataFrame, metrics: 
             ax.axis("off")
         fig.suptitle("Attention vs PLONK geolocation error (green: best decile, red: worst decile)", fontsize=12)
         fig.tight_layout(rect=(0, 0, 1, 0.95))
-        return save_figure(fig, out_path, dpi=dpi)
+        return save_figure(fig, out_path, dpi=dpi, footer=footer)
 
 
 def render_prediction_map(frame: pd.DataFrame, out_path: str | os.PathLike, *, dpi: int = 100,
-                          max_lines: int = 2000) -> Path:
+                          max_lines: int = 2000, footer: str | None = None) -> Path:
     """True (green) and predicted (red) locations; a grey line joins each pair (at most ``max_lines``)."""
     with new_figure((12, 6.5), dpi=dpi) as fig:
         ax = fig.subplots()
@@ -99,4 +99,4 @@ def render_prediction_map(frame: pd.DataFrame, out_path: str | os.PathLike, *, d
         ax.set_ylabel("latitude")
         ax.set_title(f"PLONK predictions: {len(frame):,} images")
         fig.tight_layout()
-        return save_figure(fig, out_path, dpi=dpi)
+        return save_figure(fig, out_path, dpi=dpi, footer=footer)

@@ -91,7 +91,7 @@ def overall_statistics_markdown(table: pd.DataFrame, title: str | None = None) -
 
 
 def render_table_png(table: pd.DataFrame, out_path: str | os.PathLike, *, title: str | None = None,
-                     dpi: int = 150) -> Path:
+                     dpi: int = 150, footer: str | None = None) -> Path:
     """The overall statistics table drawn as a PNG (same formatting as the markdown)."""
     cells = formatted_cells(table)
     n = table.attrs.get("n")
@@ -115,4 +115,4 @@ def render_table_png(table: pd.DataFrame, out_path: str | os.PathLike, *, title:
                 cell.set_facecolor("#e8e8e8")
         ax.set_title(title, fontsize=12, pad=8)
         fig.tight_layout()
-        return save_figure(fig, out_path, dpi=dpi, bbox_inches="tight")
+        return save_figure(fig, out_path, dpi=dpi, bbox_inches="tight", footer=footer)

@@ -4,6 +4,9 @@ Unlike the seed, the heatmap is placed on the region the model actually saw (the
 processor's center crop, attn_assets.crop_geometry), never stretched over the
 uncropped frame: panel 1 shows the full photo with that crop outlined, panels 2 and 3
 show the map at the crop region's pixel size and over the crop region's pixels.
+
+Panels 2 and 3 keep the seed's min-max look, each with a colour bar in × uniform (attn_assets.figures.scale),
+the map's range in the title, and 'near-uniform' written across a map that is.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .geometry import (
     resolve_box,
     upsample_map,
 )
+from .scale import add_colorbar, map_scale, mark_near_uniform
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +95,7 @@ def render_triptych(
     max_side: int = DEFAULT_MAX_DISPLAY_SIDE,
     dpi: int = DEFAULT_DPI,
     figsize: tuple[float, float] = (15, 5),
+    footer: str | None = None,
 ) -> Path:
     """Render the seed's 1x3 triptych for one image and save it (atomically) to ``out_path``.
 
@@ -98,10 +103,12 @@ def render_triptych(
     square-length row is reshaped). crop_box: the model's view in ORIGINAL pixel coordinates
     (left, top, right, bottom), as the shard file stores it; None: the centred square of the short side
     (see `geometry.resolve_box`). Photos larger than ``max_side`` are downscaled for
-    display first (geometry scaled along). Raises OSError if the image cannot be read.
+    display first (geometry scaled along). footer: a line under the figure (`_mpl.figure_footer`).
+    Raises OSError if the image cannot be read, ValueError if the map has no finite value.
     """
     if out_path is None:
         raise TypeError("render_triptych() needs out_path")
+    scale = map_scale(attn_map)
     display, dbox, crop, heat = prepare_view(image, attn_map, crop_box, max_side=max_side)
     with new_figure(figsize, dpi=dpi) as fig:
         axes = fig.subplots(1, 3)
@@ -109,15 +116,18 @@ def render_triptych(
         axes[0].set_title("Original Image")
 
         axes[1].imshow(heat, cmap=CMAP, vmin=0.0, vmax=1.0)
-        axes[1].set_title("Attention Heatmap")
+        axes[1].set_title(f"Attention Heatmap (min-max)\n{scale.range_text()}", fontsize=10)
         axes[1].axis("off")
 
         draw_overlay(axes[2], crop, heat)
-        axes[2].set_title("Attention Overlay")
+        axes[2].set_title(f"Attention Overlay\n{scale.range_text()}", fontsize=10)
+        for ax in axes[1:]:
+            add_colorbar(fig, ax, scale, CMAP)
+            mark_near_uniform(ax, scale)
 
         if title:
             fig.suptitle(title, fontsize=11)
             fig.tight_layout(rect=(0, 0, 1, 0.95 - 0.04 * title.count("\n")))
         else:
             fig.tight_layout()
-        return save_figure(fig, out_path, dpi=dpi)
+        return save_figure(fig, out_path, dpi=dpi, footer=footer)

@@ -38,6 +38,9 @@ def _rows_in_panel(arr, x0, x1):
     counts = nonwhite.sum(axis=1)
     rows = np.where(counts > 0.5 * counts.max())[0]
     cols = np.where(nonwhite[rows].sum(axis=0) > 0.5 * len(rows))[0]
+    gaps = np.where(np.diff(cols) > 1)[0]
+    if gaps.size:  # the panel's colour bar stands right of it, past a white gap
+        cols = cols[: gaps[0] + 1]
     return panel, rows, cols
 
 

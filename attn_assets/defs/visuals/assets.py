@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from attn_assets import figures
-from attn_assets.defs.metadata import coverage_metadata
+from attn_assets.defs.metadata import coverage_metadata, model_footer
 from attn_assets.defs.warehouse.assets import attention_warehouse, country_aggregates
 from attn_assets.resources import PipelineResource, WarehouseResource
 from attn_assets.storage.layout import HomeLayout
@@ -59,7 +59,8 @@ def attention_distributions(pipeline: PipelineResource, warehouse: WarehouseReso
     baselines = None
     if not pd.isna(patches):
         baselines = {m: {f"uniform (N={int(patches)})": v} for m, v in uniform_baselines(int(patches)).items()}
-    drawn = figures.render_distributions({c: columns[c].to_numpy(dtype=float) for c in columns}, target, baselines)
+    drawn = figures.render_distributions({c: columns[c].to_numpy(dtype=float) for c in columns}, target, baselines,
+                                         footer=model_footer(warehouse.warehouse()))
     return dg.MaterializeResult(
         metadata=_image_metadata(
             target,
@@ -78,7 +79,8 @@ def diverse_examples_grid(pipeline: PipelineResource, warehouse: WarehouseResour
     rows = candidates.set_index("image_id").loc[chosen].reset_index()
     maps, boxes = read_maps_and_boxes(pipeline.layout, rows)
     target = pipeline.layout.visualizations_dir / "diverse_examples_grid.png"
-    figures.render_diverse_grid(rows, maps, boxes, target, n=20, image_ids=chosen)
+    figures.render_diverse_grid(rows, maps, boxes, target, n=20, image_ids=chosen,
+                                footer=model_footer(warehouse.warehouse(), detail=f"{len(chosen)} shown"))
     return dg.MaterializeResult(metadata=_image_metadata(target, examples=dg.MetadataValue.int(len(chosen)),
                                                          **coverage_metadata(warehouse.warehouse())))
 
@@ -96,7 +98,8 @@ def _gallery_asset(folder: str, metric: str, highest: bool) -> dg.AssetsDefiniti
         rows = _rows(warehouse, f"WHERE NOT isnan(s.{metric}) ORDER BY s.{metric} {order}, s.image_id LIMIT ?", [pipeline.gallery_size])
         maps, boxes = read_maps_and_boxes(pipeline.layout, rows)
         target = pipeline.layout.visualizations_dir / folder
-        result = figures.render_gallery(rows, maps, boxes, target, metric)
+        footer = model_footer(warehouse.warehouse(), detail=f"{'highest' if highest else 'lowest'} {metric}")
+        result = figures.render_gallery(rows, maps, boxes, target, metric, footer=footer)
         for image_id in result.skipped:
             context.log.warning("%s: image %s is gone since its statistics were computed; skipped", folder, image_id)
         first = result.paths[0] if result.paths else None
@@ -148,12 +151,14 @@ def country_figures(pipeline: PipelineResource, warehouse: WarehouseResource) ->
         f's.attention_concentration_top10 FROM "{ATTENTION_STATISTICS.name}" s LEFT JOIN "{IMAGES.name}" i USING (image_id)'
     )
     boxplots = layout.visualizations_dir / "country_boxplots.png"
-    drawn = figures.render_country_boxplots(frame, boxplots)
+    footer = model_footer(warehouse.warehouse())
+    drawn = figures.render_country_boxplots(frame, boxplots, footer=footer)
     countries = figures.top_countries(frame, top_n=24)
     mean_maps, counts = _country_mean_maps(layout, warehouse, countries)
     mean_maps_path = layout.visualizations_dir / "country_mean_maps.png"
     names = dict(zip(frame["country"], frame["country_name"].fillna("")))
-    figures.render_country_mean_maps(mean_maps, counts, mean_maps_path, country_names=names)
+    figures.render_country_mean_maps(mean_maps, counts, mean_maps_path, country_names=names,
+                                     footer=model_footer(warehouse.warehouse(), sum(counts.values())))
     return dg.MaterializeResult(
         metadata={
             **_image_metadata(boxplots),
@@ -173,7 +178,7 @@ def overall_statistics(pipeline: PipelineResource, warehouse: WarehouseResource)
     analysis = pipeline.layout.analysis_dir
     with figures.atomic_file(analysis / "overall_statistics.md") as tmp:
         Path(tmp).write_text(markdown + "\n", encoding="utf-8")
-    png = figures.render_table_png(table, analysis / "overall_statistics.png")
+    png = figures.render_table_png(table, analysis / "overall_statistics.png", footer=model_footer(warehouse.warehouse()))
     return dg.MaterializeResult(metadata={**_image_metadata(png), "table": dg.MetadataValue.md(markdown),
                                           **coverage_metadata(warehouse.warehouse())})
 
