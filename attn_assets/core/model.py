@@ -8,7 +8,10 @@ Specs:
 - ``plonk:<repo id>``: the StreetCLIP encoder inside a PLONK pipeline (``pip install
   'attn-assets[plonk]'``);
 - ``random:streetclip``, ``random:vit-b16``, ``random:tiny``: seeded untrained models of
-  those shapes, for offline smoke runs and benchmarks.
+  those shapes, for offline smoke runs and benchmarks;
+- ``demo``: the small CLIPModel trained on the demo scenes (``attn_assets.training.demo_model``), committed in
+  the repository's ``models/demo`` folder (``DEMO_MODEL_DIR``) and loaded through the same local-folder path as
+  any saved model (a folder of your own named ``demo`` is reached as ``./demo``).
 
 Weights are loaded from safetensors only and never with ``trust_remote_code``; a load that
 leaves weights missing or unused fails instead of running on random weights.
@@ -43,6 +46,9 @@ log = logging.getLogger(__name__)
 # geolocal/StreetCLIP's main branch holds only a pickle; its safetensors live in PR #1.
 DEFAULT_REVISIONS = {"geolocal/StreetCLIP": "refs/pr/1"}
 ENV_MODEL = "ATTN_ASSETS_MODEL"
+DEMO_SPEC = "demo"
+#: The demo model's folder in a source checkout (the repository's models/demo).
+DEMO_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "demo"
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -635,6 +641,15 @@ def _load_plonk(repo: str) -> tuple[nn.Module, object]:
 
 
 def _split_revision(spec: str) -> tuple[str, str | None]:
+    """(hub id or folder, revision) of a spec; ``demo`` is the folder ``DEMO_MODEL_DIR``."""
+    if spec == DEMO_SPEC:
+        if not (DEMO_MODEL_DIR / "config.json").is_file():
+            raise ModelLoadError(
+                f"model spec 'demo' names the folder {DEMO_MODEL_DIR}, which has no config.json: the demo model is "
+                "committed in the repository's models/demo (use a source checkout), or train it there with "
+                "`python -m attn_assets.training.demo_model --out models/demo`"
+            )
+        return str(DEMO_MODEL_DIR), None
     if "@" in spec and not Path(spec).exists():
         repo, revision = spec.rsplit("@", 1)
         return repo, revision or None
@@ -856,3 +871,25 @@ def _processor_settings(repo: str, revision: str | None) -> dict | None:
     except (OSError, ValueError):
         return None
     return dict(settings.get("image_processor", settings)) if isinstance(settings, dict) else None
+
+
+# --------------------------------------------------------------------------- model randomization
+
+
+def randomized_encoder(encoder: Encoder, seed: int = RANDOM_SEED) -> Encoder:
+    """The same architecture, config and image processor as ``encoder``, with freshly initialised weights.
+
+    The model-randomization sanity check of Adebayo et al. 2018 ("Sanity Checks for Saliency Maps", NeurIPS): a
+    map that does not change when the weights are randomized does not explain what the model learned. The copy is
+    built as ``type(model)(model.config)`` under ``torch.manual_seed(seed)`` (transformers' own initialisation for
+    a PreTrainedModel, PyTorch's default layer initialisation for an inner tower such as CLIPModel's
+    ``vision_model``), without touching the global RNG; it is placed on ``encoder``'s device and dtype, in eval
+    mode. Its spec is ``encoder.spec + "#randomized"``.
+    """
+    model = encoder.model
+    reference = next(model.parameters())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = type(model)(model.config)
+    fresh = fresh.to(device=reference.device, dtype=reference.dtype).eval()
+    return describe_encoder(fresh, encoder.processor, f"{encoder.spec}#randomized")

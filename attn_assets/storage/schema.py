@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from attn_assets.metric_names import ACCURACY_THRESHOLDS_KM, METRIC_NAMES, SPATIAL_NAMES
+from attn_assets.osv5m_columns import GROUP_DIMENSIONS, OSV_METADATA_COLUMNS
 
 #: How aggregates and figures label the images whose country is unknown (NULL in every table).
 UNKNOWN_COUNTRY = "unknown"
@@ -200,6 +201,7 @@ IMAGES = Table(
         Column("shard_key", "VARCHAR", "stable partition of the image", nullable=False),
         Column("path", "VARCHAR", "image path relative to the image root", nullable=False),
         Column("abs_path", "VARCHAR", "resolved image path, checked to lie inside the image root", nullable=False),
+        Column("member", "VARCHAR", "the image's member name inside the zip archive at path (NULL: path is the image file)"),
         Column("country", "VARCHAR", "ISO 3166-1 alpha-2 code"),
         Column("country_name", "VARCHAR", "country name from pycountry"),
         Column("country_source", "VARCHAR", "manifest, unique_country or reverse_geocoder"),
@@ -207,6 +209,7 @@ IMAGES = Table(
         Column("longitude", "DOUBLE", "degrees"),
         Column("source_file", "VARCHAR", "manifest file the row came from"),
         Column("source_row", "BIGINT", "line of the row in that file (header = 1)"),
+        *(Column(c.name, c.sql_type, c.description) for c in OSV_METADATA_COLUMNS),
         Column("extra", "JSON", "every other manifest column, as text"),
     ),
     key=("image_id",),
@@ -350,14 +353,18 @@ MANIFEST_REJECTIONS = Table(
     ),
 )
 
-_AGGREGATE_COLUMNS = tuple(
-    Column(f"{metric}_{stat}", "DOUBLE", f"{stat} of {metric} over the country's images")
-    for metric in METRIC_NAMES
-    for stat in ("mean", "std", "min", "max")
-) + tuple(
-    Column(f"{metric}_uniform", "DOUBLE", f"{metric} of uniform attention over the same patches (baseline)")
-    for metric in METRIC_NAMES
-)
+def _aggregate_columns(group: str) -> tuple[Column, ...]:
+    return tuple(
+        Column(f"{metric}_{stat}", "DOUBLE", f"{stat} of {metric} over the {group}'s images")
+        for metric in METRIC_NAMES
+        for stat in ("mean", "std", "min", "max")
+    ) + tuple(
+        Column(f"{metric}_uniform", "DOUBLE", f"{metric} of uniform attention over the same patches (baseline)")
+        for metric in METRIC_NAMES
+    )
+
+
+_AGGREGATE_COLUMNS = _aggregate_columns("country")
 
 COUNTRY_AGGREGATES = Table(
     name="country_aggregates",
@@ -367,6 +374,19 @@ COUNTRY_AGGREGATES = Table(
         Column("country_name", "VARCHAR", f"country name ('{UNKNOWN_COUNTRY}' on the NULL-country row)"),
         Column("image_count", "BIGINT", "images with statistics", nullable=False),
         *_AGGREGATE_COLUMNS,
+    ),
+)
+
+GROUP_AGGREGATES = Table(
+    name="group_aggregates",
+    description=("Image count and mean/std/min/max of each metric per value of each OSV-5M metadata column in "
+                 f"{', '.join(GROUP_DIMENSIONS)} (one row per dimension and value), with the uniform baselines."),
+    columns=(
+        Column("dimension", "VARCHAR", f"images column grouped by: one of {', '.join(GROUP_DIMENSIONS)}",
+               nullable=False),
+        Column("value", "VARCHAR", "the group's value as text (climate 15 -> '15'; NULL: the value is unknown)"),
+        Column("image_count", "BIGINT", "images with statistics", nullable=False),
+        *_aggregate_columns("group"),
     ),
 )
 
@@ -454,12 +474,208 @@ GEOLOCATION_ERROR_ANALYSIS = Table(
     key=("metric",),
 )
 
+_LOCALIZATION_MAP = (
+    Column("model_spec", "VARCHAR", "model spec whose maps are scored (the trained model's; the randomized copy "
+           "has the same spec and weights = 'randomized')", nullable=False),
+    Column("weights", "VARCHAR", "'trained' (the model as loaded) or 'randomized' (same architecture, fresh "
+           "seeded weights: the model-randomization check of Adebayo et al. 2018)", nullable=False),
+    Column("map", "VARCHAR", "map name: cls_attention (last layer, mean over heads), cls_attention/head<h> (last "
+           "layer, one head), cls_attention/layer<l> (layer l, mean over heads), rollout", nullable=False),
+    Column("map_type", "VARCHAR", "cls_attention | cls_attention_head | cls_attention_layer | rollout",
+           nullable=False),
+    Column("layer", "INTEGER", "0-based layer the map comes from (NULL for rollout, which spans every layer)"),
+    Column("head", "INTEGER", "0-based head (NULL for maps averaged over heads)"),
+)
+
+LOCALIZATION_BENCHMARK = Table(
+    name="localization_benchmark",
+    description=("Per image with a known cue box (manifest column cue_box) and per map: how much of the map lies on "
+                 "the cue (attn_assets.core.localization), for the trained model and its randomized copy."),
+    columns=(
+        Column("image_id", "VARCHAR", "manifest image id", nullable=False),
+        Column("country", "VARCHAR", "ISO 3166-1 alpha-2 code"),
+        *_LOCALIZATION_MAP,
+        Column("cue_in_crop", "BOOLEAN", "false when the cue box lies wholly outside the model's crop (no scores)",
+               nullable=False),
+        Column("cue_visible_share", "DOUBLE", "share of the cue box's area inside the model's crop"),
+        Column("energy_in_box", "DOUBLE", "share of the map's mass on the box (partly covered patches weighted by "
+               "the covered share)"),
+        Column("box_area_share", "DOUBLE", "share of the crop the (visible) box covers: what a uniform map scores"),
+        Column("energy_ratio", "DOUBLE", "energy_in_box / box_area_share (1 = no better than uniform)"),
+        Column("pointing_hit", "DOUBLE", "1 if the arg-max patch's cell overlaps the box, 0 if not (exact ties "
+               "split evenly)"),
+        Column("precision", "VARCHAR", "fp32 or bf16", nullable=False),
+        Column("computed_at", "TIMESTAMP", "UTC time the benchmark was computed", nullable=False),
+    ),
+    key=("image_id", "model_spec", "weights", "map"),
+)
+
+LOCALIZATION_SUMMARY = Table(
+    name="localization_summary",
+    description="localization_benchmark per model, weights and map: means with 95% bootstrap confidence intervals.",
+    columns=(
+        *_LOCALIZATION_MAP,
+        Column("images", "BIGINT", "images whose cue lies (at least partly) in the crop", nullable=False),
+        Column("cues_outside_crop", "BIGINT", "images whose cue lies wholly outside the crop (not scored)",
+               nullable=False),
+        Column("energy_in_box_mean", "DOUBLE", "mean energy_in_box"),
+        Column("box_area_share_mean", "DOUBLE", "mean box_area_share (the uniform map's energy_in_box)"),
+        Column("energy_ratio_mean", "DOUBLE", "mean energy_ratio"),
+        Column("energy_ratio_ci_low", "DOUBLE", "2.5% bootstrap percentile of the mean energy_ratio"),
+        Column("energy_ratio_ci_high", "DOUBLE", "97.5% bootstrap percentile of the mean energy_ratio"),
+        Column("pointing_rate", "DOUBLE", "mean pointing_hit: the pointing-game hit rate"),
+        Column("pointing_ci_low", "DOUBLE", "2.5% bootstrap percentile of the pointing rate"),
+        Column("pointing_ci_high", "DOUBLE", "97.5% bootstrap percentile of the pointing rate"),
+        Column("uniform_pointing_rate", "DOUBLE", "the pointing rate of a uniform map (mean share of cells the "
+               "box touches)"),
+    ),
+    key=("model_spec", "weights", "map"),
+)
+
+# --- what decides the country: zero-shot country classification, relevance maps, faithfulness curves
+
+RELEVANCE_TARGETS: tuple[str, ...] = ("predicted", "true")  # whose logit a relevance map explains
+FAITHFULNESS_MAPS: tuple[str, ...] = ("attention", "rollout", "relevance", "random")  # patch orders compared
+FAITHFULNESS_MODES: tuple[str, ...] = ("deletion", "insertion")
+RELEVANCE_AGREEMENT_COLUMNS: tuple[str, ...] = (
+    "spearman_attention", "spearman_rollout", "top10_overlap_attention", "top10_overlap_rollout")
+_AGREEMENT_DESCRIPTIONS = {
+    "spearman_attention": "Spearman rank correlation of the relevance map with the last-layer CLS attention",
+    "spearman_rollout": "Spearman rank correlation of the relevance map with the attention rollout",
+    "top10_overlap_attention": "share of the relevance map's top-10% patches also in the CLS attention's top 10%",
+    "top10_overlap_rollout": "share of the relevance map's top-10% patches also in the rollout's top 10%",
+}
+
+_ZERO_SHOT_COLUMNS = (
+    Column("predicted_country", "VARCHAR", "country of the highest zero-shot probability (ISO code)", nullable=False),
+    Column("predicted_probability", "DOUBLE", "its softmax probability over the country list", nullable=False),
+    Column("top5_countries", "VARCHAR", "the five most probable countries, most probable first, comma-separated"),
+    Column("top5_probabilities", "DOUBLE[]", "their probabilities"),
+    Column("true_rank", "BIGINT", "rank of the true country (1 = predicted); NULL when it is not in the list"),
+    Column("true_probability", "DOUBLE", "probability of the true country; NULL when it is not in the list"),
+    Column("correct", "BOOLEAN", "predicted_country = country; NULL when the true country is not in the list"),
+    Column("top5_correct", "BOOLEAN", "the true country is among the five most probable"),
+    Column("prompts", "VARCHAR", "fingerprint of the country list and caption template", nullable=False),
+)
+
+
+def _relevance_file_columns() -> tuple[Column, ...]:
+    columns = []
+    for target in RELEVANCE_TARGETS:
+        what = f"of the relevance map for the {target} country's logit"
+        for metric in _metric_columns():
+            columns.append(Column(f"{target}_{metric.name}", metric.sql_type, f"{metric.description}, {what}"))
+        for name in RELEVANCE_AGREEMENT_COLUMNS:
+            columns.append(Column(f"{target}_{name}", "DOUBLE", f"{_AGREEMENT_DESCRIPTIONS[name]} ({target} country)"))
+        columns.append(Column(f"{target}_relevance_map", "FLOAT[]",
+                              f"CLS row of the relevance (Chefer et al. 2021) for the {target} country, row-major"))
+    for mode in FAITHFULNESS_MODES:
+        for order in FAITHFULNESS_MAPS:
+            columns.append(Column(f"{mode}_auc_{order}", "DOUBLE", f"{mode} AUC of the {order} order (NULL: not sampled)"))
+            columns.append(Column(f"{mode}_curve_{order}", "DOUBLE[]", f"true-country probability at each {mode} step"))
+    return tuple(columns)
+
+
+COUNTRY_RELEVANCE_RESULTS = Table(
+    name="country_relevance_results",
+    description=("One Parquet file per shard (analyses/country_relevance/<shard>.parquet): zero-shot country "
+                 "prediction, relevance maps and metrics for the predicted and true country, faithfulness curves."),
+    columns=(
+        *_IMAGE_KEY, *_ZERO_SHOT_COLUMNS,
+        Column("grid_height", "INTEGER", "patch rows of the maps"),
+        Column("grid_width", "INTEGER", "patch columns of the maps"),
+        *_relevance_file_columns(),
+        Column("faithfulness_fill", "VARCHAR", "what replaced removed patches: mean (mean pixel) or blur"),
+        *_PROVENANCE,
+    ),
+    key=("image_id",),
+)
+
+COUNTRY_PREDICTIONS = Table(
+    name="country_predictions",
+    description="Zero-shot country classification per image with the model's own text tower.",
+    columns=(*_IMAGE_KEY, *_ZERO_SHOT_COLUMNS, *_PROVENANCE),
+    key=("image_id",),
+)
+
+RELEVANCE_STATISTICS = Table(
+    name="relevance_statistics",
+    description=("The six metrics of the relevance map (Chefer, Gur and Wolf 2021) for the predicted and for the "
+                 "true country's logit, and its agreement with the last-layer CLS attention and the rollout."),
+    columns=(
+        *_IMAGE_KEY,
+        Column("target", "VARCHAR", "whose logit the map explains: predicted or true", nullable=False),
+        Column("target_country", "VARCHAR", "that country (ISO code)"),
+        *_metric_columns(),
+        *(Column(name, "DOUBLE", _AGREEMENT_DESCRIPTIONS[name]) for name in RELEVANCE_AGREEMENT_COLUMNS),
+        Column("num_patches", "BIGINT", "patches in the map"),
+    ),
+    key=("image_id", "target"),
+)
+
+FAITHFULNESS_CURVES = Table(
+    name="faithfulness_curves",
+    description=("Deletion and insertion curves of the sampled images: the true country's probability as patches "
+                 "are removed (revealed) in the order of each map, and the area under each curve."),
+    columns=(
+        *_IMAGE_KEY,
+        Column("map", "VARCHAR", "patch order: attention, rollout, relevance (true country) or random", nullable=False),
+        Column("mode", "VARCHAR", "deletion or insertion", nullable=False),
+        Column("auc", "DOUBLE", "trapezoid area under the curve over the fraction of patches (0..1)"),
+        Column("curve", "DOUBLE[]", "true-country probability at 0, 10%, ..., 100% of the patches"),
+        Column("faithfulness_fill", "VARCHAR", "mean (the processor's mean pixel) or blur"),
+    ),
+    key=("image_id", "map", "mode"),
+)
+
+COUNTRY_ACCURACY = Table(
+    name="country_accuracy",
+    description="Zero-shot accuracy and top-5 accuracy, overall and per true country.",
+    columns=(
+        Column("scope", "VARCHAR", "overall or country", nullable=False),
+        Column("country", "VARCHAR", "true country (NULL for overall)"),
+        Column("images", "BIGINT", "images whose true country is in the list"),
+        Column("accuracy", "DOUBLE", "share predicted correctly"),
+        Column("top5_accuracy", "DOUBLE", "share with the true country among the five most probable"),
+        Column("mean_true_probability", "DOUBLE", "mean probability of the true country"),
+    ),
+)
+
+COUNTRY_CONFUSION = Table(
+    name="country_confusion",
+    description="The confusion matrix of zero-shot country classification, one row per (true, predicted) pair seen.",
+    columns=(
+        Column("country", "VARCHAR", "true country", nullable=False),
+        Column("predicted_country", "VARCHAR", "predicted country", nullable=False),
+        Column("images", "BIGINT", "images"),
+        Column("share", "DOUBLE", "share of the true country's images"),
+    ),
+    key=("country", "predicted_country"),
+)
+
+FAITHFULNESS_SUMMARY = Table(
+    name="faithfulness_summary",
+    description=("Mean deletion and insertion AUC per map order, overall and per country, with 95% bootstrap "
+                 "intervals: lower deletion / higher insertion AUC = more faithful."),
+    columns=(
+        Column("scope", "VARCHAR", "overall or country", nullable=False),
+        Column("country", "VARCHAR", "true country (NULL for overall)"),
+        Column("map", "VARCHAR", "attention, rollout, relevance or random", nullable=False),
+        Column("mode", "VARCHAR", "deletion or insertion", nullable=False),
+        Column("images", "BIGINT", "images with curves"),
+        Column("mean_auc", "DOUBLE", "mean AUC"),
+        Column("ci_low", "DOUBLE", "2.5% bootstrap percentile of the mean AUC (1000 resamples, seed 0)"),
+        Column("ci_high", "DOUBLE", "97.5% bootstrap percentile of the mean AUC"),
+    ),
+)
+
 WAREHOUSE_TABLES: tuple[Table, ...] = (
     IMAGES,
     ATTENTION_STATISTICS,
     IMAGE_FAILURES,
     MANIFEST_REJECTIONS,
     COUNTRY_AGGREGATES,
+    GROUP_AGGREGATES,
     SHARD_LOADS,
     LAYER_STATISTICS,
     HEAD_STATISTICS,
@@ -471,6 +687,14 @@ WAREHOUSE_TABLES: tuple[Table, ...] = (
     GEOLOCATION_PREDICTIONS,
     GEOLOCATION_ACCURACY,
     GEOLOCATION_ERROR_ANALYSIS,
+    LOCALIZATION_BENCHMARK,
+    LOCALIZATION_SUMMARY,
+    COUNTRY_PREDICTIONS,
+    RELEVANCE_STATISTICS,
+    FAITHFULNESS_CURVES,
+    COUNTRY_ACCURACY,
+    COUNTRY_CONFUSION,
+    FAITHFULNESS_SUMMARY,
 )
 
 # The seed's attention_statistics.csv columns, in its documented order.

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from attn_assets.metric_names import ACCURACY_THRESHOLDS_KM, METRIC_NAMES
+from attn_assets.osv5m_columns import GROUP_DIMENSIONS
 from attn_assets.storage.schema import (
     ARTIFACT_STATISTICS,
     GEOLOCATION_ACCURACY,
@@ -31,6 +32,7 @@ from attn_assets.storage.schema import (
     LAYER_STATISTICS,
     SPATIAL_STATISTICS,
     COUNTRY_AGGREGATES,
+    GROUP_AGGREGATES,
     UNKNOWN_COUNTRY,
     IMAGE_FAILURES,
     IMAGES,
@@ -126,6 +128,15 @@ def _same_pass_inserts(present: set[str]) -> list[str]:
                 f"WHERE s.status = 'ok' AND s.shard_key = ? AND s.\"{marker}\" IS NOT NULL"
             )
     return statements
+
+
+def _metric_aggregates_sql() -> str:
+    """mean, std (sample), min and max of every metric of attention_statistics ``s``, as SELECT items."""
+    return ", ".join(
+        f'{fn}(s."{metric}") AS "{metric}_{stat}"'
+        for metric in METRIC_NAMES
+        for stat, fn in (("mean", "avg"), ("std", "stddev_samp"), ("min", "min"), ("max", "max"))
+    )
 
 
 @contextlib.contextmanager
@@ -237,6 +248,8 @@ class Warehouse:
         """Replace the `images` table with the validated manifest, in one transaction."""
         known = set(IMAGES.column_names) - {"extra"}
         with self.writer() as con:
+            # a file written before a column joined `images` (member, OSV-5M's typed metadata): NULL there
+            absent = {c: "NULL" for c in known if c not in set(pq.read_schema(images_parquet).names)}
             # DuckDB renames columns that differ only in case (Drive_Side -> Drive_Side_1): pair its names with
             # the file's own by position, and key the JSON by the file's names. An empty cell is JSON null,
             # as is a column that one file of a glob lacks.
@@ -251,7 +264,7 @@ class Warehouse:
             with transaction(con):
                 con.execute(f'DELETE FROM "{IMAGES.name}"')
                 con.execute(
-                    f'INSERT INTO "{IMAGES.name}" BY NAME SELECT {_select_list(IMAGES, overrides={"extra": extra_sql})} '
+                    f'INSERT INTO "{IMAGES.name}" BY NAME SELECT {_select_list(IMAGES, overrides={"extra": extra_sql, **absent})} '
                     "FROM read_parquet(?) s",
                     [str(images_parquet)],
                 )
@@ -341,11 +354,7 @@ class Warehouse:
         `uniform_baselines(num_patches)` gives each metric's value for uniform attention; it fills
         the `<metric>_uniform` columns beside the real values, so "entropy 4.5" can be read.
         """
-        aggregates = ", ".join(
-            f'{fn}(s."{metric}") AS "{metric}_{stat}"'
-            for metric in METRIC_NAMES
-            for stat, fn in (("mean", "avg"), ("std", "stddev_samp"), ("min", "min"), ("max", "max"))
-        )
+        aggregates = _metric_aggregates_sql()
         with self.writer() as con:
             with transaction(con):
                 # dropped and re-created: homes written before the NULL-country row had a primary key on country
@@ -375,6 +384,43 @@ class Warehouse:
                             [float(values[m]) for m in METRIC_NAMES] + [int(num_patches)],
                         )
             return con.execute(f'SELECT count(*) FROM "{COUNTRY_AGGREGATES.name}"').fetchone()[0]
+
+    def refresh_group_aggregates(self, uniform_baselines: Callable[[int], Mapping[str, float]] | None = None,
+                                 dimensions: Sequence[str] = GROUP_DIMENSIONS) -> int:
+        """``group_aggregates``: country_aggregates' statistics per value of each images column in ``dimensions``
+        (default :data:`~attn_assets.osv5m_columns.GROUP_DIMENSIONS`), one row per (dimension, value), the value
+        as text and NULL for the images whose value is unknown. The table is replaced in one transaction, so a
+        re-run never duplicates rows. ``uniform_baselines``: as for :meth:`refresh_country_aggregates`.
+        """
+        unknown = sorted(set(dimensions) - set(GROUP_DIMENSIONS))
+        if unknown:
+            raise ValueError(f"no grouped aggregates by {unknown}; the dimensions are {list(GROUP_DIMENSIONS)}")
+        aggregates = _metric_aggregates_sql()
+        joined = f'"{ATTENTION_STATISTICS.name}" s LEFT JOIN "{IMAGES.name}" i USING (image_id)'
+        with self.writer() as con:
+            with transaction(con):
+                con.execute(f'DELETE FROM "{GROUP_AGGREGATES.name}"')
+                for dimension in dimensions:
+                    value = f"i.{_sql_identifier(dimension)}::VARCHAR"
+                    con.execute(
+                        f'INSERT INTO "{GROUP_AGGREGATES.name}" BY NAME SELECT ? AS dimension, {value} AS "value", '
+                        f"count(*) AS image_count, {aggregates} FROM {joined} GROUP BY {value}", [dimension])
+                    if uniform_baselines is None:
+                        continue
+                    patch_counts = con.execute(
+                        f'SELECT DISTINCT num_patches FROM "{ATTENTION_STATISTICS.name}" WHERE num_patches IS NOT NULL'
+                    ).fetchall()
+                    for (num_patches,) in patch_counts:
+                        values = uniform_baselines(int(num_patches))
+                        assignments = ", ".join(f'"{m}_uniform" = ?' for m in METRIC_NAMES)
+                        con.execute(
+                            f'UPDATE "{GROUP_AGGREGATES.name}" AS a SET {assignments} FROM ('
+                            f'SELECT {value} AS "value" FROM {joined} GROUP BY {value} '
+                            "HAVING max(s.num_patches) = ?) AS g "
+                            'WHERE a.dimension = ? AND a."value" IS NOT DISTINCT FROM g."value"',
+                            [float(values[m]) for m in METRIC_NAMES] + [int(num_patches), dimension],
+                        )
+            return con.execute(f'SELECT count(*) FROM "{GROUP_AGGREGATES.name}"').fetchone()[0]
 
     def refresh_geolocation_accuracy(self) -> int:
         """geolocation_accuracy from geolocation_predictions, in SQL, replacing the table in one transaction:
@@ -443,6 +489,25 @@ class Warehouse:
                     )
             return con.execute(f'SELECT count(*) FROM "{table.name}" WHERE shard_key = ?', [shard_key]).fetchone()[0]
 
+    def replace_shard_row_sets(self, table: Table, shard_key: str, parquet: Path | None,
+                               row_sets: Sequence[tuple[Mapping[str, str], str]]) -> int:
+        """Like ``replace_analysis_shard`` for a long table built from a wide file: in one transaction, delete the
+        shard's rows, then per ``(overrides, condition)`` insert the file's rows meeting the SQL ``condition`` (over
+        alias ``s``) with ``overrides`` as column expressions (e.g. one row per image for each relevance target)."""
+        with self.writer() as con:
+            with transaction(con):
+                con.execute(f'DELETE FROM "{table.name}" WHERE shard_key = ?', [shard_key])
+                if parquet is not None:
+                    for overrides, condition in row_sets:
+                        overrides = {**({"country": _MANIFEST_COUNTRY} if "country" in table.column_names else {}),
+                                     **overrides}
+                        con.execute(
+                            f'INSERT INTO "{table.name}" BY NAME SELECT {_select_list(table, overrides=overrides)} '
+                            f"FROM read_parquet(?) s {_WITH_MANIFEST} WHERE s.shard_key = ? AND ({condition})",
+                            [str(parquet), shard_key],
+                        )
+            return con.execute(f'SELECT count(*) FROM "{table.name}" WHERE shard_key = ?', [shard_key]).fetchone()[0]
+
     def drop_other_shards(self, table: Table, keep: Sequence[str]) -> list[str]:
         """Delete the rows of every shard not in ``keep`` from a per-shard table (e.g. rollout_statistics after a
         shard was dropped or its file left out); returns the shards removed."""
@@ -475,11 +540,18 @@ class Warehouse:
 
     def replace_table(self, table: Table, frame: pd.DataFrame) -> int:
         """Replace a whole small table (e.g. metric_baselines) with ``frame``, in one transaction, by name."""
+        return self.replace_tables({table: frame})[table.name]
+
+    def replace_tables(self, frames: Mapping[Table, pd.DataFrame]) -> dict[str, int]:
+        """Replace whole tables with their frames (columns matched by name), all in ONE transaction: either every
+        table holds its new rows or, on an error, every table keeps its old ones. Returns {table: rows}."""
         with self.writer() as con:
             with transaction(con):
-                con.execute(f'DELETE FROM "{table.name}"')
-                if len(frame):
-                    con.register("_replacement", frame)
-                    con.execute(f'INSERT INTO "{table.name}" BY NAME SELECT {_select_list(table)} FROM _replacement s')
-                    con.unregister("_replacement")
-            return con.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]
+                for table, frame in frames.items():
+                    con.execute(f'DELETE FROM "{table.name}"')
+                    if len(frame):
+                        con.register("_replacement", frame)
+                        con.execute(f'INSERT INTO "{table.name}" BY NAME SELECT {_select_list(table)} '
+                                    "FROM _replacement s")
+                        con.unregister("_replacement")
+            return {table.name: con.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0] for table in frames}

@@ -25,6 +25,7 @@ from attn_assets.core.extract import resolve_precision
 from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.settings import ENV_ABLATION_FRACTION, ablation_fraction_from_env
 from attn_assets.passes.ablation import compute_ablation_shard
+from attn_assets.passes.localization import cue_images, main_maps, score_images, summarize
 from attn_assets.passes.rollout import compute_rollout_shard
 from attn_assets.defs.manifest.assets import image_manifest, shard_image_sets
 from attn_assets.defs.metadata import figure_metadata, table_metadata
@@ -39,6 +40,7 @@ from attn_assets.defs.shard_passes import (
 from attn_assets.passes.current import ABLATION, ROLLOUT, CurrentState, ShardPass, classify_outputs
 from attn_assets.defs.statistics.assets import MULTI_RUN_BACKFILL
 from attn_assets.defs.warehouse.assets import attention_warehouse
+from attn_assets.figures.localization import render_localization
 from attn_assets.figures.analyses import (
     baselines_markdown,
     render_ablation,
@@ -59,6 +61,8 @@ from attn_assets.storage.schema import (
     HEAD_STATISTICS,
     IMAGES,
     LAYER_STATISTICS,
+    LOCALIZATION_BENCHMARK,
+    LOCALIZATION_SUMMARY,
     METRIC_BASELINES,
     ROLLOUT_STATISTICS,
     SPATIAL_COLUMNS,
@@ -222,7 +226,7 @@ def artifact_statistics(pipeline: PipelineResource, warehouse: WarehouseResource
 
 
 _DRIVE_SIDE_SQL = (
-    f"SELECT coalesce(json_extract_string(i.extra, '$.drive_side'), '') AS drive_side, sp.* "
+    f"SELECT coalesce(i.drive_side, '') AS drive_side, sp.* "
     f'FROM "{SPATIAL_STATISTICS.name}" sp LEFT JOIN "{IMAGES.name}" i USING (image_id)'
 )
 
@@ -496,6 +500,50 @@ def ablation_summary(context: dg.AssetExecutionContext, pipeline: PipelineResour
         metadata["mean_cosine_distance_random"] = dg.MetadataValue.float(float(frame["cosine_distance_random"].mean()))
         metadata["topk_beats_random"] = dg.MetadataValue.float(
             float((frame["cosine_distance_topk"] > frame["cosine_distance_random"]).mean()))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+# --------------------------------------------------------------------------- 8: localization benchmark
+
+
+@dg.asset(
+    deps=[image_manifest, attention_warehouse],
+    description=("Localization benchmark for the images whose manifest has a cue box (column cue_box, "
+                 "'x0,y0,x1,y1' in original pixels; the demo's planted signs): energy in box, its ratio to the box's "
+                 "area share, and the pointing game, for the last-layer CLS map, each last-layer head, every layer "
+                 "and rollout, on the model and on a randomized copy of it (Adebayo et al. 2018) -> tables "
+                 "localization_benchmark and localization_summary, figure attention_analysis/analyses/"
+                 "localization.png. Its own forward passes (two per model); no rows when no image has a cue box."),
+    **{**_FIGURE, "kinds": {"duckdb", "pytorch", "png"}},
+)
+def localization_benchmark(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                           warehouse: WarehouseResource, attention_model: AttentionModelResource) -> dg.MaterializeResult:
+    images = cue_images(pipeline.layout)
+    for problem in images.invalid:
+        context.log.warning("localization_benchmark: %s; fix the value or leave it empty", problem)
+    target = _figure_path(pipeline, "localization.png")
+    if images.records:
+        encoder = attention_model.encoder()
+        device = attention_model.resolved_device()
+        frame = score_images(encoder, images, device=device, precision=resolve_precision(attention_model.precision,
+                             device), batch_size=attention_model.resolved_batch_size(),
+                             num_workers=attention_model.num_workers, logger=context.log)
+    else:
+        frame = pd.DataFrame(columns=[*LOCALIZATION_BENCHMARK.column_names, "uniform_hit"])
+    summary = summarize(frame) if len(frame) else pd.DataFrame(columns=LOCALIZATION_SUMMARY.column_names)
+    counts = warehouse.warehouse(context.log).replace_tables({LOCALIZATION_BENCHMARK: frame,
+                                                              LOCALIZATION_SUMMARY: summary})
+    render_localization(summary, target, model_spec=attention_model.model)
+    headline = main_maps(summary)
+    metadata = {
+        **table_metadata(LOCALIZATION_SUMMARY, counts[LOCALIZATION_SUMMARY.name], headline.round(4)),
+        **figure_metadata(target),
+        "benchmark_rows": dg.MetadataValue.int(counts[LOCALIZATION_BENCHMARK.name]),
+        "images_with_cue_box": dg.MetadataValue.int(len(images.records)),
+        "invalid_cue_boxes": dg.MetadataValue.int(len(images.invalid)),
+    }
+    if not images.records:
+        metadata["note"] = dg.MetadataValue.text("no manifest image has a cue_box: nothing to score")
     return dg.MaterializeResult(metadata=metadata)
 
 
