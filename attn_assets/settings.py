@@ -33,6 +33,10 @@ ENV_NUM_WORKERS = "ATTN_ASSETS_NUM_WORKERS"
 ENV_FAILURE_RATE_WARN = "ATTN_ASSETS_FAILURE_RATE_WARN"
 ENV_GALLERY_SIZE = "ATTN_ASSETS_GALLERY_SIZE"
 ENV_ABLATION_FRACTION = "ATTN_ASSETS_ABLATION_FRACTION"
+ENV_COUNTRIES = "ATTN_ASSETS_COUNTRIES"
+ENV_CAPTION_TEMPLATE = "ATTN_ASSETS_CAPTION_TEMPLATE"
+ENV_FAITHFULNESS_FRACTION = "ATTN_ASSETS_FAITHFULNESS_FRACTION"
+ENV_FAITHFULNESS_FILL = "ATTN_ASSETS_FAITHFULNESS_FILL"
 ENV_PLONK_MODEL = "ATTN_ASSETS_PLONK_MODEL"
 ENV_PLONK_STEPS = "ATTN_ASSETS_PLONK_STEPS"
 ENV_PLONK_SAMPLES = "ATTN_ASSETS_PLONK_SAMPLES"
@@ -237,4 +241,43 @@ def ablation_fraction_from_env() -> float:
         raise ValueError(f"{ENV_ABLATION_FRACTION}={raw!r} is not a number; use a fraction in [0, 1]") from error
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{ENV_ABLATION_FRACTION}={raw!r} must lie in [0, 1]")
+    return value
+
+
+def country_list_setting() -> tuple[str, ...] | None:
+    """ATTN_ASSETS_COUNTRIES: the zero-shot country list, ISO 3166-1 alpha-2 codes separated by commas or spaces
+    (None when unset: core.zero_shot.DEFAULT_COUNTRY_CODES)."""
+    raw = _env(ENV_COUNTRIES)
+    if raw is None:
+        return None
+    return tuple(code.strip().upper() for code in raw.replace(",", " ").split() if code.strip())
+
+
+def caption_template_setting() -> str | None:
+    """ATTN_ASSETS_CAPTION_TEMPLATE: the zero-shot caption, with ``{}`` for the country name (None when unset:
+    core.zero_shot.DEFAULT_TEMPLATE). Read verbatim (surrounding spaces kept off)."""
+    return _env(ENV_CAPTION_TEMPLATE)
+
+
+def faithfulness_fraction_from_env() -> float:
+    """ATTN_ASSETS_FAITHFULNESS_FRACTION: the share of each shard's images that get deletion and insertion curves
+    (default 0.1; 0 = none). Raises ValueError naming the setting when it is not a number in [0, 1]."""
+    raw = os.environ.get(ENV_FAITHFULNESS_FRACTION, "").strip()
+    if not raw:
+        return 0.1
+    try:
+        value = float(raw)
+    except ValueError as error:
+        raise ValueError(f"{ENV_FAITHFULNESS_FRACTION}={raw!r} is not a number; use a fraction in [0, 1]") from error
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{ENV_FAITHFULNESS_FRACTION}={raw!r} must lie in [0, 1]")
+    return value
+
+
+def faithfulness_fill_setting() -> str:
+    """ATTN_ASSETS_FAITHFULNESS_FILL: what replaces a removed patch, ``mean`` (default: the processor's mean
+    pixel) or ``blur`` (a blurred copy); see core.faithfulness."""
+    value = (_env(ENV_FAITHFULNESS_FILL) or "mean").lower()
+    if value not in ("mean", "blur"):
+        raise ValueError(f"{ENV_FAITHFULNESS_FILL}={value!r}: use 'mean' or 'blur'")
     return value

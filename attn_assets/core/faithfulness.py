@@ -124,3 +124,36 @@ def probability_curves(probability_of, pixel_values: torch.Tensor, order: torch.
 def curve_auc(curves: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     """Trapezoid area under each curve ``[B, S]`` over ``fractions[S]`` -> ``[B]`` (NaN rows stay NaN)."""
     return np.trapezoid(curves, fractions, axis=1)
+
+
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def bootstrap_mean_interval(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+                            ) -> tuple[float, float]:
+    """2.5% and 97.5% percentiles of the mean of ``values`` over seeded bootstrap resamples (NaN for no values)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(resamples, values.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def faithfulness_summary(curves) -> "pd.DataFrame":
+    """Rows of ``faithfulness_summary`` from per-image AUCs (columns ``country``, ``map``, ``mode``, ``auc``):
+    mean AUC and its bootstrap interval per (map, mode), overall and per country."""
+    import pandas as pd
+
+    rows = []
+    for (name, mode), group in curves.groupby(["map", "mode"], sort=True):
+        scopes = [("overall", None, group)] + [("country", c, g) for c, g in group.groupby("country", sort=True)]
+        for scope, country, frame in scopes:
+            auc = frame["auc"].to_numpy(dtype=np.float64)
+            low, high = bootstrap_mean_interval(auc)
+            rows.append({"scope": scope, "country": country, "map": name, "mode": mode,
+                         "images": int(np.isfinite(auc).sum()), "mean_auc": float(np.nanmean(auc)) if auc.size else None,
+                         "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows, columns=["scope", "country", "map", "mode", "images", "mean_auc", "ci_low", "ci_high"])

@@ -235,3 +235,38 @@ def country_predictions(probabilities: torch.Tensor, true_index: torch.Tensor, k
         "true_rank": torch.where(known, rank, torch.zeros_like(rank)),
         "true_probability": torch.where(known, true_p, torch.full_like(true_p, float("nan"))),
     }
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def accuracy_table(predictions) -> "pd.DataFrame":
+    """Rows of ``country_accuracy`` from per-image predictions (columns ``country``, ``correct``, ``top5_correct``,
+    ``true_probability``; ``correct`` NULL = true country unknown or outside the list, left out): ``overall`` first,
+    then one row per true country, most images first."""
+    import pandas as pd
+
+    known = predictions[predictions["correct"].notna()]
+    columns = ["scope", "country", "images", "accuracy", "top5_accuracy", "mean_true_probability"]
+
+    def summary(frame) -> dict:
+        return {"images": len(frame), "accuracy": frame["correct"].astype(float).mean() if len(frame) else float("nan"),
+                "top5_accuracy": frame["top5_correct"].astype(float).mean() if len(frame) else float("nan"),
+                "mean_true_probability": frame["true_probability"].astype(float).mean() if len(frame) else float("nan")}
+
+    rows = [{"scope": "overall", "country": None, **summary(known)}]
+    for code, group in known.groupby("country", sort=False):
+        rows.append({"scope": "country", "country": code, **summary(group)})
+    table = pd.DataFrame(rows, columns=columns)
+    overall, countries = table.iloc[:1], table.iloc[1:].sort_values(["images", "country"], ascending=[False, True])
+    return pd.concat([overall, countries], ignore_index=True)
+
+
+def confusion_table(predictions) -> "pd.DataFrame":
+    """Rows of ``country_confusion``: (true ``country``, ``predicted_country``, ``images``, ``share`` of the true
+    country's images) for every pair seen among images with a known true country in the list."""
+    known = predictions[predictions["correct"].notna()]
+    pairs = known.groupby(["country", "predicted_country"]).size().rename("images").reset_index()
+    pairs["share"] = pairs["images"] / pairs.groupby("country")["images"].transform("sum")
+    return pairs.sort_values(["country", "images", "predicted_country"], ascending=[True, False, True],
+                             ignore_index=True)

@@ -38,6 +38,8 @@ STATISTICS = ShardPass("statistics", "attention_statistics", lambda layout, key:
 ROLLOUT = ShardPass("rollout", "rollout_statistics", lambda layout, key: layout.rollout_parquet(key))
 ABLATION = ShardPass("ablation", "ablation_statistics", lambda layout, key: layout.ablation_parquet(key))
 GEOLOCATION = ShardPass("geolocation", "geolocation_predictions", lambda layout, key: layout.geolocation_parquet(key))
+COUNTRY_RELEVANCE = ShardPass("country_relevance", "country_predictions",
+                              lambda layout, key: layout.country_relevance_parquet(key))
 SHARD_PASSES: tuple[ShardPass, ...] = (STATISTICS, ROLLOUT, ABLATION, GEOLOCATION)
 
 

@@ -34,7 +34,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from attn_assets.settings import DEFAULT_MODEL, Settings, ablation_fraction_from_env, hub_cache_dir
+from attn_assets.settings import (
+    DEFAULT_MODEL,
+    Settings,
+    ablation_fraction_from_env,
+    caption_template_setting,
+    country_list_setting,
+    faithfulness_fill_setting,
+    faithfulness_fraction_from_env,
+    hub_cache_dir,
+)
 
 RECIPE_METADATA_KEY = b"attn_assets.recipe"
 
@@ -44,6 +53,7 @@ PASS_CODE_VERSIONS: dict[str, str] = {
     "rollout": "1",
     "ablation": "1",
     "geolocation": "1",
+    "country_relevance": "1",
 }
 
 #: Weight files up to this size are hashed whole; larger ones by size, mtime and (safetensors) header.
@@ -317,6 +327,15 @@ def ablation_recipe(model: str, precision: str, device: str, fraction: float) ->
     return model_recipe("ablation", model, precision, device, ablation_fraction=repr(float(fraction)))
 
 
+def country_relevance_recipe(model: str, precision: str, device: str, prompts_fingerprint: str,
+                             faithfulness_fraction: float, faithfulness_fill: str, faithfulness_steps: int) -> Recipe:
+    """Zero-shot country classification, relevance maps and faithfulness curves: the model, the country list and
+    caption template (their fingerprint) and the curves' settings."""
+    return model_recipe("country_relevance", model, precision, device, prompts=prompts_fingerprint,
+                        faithfulness_fraction=repr(float(faithfulness_fraction)), faithfulness_fill=faithfulness_fill,
+                        faithfulness_steps=int(faithfulness_steps))
+
+
 def geolocation_recipe(plonk_model: str, num_steps: int, num_samples: int, seed: int, cfg: float,
                        embeddings: ShardRecord | None = None) -> Recipe:
     """PLONK's settings and weights, plus (per shard) the statistics file its embeddings come from: the model
@@ -344,6 +363,14 @@ def pass_recipe(settings: Settings, pass_name: str, embeddings: ShardRecord | No
         return rollout_recipe(settings.model, settings.precision, settings.device)
     if pass_name == "ablation":
         return ablation_recipe(settings.model, settings.precision, settings.device, ablation_fraction_from_env())
+    if pass_name == "country_relevance":
+        from attn_assets.core.faithfulness import DEFAULT_STEPS
+        from attn_assets.core.zero_shot import CountryPrompts, DEFAULT_COUNTRY_CODES, DEFAULT_TEMPLATE
+
+        prompts = CountryPrompts.from_codes(country_list_setting() or DEFAULT_COUNTRY_CODES,
+                                            caption_template_setting() or DEFAULT_TEMPLATE)
+        return country_relevance_recipe(settings.model, settings.precision, settings.device, prompts.fingerprint,
+                                        faithfulness_fraction_from_env(), faithfulness_fill_setting(), DEFAULT_STEPS)
     if pass_name == "geolocation":
         return geolocation_recipe(settings.plonk_model, settings.plonk_steps, settings.plonk_samples,
                                   settings.plonk_seed, settings.plonk_cfg, embeddings)

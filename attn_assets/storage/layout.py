@@ -60,6 +60,14 @@ class HomeLayout:
         return self.ablation_dir / f"{shard_key}.parquet"
 
     @property
+    def country_relevance_dir(self) -> Path:
+        """Zero-shot country predictions, relevance maps and faithfulness curves, one Parquet file per shard."""
+        return self.home / "analyses" / "country_relevance"
+
+    def country_relevance_parquet(self, shard_key: str) -> Path:
+        return self.country_relevance_dir / f"{shard_key}.parquet"
+
+    @property
     def warehouse_path(self) -> Path:
         return self.home / "warehouse" / "attention.duckdb"
 
