@@ -417,10 +417,12 @@ def extract_records(
     preprocess = Preprocessor(encoder.processor)
     total = len(records) if hasattr(records, "__len__") else None
     done = 0
-    batches = iter_batches(records, preprocess, batch_size, num_workers, pin_memory=extractor.device.type == "cuda")
+    batches = iter_batches(records, preprocess, batch_size, num_workers, pin_memory=extractor.device.type == "cuda",
+                           uint8=True)
     for batch in batches:
         if len(batch):
-            output = extractor(batch.pixel_values)
+            pixels = batch.pixel_values.to(extractor.device, non_blocking=True)
+            output = extractor(preprocess.normalize(pixels))  # uint8 crosses to the device, normalised there
             parts = summarize(output, keep_maps=keep_maps)
             if analyses:
                 parts["analyses"] = same_pass_analyses(

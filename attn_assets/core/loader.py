@@ -52,7 +52,7 @@ class Batch:
 
     image_ids: list[str]
     paths: list[str]
-    pixel_values: torch.Tensor  # [B, 3, H, W] float32
+    pixel_values: torch.Tensor  # [B, 3, H, W] float32 normalised; or [B, H, W, 3] uint8 (Preprocessor.normalize)
     failures: list[ImageFailure] = field(default_factory=list)
     image_sizes: list[tuple[int, int]] = field(default_factory=list)  # original (width, height)
 
@@ -112,14 +112,18 @@ def _sniff_text(path: str | Path) -> str:
     return ""
 
 
-def load_one(record: ImageRecord, preprocess: Preprocessor) -> tuple[torch.Tensor, tuple[int, int]] | ImageFailure:
-    """Pixel values ``[3, H, W]`` and the original (width, height) for one record, or the reason it failed.
+def load_one(
+    record: ImageRecord, preprocess: Preprocessor, uint8: bool = False
+) -> tuple[torch.Tensor, tuple[int, int]] | ImageFailure:
+    """Pixel values and the original (width, height) for one record, or the reason it failed.
 
-    A zip member (``record.member``) is read from its archive, kept open in this process.
+    Pixel values are ``float32[3, H, W]``; with ``uint8`` they are what ``preprocess.pixels`` gives (``uint8[H, W, 3]``
+    to be normalised on the device, or float32 where the fast path does not apply). A zip member
+    (``record.member``) is read from its archive, kept open in this process.
     """
     try:
         image = open_image(record)
-        return preprocess(image), image.size
+        return (preprocess.pixels(image) if uint8 else preprocess(image)), image.size
     except Exception as error:  # noqa: BLE001 - every per-image problem becomes a row, never a crash
         return ImageFailure(record.image_id, record.path, path_to_text(_reason(record, error)))
 
@@ -136,11 +140,15 @@ def _reason(record: ImageRecord, error: BaseException) -> str:
     return f"zip member {record.member!r} in {record.path}: {describe_failure(record.member, error)}"
 
 
-def load_batch(records: Sequence[ImageRecord], preprocess: Preprocessor) -> Batch:
-    """Decode and preprocess ``records`` into one Batch (failures kept aside)."""
+def load_batch(records: Sequence[ImageRecord], preprocess: Preprocessor, uint8: bool = False) -> Batch:
+    """Decode and preprocess ``records`` into one Batch (failures kept aside).
+
+    With ``uint8`` the batch's pixel values are ``uint8[B, H, W, 3]`` (``Preprocessor.normalize`` on the device
+    finishes them) when every image took the fast path, else ``float32[B, 3, H, W]`` normalised here.
+    """
     ids, paths, tensors, sizes, failures = [], [], [], [], []
     for record in records:
-        result = load_one(record, preprocess)
+        result = load_one(record, preprocess, uint8)
         if isinstance(result, ImageFailure):
             failures.append(result)
         else:
@@ -148,8 +156,10 @@ def load_batch(records: Sequence[ImageRecord], preprocess: Preprocessor) -> Batc
             paths.append(record.path)
             tensors.append(result[0])
             sizes.append(result[1])
-    if tensors:
+    if tensors and all(t.dtype == torch.uint8 for t in tensors):
         pixels = torch.stack(tensors)
+    elif tensors:
+        pixels = torch.stack([preprocess.normalize(t[None])[0] for t in tensors])
     else:
         height, width = preprocess.output_size
         pixels = torch.empty((0, 3, height, width), dtype=torch.float32)
@@ -159,15 +169,15 @@ def load_batch(records: Sequence[ImageRecord], preprocess: Preprocessor) -> Batc
 class _BatchDataset(Dataset):
     """Map-style dataset whose item k is the k-th batch of ``records`` (batched in the worker)."""
 
-    def __init__(self, records: Sequence[ImageRecord], batch_size: int, preprocess: Preprocessor):
-        self.records, self.batch_size, self.preprocess = records, batch_size, preprocess
+    def __init__(self, records: Sequence[ImageRecord], batch_size: int, preprocess: Preprocessor, uint8: bool):
+        self.records, self.batch_size, self.preprocess, self.uint8 = records, batch_size, preprocess, uint8
 
     def __len__(self) -> int:
         return math.ceil(len(self.records) / self.batch_size)
 
     def __getitem__(self, index: int) -> Batch:
         start = index * self.batch_size
-        return load_batch(self.records[start : start + self.batch_size], self.preprocess)
+        return load_batch(self.records[start : start + self.batch_size], self.preprocess, self.uint8)
 
 
 def _keep(batch: Batch) -> Batch:
@@ -190,12 +200,16 @@ def iter_batches(
     num_workers: int = 0,
     pin_memory: bool = False,
     prefetch_factor: int = 2,
+    uint8: bool = False,
 ) -> Iterator[Batch]:
-    """Yield Batches in record order; decoding runs in ``num_workers`` processes (0 = inline)."""
+    """Yield Batches in record order; decoding runs in ``num_workers`` processes (0 = inline).
+
+    ``uint8``: pixel values stay ``uint8[B, H, W, 3]`` until ``preprocess.normalize`` on the device (see load_batch).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for window in _windows(records, batch_size * WINDOW_BATCHES):
-        dataset = _BatchDataset(window, batch_size, preprocess)
+        dataset = _BatchDataset(window, batch_size, preprocess, uint8)
         options = {"prefetch_factor": prefetch_factor} if num_workers > 0 else {}
         loader = DataLoader(
             dataset,

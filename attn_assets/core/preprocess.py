@@ -227,20 +227,56 @@ class Preprocessor:
         self.do_center_crop = bool(_processor_attr(processor, "do_center_crop", False))
         self.resample = _processor_attr(processor, "resample", Image.Resampling.BICUBIC)
         self._lut = self._build_lut()
+        self._tables: dict[torch.device, torch.Tensor] = {}  # the lookup table on each device normalize() saw
         self.fast = self._lut is not None and (not verify or self._verify())
         if not self.fast:
             log.info("preprocessing through %s (fast path not applicable)", type(processor).__name__)
 
+    def __getstate__(self) -> dict:
+        """Loader workers get the settings and the table, never a copy on a device (no CUDA in workers)."""
+        return {**self.__dict__, "_tables": {}}
+
     # -- public ---------------------------------------------------------------------------------
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        """``FloatTensor[3, H, W]``, the processor's pixel values for ``image``."""
+        return self.normalize(self.pixels(image)[None])[0]
+
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """The model's input for ``image`` before rescaling and normalisation, to be batched and normalised later.
+
+        ``uint8[H, W, 3]`` (resized and cropped, channels last) on the fast path: :meth:`normalize` turns a batch of
+        these into the processor's values on whatever device the batch is (a quarter of the float32 bytes cross to
+        the device). ``float32[3, H, W]`` already normalised where the fast path does not apply (the processor's own
+        output, e.g. small images the processor pads).
+        """
         if image.mode != "RGB":
             image = to_rgb(image)
         if self.fast:
-            fast = self._fast(image)
-            if fast is not None:
-                return fast
+            cropped = self._resize_crop(image)
+            if cropped is not None:
+                return torch.from_numpy(np.array(cropped, dtype=np.uint8))
         return self.reference(image)
+
+    def normalize(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``uint8[B, H, W, 3]`` (from :meth:`pixels`) -> ``float32[B, 3, H, W]`` normalised, on the same device.
+
+        A table lookup of the float32 values the processor computes for each of the 256 levels per channel
+        (``(v * rescale_factor - mean) / std``), so the result is bit-identical on any device. Float input is
+        taken as already normalised and returned unchanged.
+        """
+        if pixel_values.dtype != torch.uint8:
+            return pixel_values
+        if pixel_values.ndim != 4 or pixel_values.shape[-1] != 3:
+            raise ValueError(f"uint8 pixels must be [B, H, W, 3] (Preprocessor.pixels), got {tuple(pixel_values.shape)}")
+        if self._lut is None:
+            raise ValueError("uint8 pixels need the fast path's lookup table; this processor has none")
+        device = pixel_values.device
+        table = self._tables.get(device)
+        if table is None:
+            table = self._tables[device] = torch.from_numpy(self._lut).reshape(-1).to(device)
+        offsets = torch.tensor([0, 256, 512], dtype=torch.int32, device=device)
+        return table[pixel_values.to(torch.int32) + offsets].permute(0, 3, 1, 2).contiguous()
 
     def reference(self, image: Image.Image) -> torch.Tensor:
         """The processor's own output for one image, ``[3, H, W]`` float32."""
@@ -275,7 +311,8 @@ class Preprocessor:
         values = (np.arange(256, dtype=np.float64) * float(p.rescale_factor)).astype(np.float32)
         return ((values[None, :] - mean[:, None]) / std[:, None]).astype(np.float32)
 
-    def _fast(self, image: Image.Image) -> torch.Tensor | None:
+    def _resize_crop(self, image: Image.Image) -> Image.Image | None:
+        """The processor's resize (PIL, its filter) and centre crop; None where the processor would pad."""
         geometry = self.crop_geometry(*image.size)
         if geometry.left < 0 or geometry.top < 0:
             return None  # the processor pads small images; let it
@@ -284,11 +321,13 @@ class Preprocessor:
         if self.do_center_crop:
             image = image.crop((geometry.left, geometry.top,
                                 geometry.left + geometry.crop_width, geometry.top + geometry.crop_height))
-        pixels = np.asarray(image, dtype=np.uint8)  # [H, W, 3]
-        out = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
-        for channel in range(3):
-            np.take(self._lut[channel], pixels[:, :, channel], out=out[channel])
-        return torch.from_numpy(out)
+        return image
+
+    def _fast(self, image: Image.Image) -> torch.Tensor | None:
+        cropped = self._resize_crop(image)
+        if cropped is None:
+            return None
+        return self.normalize(torch.from_numpy(np.array(cropped, dtype=np.uint8))[None])[0]
 
     def _verify(self) -> bool:
         """Compare the fast path with the processor on a few odd-sized random images."""

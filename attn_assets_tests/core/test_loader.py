@@ -87,3 +87,25 @@ def test_streaming_memory_stays_flat(tmp_path, sample_images, tiny_encoder):
             rss[seen] = process.memory_info().rss
     assert seen == 500
     assert rss[500] - rss[100] < 40 * 2**20, rss
+
+
+def test_uint8_batches_normalise_to_the_float_batches(sample_images, bad_images, preprocess):
+    """uint8 [B, H, W, 3] until the device: Preprocessor.normalize gives the float path's values bit for bit
+    (a lookup of the same float32 table), and a batch holding an image the processor pads comes back float."""
+    paths = [*sample_images.values(), bad_images["missing"][0]]
+    records = _records(paths)
+    floats = list(iter_batches(records, preprocess, batch_size=4, num_workers=0))
+    uint8 = list(iter_batches(records, preprocess, batch_size=4, num_workers=2, uint8=True))
+    assert [b.image_ids for b in floats] == [b.image_ids for b in uint8]
+    kinds = set()
+    for a, b in zip(floats, uint8):
+        kinds.add(b.pixel_values.dtype)
+        if b.pixel_values.dtype == torch.uint8:
+            assert b.pixel_values.shape[1:] == (48, 48, 3)
+        assert torch.equal(preprocess.normalize(b.pixel_values), a.pixel_values)
+    assert torch.uint8 in kinds
+
+
+def test_normalize_refuses_channels_first_uint8(preprocess):
+    with pytest.raises(ValueError, match=r"\[B, H, W, 3\]"):
+        preprocess.normalize(torch.zeros((1, 3, 48, 48), dtype=torch.uint8))
