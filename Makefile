@@ -53,12 +53,11 @@ validate: setup
 	mkdir -p "$(DAGSTER_HOME)"
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
 
-# The UI on http://127.0.0.1:3000 (webserver + daemon). The instance lives in DAGSTER_HOME
-# (default data/dagster_home); the repo's dagster.yaml is copied there once, never overwritten.
+# The UI on http://127.0.0.1:3000 (webserver + daemon; stop it with Ctrl-C / SIGINT). The instance lives in
+# DAGSTER_HOME (default data/dagster_home); `attn-assets ui`, like `attn-assets materialize` (make demo), copies the
+# repo's dagster.yaml there when it has none (telemetry off), never overwriting one.
 ui: setup
-	mkdir -p "$(DAGSTER_HOME)"
-	test -e "$(DAGSTER_HOME)/dagster.yaml" || cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${DAGSTER_PORT:-3000}
+	$(VENV)/bin/attn-assets ui --port $${DAGSTER_PORT:-3000}
 
 clean-data:
 	rm -rf data/demo data/manifest data/shards data/warehouse data/attention_analysis data/dagster_home

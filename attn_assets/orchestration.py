@@ -6,14 +6,24 @@ asked of defs/needs_run.py, the module the schedule and the sensors ask too: a s
 is missing, failed, or was computed with another model, recipe (weights, processor, precision,
 code version, settings) or image set than now; the manifest when its files changed; the
 downstream assets when they are older than the shards or the manifest.
+
+Before any run that needs the attention model, the model is loaded once (and kept for the runs of this
+process): when it cannot load, nothing is run and the summary gives the cause once, so no downstream asset
+is built from zero images and reported ok. A failed step is summarised by its cause, once; the full trace goes
+to DAGSTER_HOME/logs/<run id>.log, named in the summary.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
 from attn_assets.defs.needs_run import (
     analysis_shards_needing_run,
@@ -28,29 +38,139 @@ from attn_assets.defs.runs import fail_dead_local_runs, local_run_tags
 from attn_assets.defs.shard_passes import with_recipe_code_versions
 from attn_assets.passes.current import STATISTICS, CurrentState
 from attn_assets.passes.recipe import summarize_reasons
-from attn_assets.settings import Settings
+from attn_assets.path_text import path_to_text
+from attn_assets.settings import ENV_IMAGE_ROOT, ENV_MODEL, Settings
+from attn_assets.storage.layout import HomeLayout
 
 
 @dataclass
 class MaterializeSummary:
     lines: list[str] = field(default_factory=list)
     failed_runs: list[str] = field(default_factory=list)
+    stopped: str | None = None  # why nothing (more) was run, e.g. the model cannot load
 
     @property
     def ok(self) -> bool:
-        return not self.failed_runs
+        return not self.failed_runs and self.stopped is None
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    """One failed step of a run: its key, the cause (our exception, not Dagster's wrappers) and the full trace."""
+
+    step_key: str
+    cause: str
+    trace: str
+
+
+def _root_cause(error):
+    """The innermost error that is not one of Dagster's wrappers (DagsterExecutionStepExecutionError, ...)."""
+    while error.cause is not None and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    return error
+
+
+def _cause_text(error) -> str:
+    """``ClassName: first line of the message`` (SerializableErrorInfo.message starts with the module path)."""
+    message = error.message.strip()
+    qualified_prefix = f"{error.cls_name}: "
+    if qualified_prefix in message:
+        message = message.split(qualified_prefix, 1)[1]
+    first = message.splitlines()[0] if message else ""
+    return f"{error.cls_name}: {first}" if error.cls_name else first
+
+
+def step_failures(events) -> list[StepFailure]:
+    """The failed steps of a finished run, one each; the run's own failure when no step failed (e.g. the run
+    could not start). ``events``: ``ExecuteInProcessResult.all_events``."""
+    failures = [
+        StepFailure(event.step_key or "run", _cause_text(_root_cause(event.step_failure_data.error)),
+                    event.step_failure_data.error.to_string())
+        for event in events
+        if event.is_step_failure and event.step_failure_data.error is not None
+    ]
+    if failures:
+        return failures
+    for event in events:
+        error = getattr(event.event_specific_data, "error", None) if event.is_run_failure else None
+        if error is not None:
+            failures.append(StepFailure("run", _cause_text(_root_cause(error)), error.to_string()))
+    return failures
+
+
+def write_failure_log(folder: Path, run_id: str, failures: list[StepFailure]) -> Path:
+    """``folder/<run_id>.log``: every failed step's full trace (Dagster's wrappers and the chained causes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{run_id}.log"
+    path.write_text("".join(f"== step {f.step_key}: {f.cause}\n{f.trace}\n" for f in failures), encoding="utf-8")
+    return path
+
+
+def _run_warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """The warnings the run's assets logged (context.log.warning), in order, without Dagster's own events."""
+    return [record.user_message for record in instance.all_logs(run_id)
+            if record.level == logging.WARNING and not record.is_dagster_event]
+
+
+def escape_hint(rejections: pd.DataFrame, escape_prefix: str) -> str | None:
+    """One line for the run summary when manifest rows were refused for lying outside the image root:
+    ``set ATTN_ASSETS_IMAGE_ROOT=<the folder holding them all> to allow these paths``; None when there are none.
+
+    rejections: the manifest_rejections table (``reason``, and ``raw``: the row as JSON with its ``path``)."""
+    if not len(rejections):
+        return None
+    escaped = rejections[rejections["reason"].astype(str).str.startswith(escape_prefix)]
+    if not len(escaped):
+        return None
+    folders = []
+    for raw in escaped["raw"].dropna():
+        path = str(json.loads(raw).get("path") or "")
+        if os.path.isabs(path):
+            folders.append(os.path.dirname(os.path.normpath(path)))
+    common = path_to_text(os.path.commonpath(folders)) if folders else "<a folder that holds them>"
+    return (f"manifest: {len(escaped)} rows lie outside the image root; set {ENV_IMAGE_ROOT}={common} "
+            "to allow these paths")
+
+
+def _manifest_escape_hint(layout: HomeLayout) -> str | None:
+    from attn_assets.catalog.manifest import ESCAPE_PREFIX
+
+    if not layout.rejections_parquet.exists():
+        return None
+    return escape_hint(pd.read_parquet(layout.rejections_parquet, columns=["reason", "raw"]), ESCAPE_PREFIX)
+
+
+def model_load_problem(settings: Settings) -> str | None:
+    """Load the attention model once, as the shard runs of this process will use it (it stays cached), and say
+    why it cannot load; None when it loads. The first line is the loader's: what failed and what to do."""
+    from attn_assets.core.model import ModelLoadError
+    from attn_assets.resources import AttentionModelResource
+
+    try:
+        AttentionModelResource(model=settings.model, device=settings.device).encoder()
+    except (ModelLoadError, OSError, ValueError, RuntimeError) as error:
+        return (f"model '{settings.model}' cannot be loaded: {str(error).strip().splitlines()[0]}\n"
+                f"nothing was run and no output was touched; fix {ENV_MODEL} (or --model) and run again")
+    return None
 
 
 def materialize_all(
-    force: bool = False, instance: dg.DagsterInstance | None = None, log_level: str = "INFO"
+    force: bool = False, instance: dg.DagsterInstance | None = None, log_level: str = "CRITICAL",
+    verbose: bool = False,
 ) -> MaterializeSummary:
+    """Run every stage that is not up to date (all with ``force``); see the module docstring.
+
+    ``log_level``: Dagster's console logger (CRITICAL: quiet; the summary gives each failed step's cause and
+    the run's warnings). ``verbose``: also put each failed step's full trace in the summary."""
     from attn_assets.definitions import build_definitions
 
     # code versions from the environment now (the definitions module may have been imported under another one)
     defs = with_recipe_code_versions(build_definitions())
     instance = instance or dg.DagsterInstance.get()
     summary = MaterializeSummary()
-    manifest = Settings.from_env().manifest
+    settings = Settings.from_env()
+    layout = HomeLayout(settings.home)
+    logs_dir = Path(instance.root_directory) / "logs"  # beside the runs: a failed run leaves ATTN_ASSETS_HOME as it was
 
     def run(job_name: str, label: str, **kwargs) -> bool:
         if kwargs.get("asset_selection") is None:
@@ -63,19 +183,34 @@ def materialize_all(
         seconds = time.monotonic() - started
         state = "ok" if result.success else "FAILED"
         summary.lines.append(f"{label}: {state} in {seconds:.1f} s (run {result.run_id})")
+        if log_level not in ("DEBUG", "INFO", "WARNING"):  # the console did not show them
+            summary.lines.extend(f"  warning: {message}" for message in _run_warnings(instance, result.run_id))
         if not result.success:
             summary.failed_runs.append(result.run_id)
-            for event in result.all_events:
-                if event.is_failure and event.event_specific_data is not None:
-                    error = getattr(event.event_specific_data, "error", None)
-                    while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
-                        error = error.cause  # our exception, not Dagster's wrapper nor what it wraps
-                    if error is not None:
-                        summary.lines.append(f"  {error.message.strip()}")
+            failures = step_failures(result.all_events)
+            log_path = write_failure_log(logs_dir, result.run_id, failures)
+            for failure in failures:
+                summary.lines.append(f"  {failure.step_key} failed: {failure.cause}")
+                if verbose:
+                    summary.lines.extend(f"    {line}" for line in failure.trace.rstrip().splitlines())
+            summary.lines.append(f"  full trace: {path_to_text(log_path)} (or --verbose)")
         return result.success
 
-    if force or manifest_changed(instance, manifest):
-        if not run("manifest_job", "image_manifest"):
+    def stop_unless_model_loads() -> bool:
+        if (problem := model_load_problem(settings)) is not None:
+            summary.stopped = problem
+            summary.lines.extend(problem.splitlines())
+            return True
+        return False
+
+    manifest_due = force or manifest_changed(instance, settings.manifest)
+    if manifest_due:
+        if stop_unless_model_loads():
+            return summary
+        manifest_ok = run("manifest_job", "image_manifest")
+        if (hint := _manifest_escape_hint(layout)) is not None:
+            summary.lines.append(hint)
+        if not manifest_ok:
             return summary
     else:
         summary.lines.append("image_manifest: up to date")
@@ -90,6 +225,9 @@ def materialize_all(
         shard_keys = list(reasons)
         if reasons:
             summary.lines.append(f"attention_statistics: {len(shard_keys)} shards to run: {summarize_reasons(reasons)}")
+    if not manifest_due and (shard_keys or analysis_shards_needing_run(instance, state)):
+        if stop_unless_model_loads():
+            return summary
     if shard_keys:
         from tqdm.auto import tqdm
 
@@ -137,3 +275,28 @@ def _geolocation_stage(instance, force: bool, run, summary: MaterializeSummary) 
         run("geolocation_job", "geolocation accuracy, failure analysis, worst predictions")
     else:
         summary.lines.append("geolocation summaries: up to date")
+
+
+def _country_relevance_stage(instance, force: bool, run, summary: MaterializeSummary) -> None:
+    """Zero-shot country predictions per shard, then accuracy, faithfulness and gallery; skipped (with the reason)
+    when the model spec has no text tower."""
+    from attn_assets.core.zero_shot import text_tower_missing_reason
+    from attn_assets.defs.needs_run import latest_storage_id, shards_needing_run
+    from attn_assets.passes.current import COUNTRY_RELEVANCE
+
+    missing = text_tower_missing_reason(Settings.from_env().model)
+    if missing is not None:
+        summary.lines.append(f"country relevance: skipped ({missing.split('. ')[0]})")
+        return
+    keys = (instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME) if force
+            else list(shards_needing_run(instance, COUNTRY_RELEVANCE, CurrentState.from_env())))
+    for key in keys:  # a failed shard is reported and does not stop the others nor the summaries
+        run("country_relevance_shards_job", f"country_predictions[{key}]", partition_key=key)
+    if not keys:
+        summary.lines.append("country_predictions: every shard up to date")
+    newest = max(latest_storage_id(instance, dg.AssetKey("country_predictions")),
+                 latest_storage_id(instance, dg.AssetKey("attention_warehouse")))
+    if force or newest > latest_storage_id(instance, dg.AssetKey("country_accuracy")):
+        run("country_relevance_job", "country accuracy, faithfulness, misclassified gallery")
+    else:
+        summary.lines.append("country relevance summaries: up to date")

@@ -20,6 +20,8 @@ DEFAULT_MANIFEST = DEFAULT_DEMO_DIR / "test.csv"
 DEFAULT_MODEL = "geolocal/StreetCLIP"
 DEFAULT_SHARD_SIZE = 1000
 DEFAULT_NUM_WORKERS = min(4, os.cpu_count() or 1)
+#: The Dagster instance settings every entry point puts in a DAGSTER_HOME that has none (telemetry off).
+DAGSTER_YAML = REPO_ROOT / "dagster.yaml"
 
 ENV_HOME = "ATTN_ASSETS_HOME"
 ENV_MANIFEST = "ATTN_ASSETS_MANIFEST"
@@ -44,6 +46,7 @@ ENV_PLONK_SEED = "ATTN_ASSETS_PLONK_SEED"
 ENV_PLONK_CFG = "ATTN_ASSETS_PLONK_CFG"
 ENV_ALLOW_PICKLE = "ATTN_ASSETS_ALLOW_PICKLE"
 ENV_PROGRESS_BAR = "ATTN_ASSETS_PROGRESS_BAR"
+ENV_DAGSTER_HOME = "DAGSTER_HOME"
 #: PLONK's model and sampling: the riemannian flow sampler's step count as PlonkPipeline uses it, 16 samples per
 #: image (their spherical medoid is the prediction), seed 0, classifier-free guidance off (PlonkPipeline's default).
 DEFAULT_PLONK_MODEL = "nicolas-dufour/PLONK_OSV_5M"
@@ -157,6 +160,11 @@ def pickle_allowed() -> bool:
 def progress_bar_setting() -> bool:
     """ATTN_ASSETS_PROGRESS_BAR=1 (set by `attn-assets materialize`): shard passes draw a progress bar."""
     return _env(ENV_PROGRESS_BAR) == "1"
+
+
+def dagster_home_setting(home: Path) -> Path:
+    """DAGSTER_HOME, the Dagster instance's folder; default ``home/dagster_home`` (``home``: ATTN_ASSETS_HOME)."""
+    return Path(path_setting(_env(ENV_DAGSTER_HOME) or str(home / "dagster_home"))).expanduser()
 
 
 def cuda_visible_devices() -> str | None:

@@ -3,6 +3,7 @@
 from attn_assets.catalog.countries import country_name, resolve_countries, reverse_geocode
 from attn_assets.catalog.manifest import (
     COUNTRY_SOURCES,
+    ESCAPE_PREFIX,
     ESCAPE_REASON,
     FORMAT_OSV5M,
     FORMAT_PLAIN,
@@ -13,6 +14,7 @@ from attn_assets.catalog.manifest import (
     ManifestResult,
     build_image_index,
     find_manifest_files,
+    escape_reason,
     read_manifest,
 )
 from attn_assets.catalog.sharding import (
@@ -30,6 +32,7 @@ from attn_assets.catalog.sharding import (
 __all__ = [
     "ASSIGNMENT_COLUMNS",
     "COUNTRY_SOURCES",
+    "ESCAPE_PREFIX",
     "ESCAPE_REASON",
     "FORMAT_OSV5M",
     "FORMAT_PLAIN",
@@ -45,6 +48,7 @@ __all__ = [
     "country_name",
     "find_manifest_files",
     "plan_shards",
+    "escape_reason",
     "read_manifest",
     "removed_images",
     "resolve_countries",

@@ -94,10 +94,19 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 OSV_REQUIRED: tuple[str, ...] = ("id", "latitude", "longitude")
 PLAIN_REQUIRED: tuple[str, ...] = ("image_id", "path")
 
+#: How every "outside the image root" rejection starts (the run summary counts them by it).
+ESCAPE_PREFIX = "path escapes the image root"
+#: The rejection of a path outside the image root; ``{root}``: the root used (ATTN_ASSETS_IMAGE_ROOT when set,
+#: else the manifest's folder). See `escape_reason`.
 ESCAPE_REASON = (
-    "path escapes image root; move the file under ATTN_ASSETS_IMAGE_ROOT, or set ATTN_ASSETS_IMAGE_ROOT to a folder "
-    "that holds it"
+    ESCAPE_PREFIX + " {root} (ATTN_ASSETS_IMAGE_ROOT, else the manifest's folder); move the file under it, or set "
+    "ATTN_ASSETS_IMAGE_ROOT to a folder that holds it"
 )
+
+
+def escape_reason(root: str | os.PathLike) -> str:
+    """The rejection of a manifest path outside ``root``, naming that root and ATTN_ASSETS_IMAGE_ROOT."""
+    return ESCAPE_REASON.format(root=path_to_text(root))
 
 _SUPPORTED_TYPES = "CSV (.csv, .csv.gz) or Parquet (.parquet)"
 
@@ -875,7 +884,7 @@ def _resolve_paths(rows: _Rows, root: Path, image_index: ImageIndex | None, writ
             rel.loc[ok] = norm
             m = np.zeros(n, dtype=bool)
             m[np.flatnonzero(ok)[esc.to_numpy()]] = True
-            rows.reject(m, "path", ESCAPE_REASON)
+            rows.reject(m, "path", escape_reason(root))
     lookup = ~explicit & rows.osv
     if not lookup.any():
         return rel
@@ -908,7 +917,7 @@ def _resolve_paths(rows: _Rows, root: Path, image_index: ImageIndex | None, writ
             if not _inside(real, root_s):
                 m = np.zeros(n, dtype=bool)
                 m[i] = True
-                rows.reject(m, "id", ESCAPE_REASON)
+                rows.reject(m, "id", escape_reason(root))
     return rel
 
 

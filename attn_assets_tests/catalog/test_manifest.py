@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from attn_assets.catalog.manifest import (
-    ESCAPE_REASON,
+    escape_reason,
     IMAGE_COLUMNS,
     REJECTION_COLUMNS,
     ManifestError,
@@ -203,14 +203,14 @@ def test_every_row_rejection_reason(root, tmp_path):
         7: ("latitude", "latitude 91 is outside [-90, 90]" + RANGE_HINT),
         8: ("longitude", "longitude -180.5 is outside [-180, 180]" + RANGE_HINT),
         9: ("latitude", "latitude 'north' is not a number; write decimal degrees such as 48.8566"),
-        10: ("path", ESCAPE_REASON),
-        11: ("path", ESCAPE_REASON),
-        12: ("path", ESCAPE_REASON),
-        13: ("path", ESCAPE_REASON),
+        10: ("path", escape_reason(root.resolve())),
+        11: ("path", escape_reason(root.resolve())),
+        12: ("path", escape_reason(root.resolve())),
+        13: ("path", escape_reason(root.resolve())),
         14: ("path", "path is empty; give the image file's path relative to ATTN_ASSETS_IMAGE_ROOT"),
         15: ("longitude", "longitude is empty but latitude is given; give both or neither"),
     }
-    assert ESCAPE_REASON.startswith("path escapes image root; move the file under ATTN_ASSETS_IMAGE_ROOT")
+    assert escape_reason(root.resolve()).startswith(f"path escapes the image root {root.resolve()} (ATTN_ASSETS_IMAGE_ROOT")
     img = res.images.set_index("image_id")
     assert list(img.index) == ["1", "15", "16"]
     assert img.loc["15", "path"] == "a/15.jpg" and img.loc["15", "country"] == "FR"
@@ -228,7 +228,7 @@ def test_osv_symlink_escape(root, tmp_path):
     m = write(root / "test.csv", OSV_HEADER + "\n1,1,1,u,FR,s,1,r,FR,1\n2,1,1,u,FR,s,1,r,FR,1\n")
     res = read_manifest(m)
     assert res.images["image_id"].tolist() == ["1"]
-    assert reasons(res) == {3: ("id", ESCAPE_REASON)}
+    assert reasons(res) == {3: ("id", escape_reason(root.resolve()))}
 
 
 def test_wrong_field_count_and_quoted_newlines_keep_line_numbers(root):

@@ -29,7 +29,7 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 
 from attn_assets import orchestration
-from attn_assets.catalog.manifest import ESCAPE_REASON
+from attn_assets.catalog.manifest import escape_reason
 from attn_assets.core.extract import extract_to_frame
 from attn_assets.core.loader import ImageRecord
 from attn_assets.core.model import load_encoder
@@ -198,7 +198,7 @@ def test_hostile_shard_through_the_graph(plain_env, plain_instance, tiny_model_d
 
     store = Warehouse(HomeLayout(plain_env.home).warehouse_path)
     rejections = store.query("SELECT image_id, column_name, reason FROM manifest_rejections")
-    assert rejections.to_dict("records") == [{"image_id": escape_id, "column_name": "path", "reason": ESCAPE_REASON}]
+    assert rejections.to_dict("records") == [{"image_id": escape_id, "column_name": "path", "reason": escape_reason(plain_env.image_root.resolve())}]
     images = store.query("SELECT image_id FROM images")
     assert sorted(images.image_id) == sorted(r["image_id"] for r in rows if r["image_id"] != escape_id)
     assert store.query("SELECT DISTINCT shard_key FROM images").shape[0] == 1  # one shard holds all of them

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from attn_assets.catalog.manifest import ESCAPE_REASON, ManifestError, read_manifest
+from attn_assets.catalog.manifest import ManifestError, escape_reason, read_manifest
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME
 from attn_assets.orchestration import materialize_all
 from attn_assets.storage.layout import HomeLayout
@@ -55,8 +55,9 @@ COUNTRY_HINT = "; write a two-letter code such as FR, or leave the cell empty to
 RANGE_HINT = "; check that the columns are degrees and not swapped"
 
 
-def _bad_rows(outside: Path) -> list[tuple[str, str, str, str, str, str, str]]:
-    """(image_id, path, country, lat, lon, rejected column, reason) of row-level problems."""
+def _bad_rows(outside: Path, root: Path) -> list[tuple[str, str, str, str, str, str, str]]:
+    """(image_id, path, country, lat, lon, rejected column, reason) of row-level problems under image root ``root``."""
+    escape = escape_reason(root.resolve())
     return [
         ("good_0", "img/good_1.jpg", "FR", "", "", "image_id",
          "duplicate image_id 'good_0': first seen at line 2; paths differ ('img/good_0.jpg' there, 'img/good_1.jpg' here)"),
@@ -64,8 +65,8 @@ def _bad_rows(outside: Path) -> list[tuple[str, str, str, str, str, str, str]]:
         ("lon200", "img/good_0.jpg", "FR", "10", "200", "longitude", "longitude 200 is outside [-180, 180]" + RANGE_HINT),
         ("nan_coords", "img/good_0.jpg", "FR", "NaN", "NaN", "latitude", "latitude 'NaN' is not a number; write decimal degrees such as 48.8566"),
         ("bad_iso", "img/good_0.jpg", "FRA", "", "", "country", "country 'FRA' is not an ISO 3166-1 alpha-2 code" + COUNTRY_HINT),
-        ("absolute_outside", str(outside), "FR", "", "", "path", ESCAPE_REASON),
-        ("dotdot_outside", "../outside/secret.jpg", "FR", "", "", "path", ESCAPE_REASON),
+        ("absolute_outside", str(outside), "FR", "", "", "path", escape),
+        ("dotdot_outside", "../outside/secret.jpg", "FR", "", "", "path", escape),
     ]
 
 
@@ -78,7 +79,7 @@ def _good_lines(ids: list[str]) -> str:
 
 
 def _bad_lines(outside: Path) -> str:
-    return "".join(",".join(_csv_field(v) for v in row[:5]) + "\n" for row in _bad_rows(outside))
+    return "".join(",".join(_csv_field(v) for v in row[:5]) + "\n" for row in _bad_rows(outside, outside.parent))
 
 
 # --------------------------------------------------------------------------- read_manifest
@@ -109,8 +110,8 @@ def test_row_level_problems_are_rejections_and_never_opened(tmp_path):
     assert audit_opens.touched(opened, outside) == []
     assert result.images["image_id"].tolist() == ids
     got = result.rejections[["image_id", "column", "reason"]].to_records(index=False).tolist()
-    assert got == [(r[0], r[5], r[6]) for r in _bad_rows(outside)]
-    assert result.rejections["source_row"].tolist() == list(range(len(ids) + 2, len(ids) + 2 + len(_bad_rows(outside))))
+    assert got == [(r[0], r[5], r[6]) for r in _bad_rows(outside, root)]
+    assert result.rejections["source_row"].tolist() == list(range(len(ids) + 2, len(ids) + 2 + len(_bad_rows(outside, root))))
 
 
 # --------------------------------------------------------------------------- through the asset
@@ -166,7 +167,7 @@ def test_bad_manifests_through_the_asset_lose_nothing(plain_env, plain_instance)
     assert "attention_statistics: every shard up to date" in summary.lines
     assert audit_opens.touched(opened, outside) == []
     rejections = store.query("SELECT image_id, column_name, reason FROM manifest_rejections ORDER BY source_row")
-    assert rejections.to_records(index=False).tolist() == [(r[0], r[5], r[6]) for r in _bad_rows(outside)]
+    assert rejections.to_records(index=False).tolist() == [(r[0], r[5], r[6]) for r in _bad_rows(outside, root)]
     assert "secret" not in " ".join(store.query("SELECT path FROM images").path)
     for table, frame in tables.items():
         pd.testing.assert_frame_equal(store.query(f"SELECT * FROM {table} ORDER BY ALL"), frame, obj=table)
