@@ -51,18 +51,30 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from attn_assets.catalog.archives import (
+    ArchiveError,
+    ArchiveMember,
+    is_archive_name,
+    list_archive_members,
+    mixed_sources_message,
+)
 from attn_assets.catalog.countries import country_names, normalize_codes, resolve_countries
+from attn_assets.catalog.osv_metadata import parse_column
+from attn_assets.osv5m_columns import OSV_METADATA_COLUMNS, OSV_METADATA_NAMES
 from attn_assets.path_text import path_to_text, text_to_path
 from attn_assets.settings import image_root_setting
 
 # --------------------------------------------------------------------------------------------
 # Contract: column names (storage and the Dagster assets use these).
 
-#: Columns of ``ManifestResult.images``, in order; every extra manifest column follows them.
+#: Columns of ``ManifestResult.images``, in order; every extra manifest column follows them. ``member``: the
+#: image's name inside the zip archive ``path`` (NULL for an image file); then OSV-5M's typed metadata
+#: (:data:`~attn_assets.osv5m_columns.OSV_METADATA_COLUMNS`, NULL where the manifest lacks the column).
 IMAGE_COLUMNS: tuple[str, ...] = (
     "image_id",
     "path",
     "abs_path",
+    "member",
     "country",
     "country_name",
     "country_source",
@@ -70,6 +82,7 @@ IMAGE_COLUMNS: tuple[str, ...] = (
     "longitude",
     "source_file",
     "source_row",
+    *OSV_METADATA_NAMES,
 )
 
 #: Columns of ``ManifestResult.rejections``, in order.
@@ -156,12 +169,14 @@ class ManifestResult:
 
 @dataclass
 class ImageIndex:
-    """File stem -> path relative to the root, for every image file under a root.
+    """File stem -> path relative to the root (and zip member), for every image under a root.
 
-    Built once by :func:`build_image_index`; stored as two string columns rather than a
+    Built once by :func:`build_image_index`; stored as string columns rather than a
     dict so millions of files stay compact. ``via_symlink`` holds the relative paths that were
     reached through a symbolic link (file or folder): only those need ``realpath`` checks.
     When two files share a stem, the first in sorted walk order wins (``.jpg`` preferred).
+    An image inside a zip archive has the archive as its path and the member name in ``members``
+    (NaN for extracted files); ``archives`` counts the archives listed.
     """
 
     root: Path
@@ -169,17 +184,28 @@ class ImageIndex:
     paths: pd.Series
     via_symlink: frozenset[str] = frozenset()
     duplicate_stems: int = 0
+    members: pd.Series | None = None
+    archives: int = 0
 
     def __len__(self) -> int:
         return len(self.stems)
 
-    def lookup(self, stems: Iterable[str]) -> pd.Series:
-        """Relative posix paths for ``stems`` (NaN where absent), aligned with the input order."""
+    def _take(self, values: pd.Series | None, stems: Iterable[str]) -> pd.Series:
         stems = pd.Series(list(stems) if not isinstance(stems, pd.Series) else stems, dtype="str")
+        if values is None:
+            return pd.Series(None, index=stems.index, dtype="str")
         pos = self.stems.get_indexer(stems)
-        vals = self.paths.to_numpy(dtype=object)
+        vals = values.to_numpy(dtype=object)
         out = np.where(pos >= 0, vals[np.clip(pos, 0, None)] if len(vals) else None, None)
         return pd.Series(out, index=stems.index, dtype="str")
+
+    def lookup(self, stems: Iterable[str]) -> pd.Series:
+        """Relative posix paths for ``stems`` (NaN where absent), aligned with the input order."""
+        return self._take(self.paths, stems)
+
+    def lookup_members(self, stems: Iterable[str]) -> pd.Series:
+        """Zip member names for ``stems`` (NaN where absent or an extracted file), aligned with the input order."""
+        return self._take(self.members, stems)
 
     def get(self, stem: str) -> str | None:
         res = self.lookup([stem]).iloc[0]
@@ -190,15 +216,19 @@ class ImageIndex:
 
 
 def build_image_index(root: str | os.PathLike) -> ImageIndex:
-    """Scan ``root`` recursively (os.scandir, no stat per file) for image files.
+    """Scan ``root`` recursively (os.scandir, no stat per file) for image files and zip archives of images.
 
     Folder symlinks are followed (each real folder once, so cycles end); files reached through a
     symlink are marked so the manifest reader can check where they really point. Names that are not
-    UTF-8 are kept, escaped by :func:`~attn_assets.path_text.path_to_text`.
+    UTF-8 are kept, escaped by :func:`~attn_assets.path_text.path_to_text`. Each ``.zip`` archive's
+    directory is read once and its image members join the index (:mod:`attn_assets.catalog.archives`).
+    Raises :class:`ManifestError` when a folder holding archives also holds extracted image files under it
+    (OSV-5M: ``images/test/00.zip`` beside ``images/test/00/<id>.jpg``), and for an unreadable archive.
     """
     root = Path(os.path.realpath(root))
     stems: list[str] = []
     rels: list[str] = []
+    archives: dict[str, list[str]] = {}  # folder prefix -> archive paths in it
     via: set[str] = set()
     seen_dirs: set[str] = set()
     # stack of (absolute dir, relative posix prefix, reached through a symlink)
@@ -226,6 +256,11 @@ def build_image_index(root: str | os.PathLike) -> ImageIndex:
             except OSError:
                 continue
             stem, ext = os.path.splitext(name)
+            if is_archive_name(name):
+                archives.setdefault(path_to_text(prefix), []).append(path_to_text(rel))
+                if linked or is_link:
+                    via.add(path_to_text(rel))
+                continue
             if ext.lower() not in IMAGE_EXTENSIONS:
                 continue
             rel_text = path_to_text(rel)
@@ -234,10 +269,13 @@ def build_image_index(root: str | os.PathLike) -> ImageIndex:
             if linked or is_link:
                 via.add(rel_text)
         stack.extend(reversed(subdirs))
-    frame = pd.DataFrame({"stem": pd.Series(stems, dtype="str"), "path": pd.Series(rels, dtype="str")})
-    del stems, rels
+    members = _index_archives(str(root), archives, rels)
+    frame = pd.DataFrame({"stem": pd.Series(stems + [m.stem for m in members], dtype="str"),
+                          "path": pd.Series(rels + [m.archive for m in members], dtype="str"),
+                          "member": pd.Series([None] * len(rels) + [m.member for m in members], dtype="str")})
+    del stems, rels, members
     # prefer .jpg for a stem (OSV-5M files are <id>.jpg), then walk order
-    frame["_pref"] = (~frame["path"].str.lower().str.endswith(".jpg")).astype(np.int8)
+    frame["_pref"] = (~frame["member"].fillna(frame["path"]).str.lower().str.endswith(".jpg")).astype(np.int8)
     frame = frame.sort_values(["_pref"], kind="stable")
     dup = frame["stem"].duplicated(keep="first")
     n_dup = int(dup.sum())
@@ -248,7 +286,28 @@ def build_image_index(root: str | os.PathLike) -> ImageIndex:
         paths=frame["path"].reset_index(drop=True),
         via_symlink=frozenset(via),
         duplicate_stems=n_dup,
+        members=frame["member"].reset_index(drop=True),
+        archives=sum(len(a) for a in archives.values()),
     )
+
+
+def _index_archives(root: str, archives: dict[str, list[str]], files: list[str]) -> list[ArchiveMember]:
+    """The image members of every archive found by the scan, after checking that no folder holding archives
+    also holds extracted image files under it (``files``: the relative paths of the image files found)."""
+    if not archives:
+        return []
+    found = pd.Series(files, dtype="str")
+    members: list[ArchiveMember] = []
+    for prefix in sorted(archives):
+        under = found[found.str.startswith(prefix)] if prefix else found
+        if len(under):
+            raise ManifestError(mixed_sources_message(prefix.rstrip("/"), sorted(archives[prefix]), list(under)))
+        for archive in sorted(archives[prefix]):
+            try:
+                members.extend(list_archive_members(root, archive, IMAGE_EXTENSIONS))
+            except ArchiveError as error:
+                raise ManifestError(str(error)) from None
+    return members
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,8 +631,16 @@ def _as_str(s: pd.Series) -> pd.Series:
 #: Columns the pipeline itself writes beside the manifest's own (IMAGE_COLUMNS, then the image's shard);
 #: DuckDB compares identifiers without case. (A manifest column named ``extra`` is kept: it becomes a key
 #: of the ``images.extra`` JSON like any other.)
-RESERVED_COLUMNS: tuple[str, ...] = (*IMAGE_COLUMNS, "shard_key")
+#: OSV-5M's typed columns are read under their own spelling (``drive_side``, ``sub-region``), so only a name that
+#: differs from its source (``sub_region``) is reserved; ``Drive_Side`` beside ``drive_side`` stays an extra column.
+RESERVED_COLUMNS: tuple[str, ...] = (
+    *(c for c in IMAGE_COLUMNS if c not in OSV_METADATA_NAMES), "shard_key",
+    *(c.name for c in OSV_METADATA_COLUMNS if c.name != c.source),
+)
 
+
+#: While rows are validated, OSV-5M's typed columns are held (as text) under this prefix.
+_OSV = "osv:"
 
 #: While rows are validated, the manifest's extra columns are held under this prefix, apart from the reader's
 #: own working columns (which start with '_'), so a user column such as ``_lat`` or ``_file`` stays data.
@@ -679,12 +746,13 @@ def read_manifest(
     written, written_as_float = _check_ids(rows)
     latitude, longitude = _check_coordinates(rows)
     codes, code_valid = _check_country_codes(rows)
-    rel = _resolve_paths(rows, root, image_index, written, written_as_float)
+    typed = _check_osv_metadata(rows)
+    rel, member = _resolve_paths(rows, root, image_index, written, written_as_float)
     _reject_duplicates(rows, rel)
     keep = rows.alive
     rejections = _build_rejections(rows.frame, keep, rows.column, rows.reason, rows.raw_frames, rows.file_columns,
                                    rows.parse_rejections)
-    images = _images_frame(rows, keep, rel, root, codes, code_valid, latitude, longitude, geocode)
+    images = _images_frame(rows, keep, rel, member, typed, root, codes, code_valid, latitude, longitude, geocode)
     if images.empty:
         head = "; ".join(
             f"line {r.source_row}: {r.reason}" for r in rejections.head(5).itertuples()
@@ -776,7 +844,7 @@ def _collect_rows(files: list[Path]) -> _Rows:
         f = rf.frame
         n = len(f)
         empty = pd.Series([""] * n, dtype="str", index=f.index)
-        mapped = {id_col, "latitude", "longitude", "country"}
+        mapped = {id_col, "latitude", "longitude", "country", *(c.source for c in OSV_METADATA_COLUMNS)}
         has_path = "path" in cols
         if has_path:
             mapped.add("path")
@@ -798,6 +866,8 @@ def _collect_rows(files: list[Path]) -> _Rows:
             },
             index=f.index,
         )
+        for c in OSV_METADATA_COLUMNS:
+            part[_OSV + c.name] = _as_str(f[c.source]) if c.source in cols else empty
         renamed = _extra_column_names(path, [c for c in cols if c not in mapped])
         for c, name in renamed.items():
             part[_EXTRA + name] = f[c].to_numpy()
@@ -855,6 +925,18 @@ def _check_coordinates(rows: _Rows) -> tuple[pd.Series, pd.Series]:
     return lat, lon
 
 
+def _check_osv_metadata(rows: _Rows) -> dict[str, pd.Series]:
+    """Parse OSV-5M's typed columns (:mod:`attn_assets.catalog.osv_metadata`); reject rows with a bad cell.
+
+    Returns {images column: typed values} for every row (NULL where missing or bad)."""
+    typed = {}
+    for column in OSV_METADATA_COLUMNS:
+        values, reasons = parse_column(column, rows.frame[_OSV + column.name])
+        rows.reject(reasons.notna().to_numpy(), column.source, lambda pos, reasons=reasons: reasons.iloc[pos].to_numpy())
+        typed[column.name] = values
+    return typed
+
+
 def _check_country_codes(rows: _Rows) -> tuple[pd.Series, pd.Series]:
     """Reject a ``country`` that is not an ISO 3166-1 alpha-2 code. Returns (normalised codes, valid mask)."""
     codes, present, valid = normalize_codes(rows.frame["_country"])
@@ -869,11 +951,13 @@ def _check_country_codes(rows: _Rows) -> tuple[pd.Series, pd.Series]:
 
 
 def _resolve_paths(rows: _Rows, root: Path, image_index: ImageIndex | None, written: pd.Series,
-                   written_as_float: np.ndarray) -> pd.Series:
-    """Each row's image path relative to ``root`` (NA where unknown): explicit paths checked not to leave the
-    root, OSV-5M ids looked up in the image index; rows without a usable file are rejected."""
+                   written_as_float: np.ndarray) -> tuple[pd.Series, pd.Series]:
+    """Each row's image path relative to ``root`` (NA where unknown) and zip member (NA for files): explicit
+    paths checked not to leave the root, OSV-5M ids looked up in the image index (files and archive members);
+    rows without a usable image are rejected."""
     df, n, root_s = rows.frame, len(rows.frame), str(root)
     rel = pd.Series(pd.NA, index=df.index, dtype="str")
+    member = pd.Series(pd.NA, index=df.index, dtype="str")
     explicit = df["_has_path"].to_numpy()
     if explicit.any():
         rows.reject(explicit & (df["_path"] == "").to_numpy(), "path",
@@ -887,12 +971,14 @@ def _resolve_paths(rows: _Rows, root: Path, image_index: ImageIndex | None, writ
             rows.reject(m, "path", escape_reason(root))
     lookup = ~explicit & rows.osv
     if not lookup.any():
-        return rel
+        return rel, member
     index = image_index if image_index is not None else build_image_index(root)
     if Path(index.root) != root:
         raise ManifestError(f"image index was built for {index.root}, not the image root {root}")
     found = index.lookup(df.loc[lookup, "image_id"])
     rel.loc[lookup] = found.to_numpy()
+    member.loc[lookup] = index.lookup_members(df.loc[lookup, "image_id"]).to_numpy()
+    in_archives = f" nor in its {index.archives} zip archives" if index.archives else ""
     missing = np.zeros(n, dtype=bool)
     missing[np.flatnonzero(lookup)[found.isna().to_numpy()]] = True
     rows.reject(
@@ -900,15 +986,16 @@ def _resolve_paths(rows: _Rows, root: Path, image_index: ImageIndex | None, writ
         "id",
         lambda pos: (
             "id '" + written.iloc[pos] + "' is written as a float; it denotes the integer " + rows.at("image_id", pos)
-            + " but no image file " + rows.at("image_id", pos) + ".jpg is under the image root, so the float has "
+            + " but no image file " + rows.at("image_id", pos) + ".jpg is under the image root" + in_archives.replace(" nor ", " or ") + ", so the float has "
             "probably lost digits. " + _RESAVE_IDS
         ).to_numpy(),
     )
     rows.reject(
         missing & (df["image_id"] != "").to_numpy(),
         "id",
-        lambda pos: ("image file " + rows.at("image_id", pos) + ".jpg not found under image root; check "
-                     "ATTN_ASSETS_IMAGE_ROOT (OSV-5M: the folder its image archives were extracted to)").to_numpy(),
+        lambda pos: ("image file " + rows.at("image_id", pos) + ".jpg not found under image root" + in_archives + "; check "
+                     "ATTN_ASSETS_IMAGE_ROOT (OSV-5M: the folder holding images/<split>/, as zip archives or "
+                     "extracted)").to_numpy(),
     )
     if index.via_symlink:
         linked = lookup & (pd.Index(sorted(index.via_symlink), dtype="str").get_indexer(rel) >= 0) & rows.alive
@@ -918,7 +1005,7 @@ def _resolve_paths(rows: _Rows, root: Path, image_index: ImageIndex | None, writ
                 m = np.zeros(n, dtype=bool)
                 m[i] = True
                 rows.reject(m, "id", escape_reason(root))
-    return rel
+    return rel, member
 
 
 def _reject_duplicates(rows: _Rows, rel: pd.Series) -> None:
@@ -944,8 +1031,9 @@ def _reject_duplicates(rows: _Rows, rel: pd.Series) -> None:
     rows.reject(dup, rows.id_column, lambda pos: reasons[pos])
 
 
-def _images_frame(rows: _Rows, keep: np.ndarray, rel: pd.Series, root: Path, codes: pd.Series,
-                  code_valid: pd.Series, latitude: pd.Series, longitude: pd.Series, geocode: bool) -> pd.DataFrame:
+def _images_frame(rows: _Rows, keep: np.ndarray, rel: pd.Series, member: pd.Series, typed: dict[str, pd.Series],
+                  root: Path, codes: pd.Series, code_valid: pd.Series, latitude: pd.Series, longitude: pd.Series,
+                  geocode: bool) -> pd.DataFrame:
     """The accepted rows as :data:`IMAGE_COLUMNS` plus the extra columns, each with its resolved country:
     the manifest's code, else ``unique_country``, else (``geocode``) the coordinates'
     (:func:`~attn_assets.catalog.countries.resolve_countries`: NULL with source 'at_sea' outside territorial
@@ -978,6 +1066,7 @@ def _images_frame(rows: _Rows, keep: np.ndarray, rel: pd.Series, root: Path, cod
             "image_id": good["image_id"].astype("str"),
             "path": rel_g,
             "abs_path": (path_to_text(str(root)).rstrip("/") + "/" + rel_g).astype("str"),
+            "member": member[keep].reset_index(drop=True).astype("str"),
             "country": country,
             "country_name": country.map(country_names()).astype("str"),
             "country_source": source,
@@ -985,6 +1074,7 @@ def _images_frame(rows: _Rows, keep: np.ndarray, rel: pd.Series, root: Path, cod
             "longitude": lon_g.to_numpy(dtype="float64"),
             "source_file": good["source_file"].astype("str"),
             "source_row": good["source_row"].to_numpy(dtype=np.int64),
+            **{name: values[keep].reset_index(drop=True) for name, values in typed.items()},
         }
     )
     for c in (c for c in rows.frame.columns if c.startswith(_EXTRA)):

@@ -11,8 +11,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from attn_assets.core.extract import extract_records
-from attn_assets.core.loader import ImageRecord
-from attn_assets.passes.inputs import shard_rows
+from attn_assets.passes.inputs import image_records, shard_rows
 from attn_assets.passes.outcome import ShardOutcome
 from attn_assets.passes.recipe import Recipe, image_set_fingerprint, statistics_recipe, with_record
 from attn_assets.storage.layout import HomeLayout
@@ -82,7 +81,7 @@ def compute_statistics_shard(
         )
     country_by_id = dict(zip(rows["image_id"], rows["country"]))
     path_by_id = dict(zip(rows["image_id"], rows["path"]))
-    records = [ImageRecord(image_id=i, path=p) for i, p in zip(rows["image_id"], rows["abs_path"])]
+    records = image_records(rows)
 
     started = time.monotonic()
     progress = ProgressLog(

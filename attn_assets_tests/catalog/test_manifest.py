@@ -92,10 +92,11 @@ def test_osv_format_uses_index_and_unique_country(root):
     assert img["country"].tolist() == ["NA", "JP"]
     assert img["country_source"].tolist() == ["manifest", "unique_country"]
     assert img["latitude"].tolist() == [-22.56, 35.68]
-    # every extra column kept as text, including unique_country
-    assert list(img.columns[len(IMAGE_COLUMNS):]) == [
-        "thumb_original_url", "sequence", "captured_at", "region", "unique_country", "creator_id"
-    ]
+    # OSV-5M's known metadata columns are typed; every other column is kept as text, including unique_country
+    assert list(img.columns[len(IMAGE_COLUMNS):]) == ["thumb_original_url", "unique_country", "creator_id"]
+    assert img["sequence"].tolist() == ["s", "s"] and img["region"].tolist() == ["Khomas", "Tokyo"]
+    assert img["captured_at"].tolist() == [pd.Timestamp(1, unit="ms"), pd.Timestamp(2, unit="ms")]
+    assert img["climate"].isna().all()  # a column the manifest lacks is NULL
     assert img["unique_country"].tolist() == ["NA", "JP"]
     assert res.formats[str(m.resolve())] == "osv5m"
 
@@ -105,7 +106,7 @@ def test_osv_missing_image_is_rejected(root):
     m = write(root / "test.csv", OSV_HEADER + "\n1,1,1,u,FR,s,1,r,FR,1\n2,1,1,u,FR,s,1,r,FR,1\n")
     res = read_manifest(m)
     assert res.images["image_id"].tolist() == ["1"]
-    assert reasons(res) == {3: ("id", "image file 2.jpg not found under image root; check ATTN_ASSETS_IMAGE_ROOT (OSV-5M: the folder its image archives were extracted to)")}
+    assert reasons(res) == {3: ("id", "image file 2.jpg not found under image root; check ATTN_ASSETS_IMAGE_ROOT (OSV-5M: the folder holding images/<split>/, as zip archives or extracted)")}
 
 
 def test_osv_requires_coordinates(root):

@@ -47,7 +47,10 @@ def test_whole_graph_matches_core_and_is_idempotent(pipeline_env, instance, tiny
     assert images.loc["1000000000000006", "country"] == "JP"  # from unique_country
     assert images.loc["1000000000000008", "country"] == "DE"  # from reverse geocoding
     assert images["shard_key"].nunique() == 3  # 10 images, shards of 4
-    assert "drive_side" in images.loc["1000000000000001", "extra"]
+    # OSV-5M's metadata columns are typed columns of images, not keys of extra
+    assert images.loc["1000000000000001", "drive_side"] == "right"
+    assert images.loc["1000000000000001", "captured_at"] == pd.Timestamp("2021-06-01")
+    assert "drive_side" not in images.loc["1000000000000001", "extra"]
 
     # statistics: row by row equal to the core run directly on the same files
     stats = tables["attention_statistics"].set_index("image_id").sort_index()

@@ -130,8 +130,9 @@ def test_columns_differing_only_in_case(tmp_path):
         "image_id,path,country,Country,drive_side,Drive_Side,Shard_Key,Abs_Path\n"
         "a,a.jpg,FR,France,1,right,s9,/x\n", encoding="utf-8")
     images = read_manifest(manifest, image_root=tmp_path, geocode=False).images
+    # drive_side is OSV-5M's typed column (1 = left); Drive_Side is kept as an extra column of its own
     assert images.loc[0, ["country", "manifest_Country", "drive_side", "Drive_Side", "manifest_Shard_Key",
-                          "manifest_Abs_Path"]].tolist() == ["FR", "France", "1", "right", "s9", "/x"]
+                          "manifest_Abs_Path"]].tolist() == ["FR", "France", "left", "right", "s9", "/x"]
     manifest.write_text("image_id,path,Path,manifest_Path\na,a.jpg,p,q\n", encoding="utf-8")
     with pytest.raises(ManifestError, match=r"columns 'Path' would be kept as 'manifest_Path', which the file "
                                             r"already has; rename one of them"):
@@ -188,7 +189,7 @@ def test_minimal_list_odd_names_and_case_columns_end_to_end(plain_env, plain_ins
     for k, name in enumerate(("a", "b")):
         _scene(os.path.join(root, f"{name}.jpg"), k)
     plain_env.manifest.write_text(
-        "image_id,path,drive_side,Drive_Side\n"
+        "image_id,path,camera,Camera\n"
         "a,a.jpg,1,right\n"
         "b,b.jpg,,left\n"
         f"c,{LATIN1_TEXT}/c.jpg,0,\n", encoding="utf-8")
@@ -201,8 +202,8 @@ def test_minimal_list_odd_names_and_case_columns_end_to_end(plain_env, plain_ins
     assert stats["image_id"].tolist() == ["a", "b", "c"]
     assert stats["country"].isna().all() and stats["attention_entropy"].notna().all()
     assert store.query("SELECT count(*) AS n FROM image_failures").n.iloc[0] == 0
-    images = store.query("SELECT image_id, path, country, country_name, extra->>'drive_side' AS lower_side, "
-                         "extra->>'Drive_Side' AS upper_side FROM images ORDER BY image_id")
+    images = store.query("SELECT image_id, path, country, country_name, extra->>'camera' AS lower_side, "
+                         "extra->>'Camera' AS upper_side FROM images ORDER BY image_id")
     assert images["path"].tolist() == ["a.jpg", "b.jpg", f"{LATIN1_TEXT}/c.jpg"]
     assert images["country"].isna().all() and images["country_name"].isna().all()
     # an empty cell is NULL (NaN in pandas' str column), not ''

@@ -13,10 +13,12 @@ from attn_assets.passes.current import STATISTICS, CurrentState, classify_output
 from attn_assets.defs.statistics.assets import attention_statistics
 from attn_assets.resources import AttentionModelResource, PipelineResource, WarehouseResource
 from attn_assets.storage.atomic import atomic_file
+from attn_assets.osv5m_columns import GROUP_DIMENSIONS
 from attn_assets.storage.warehouse import per_image_tables
 from attn_assets.storage.schema import (
     ATTENTION_STATISTICS,
     COUNTRY_AGGREGATES,
+    GROUP_AGGREGATES,
     IMAGE_FAILURES,
     IMAGES,
     MANIFEST_REJECTIONS,
@@ -120,6 +122,27 @@ def country_aggregates(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     )
     return dg.MaterializeResult(metadata={**table_metadata(COUNTRY_AGGREGATES, rows, preview.round(4)),
                                           **coverage_metadata(store)})
+
+
+@dg.asset(
+    group_name="warehouse",
+    deps=[attention_warehouse],
+    kinds={"duckdb", "sql"},
+    description=(
+        "group_aggregates: country_aggregates' statistics and uniform baselines per value of each OSV-5M "
+        f"metadata column in {', '.join(GROUP_DIMENSIONS)} (columns dimension, value); NULL value = unknown."
+    ),
+    **_COMMON,
+)
+def group_aggregates(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    store = warehouse.warehouse(context.log)
+    rows = store.refresh_group_aggregates(uniform_baselines=uniform_baselines)
+    preview = store.query(
+        'SELECT dimension, "value", image_count, attention_entropy_mean, attention_entropy_uniform, '
+        'attention_concentration_top10_mean, attention_concentration_top10_uniform '
+        f'FROM "{GROUP_AGGREGATES.name}" ORDER BY dimension, image_count DESC, "value" LIMIT 30'
+    )
+    return dg.MaterializeResult(metadata=table_metadata(GROUP_AGGREGATES, rows, preview.round(4)))
 
 
 @dg.asset(
