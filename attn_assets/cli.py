@@ -155,6 +155,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from attn_assets.figures import render_triptych, safe_image_id
+    from attn_assets.figures._mpl import figure_footer
     from attn_assets.figures.geometry import image_file
     from attn_assets.metric_names import METRIC_NAMES
     from attn_assets.storage.layout import HomeLayout
@@ -187,7 +188,8 @@ def cmd_show(args: argparse.Namespace) -> int:
                      f"'{args.image_id}'; run `attn-assets materialize`", EXIT_FAILED)
     out = Path(args.out or f"{safe_image_id(args.image_id)}.png")
     title = show_title(row)
-    render_triptych(photo, maps[args.image_id], boxes.get(args.image_id), title, out)
+    footer = figure_footer(row["model_spec"], None, "the stored map; the model was not run")
+    render_triptych(photo, maps[args.image_id], boxes.get(args.image_id), title, out, footer=footer)
     print(f"wrote {path_to_text(out)}: the stored CLS map of {args.image_id} ({row['model_spec']}, "
           f"shard {row['shard_key']}); the model was not run")
     code = EXIT_OK
@@ -200,7 +202,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         else:
             rollout_out = out.with_name(f"{out.stem}_rollout{out.suffix}")
             render_triptych(photo, rollout, boxes.get(args.image_id), f"{title}\nattention rollout (stored)",
-                            rollout_out)
+                            rollout_out, footer=figure_footer(row["model_spec"], None, "the stored rollout map"))
             print(f"wrote {path_to_text(rollout_out)}: the stored attention-rollout map; the model was not run")
     if args.heads:
         from attn_assets.core.model import ModelLoadError
@@ -213,7 +215,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         except (ModelLoadError, ValueError, OSError, RuntimeError) as error:
             return _fail(f"--heads: {error}", EXIT_FAILED)
         heads_out = out.with_name(f"{out.stem}_heads{out.suffix}")
-        render_head_maps(heads, pd.DataFrame(columns=["head"]), heads_out, images=1)
+        render_head_maps(heads, pd.DataFrame(columns=["head"]), heads_out, images=1, footer=figure_footer(
+            row["model_spec"], 1, "re-computed now: per-image head maps are not stored"))
         print(f"wrote {path_to_text(heads_out)}: {heads.shape[0]} last-layer head maps, re-computed now by "
               f"{row['model_spec']} (per-image head maps are not stored)")
     return code
