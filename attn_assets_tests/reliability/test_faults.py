@@ -7,7 +7,8 @@
 (c) is checked in the same re-run: a reader process holds the DuckDB file open when the warehouse
     asset starts; the writer logs that it waits, then succeeds.
 (b) two `attn-assets materialize` processes at once on the same homes.
-(d) a model that cannot load fails the statistics run with a clear message and writes nothing.
+(d) a model that cannot load stops materialize before any run (the cause once), and fails a statistics run
+    launched otherwise with a clear message, writing nothing.
 (e) out of memory on a batch: retried at half size down to 1, through compute_shard.
 """
 
@@ -224,24 +225,29 @@ def test_model_that_cannot_load_fails_the_run_and_writes_nothing(plain_env, plai
     else:
         model, expected = str(_bert_dir(plain_env.tmp)), "is a bert model, not a Vision Transformer with a CLS token"
     monkeypatch.setenv("ATTN_ASSETS_MODEL", model)
-    monkeypatch.setattr(orchestration, "downstream_stale", lambda instance, defs: False)  # statistics only
 
+    # attn-assets materialize loads the model before any run: nothing runs, nothing is written, the cause once
     summary = materialize_all(instance=plain_instance)
-    assert not summary.ok
+    assert not summary.ok and summary.stopped is not None
+    assert sum(expected in line for line in summary.lines) == 1, summary.lines
+    assert not any(": ok" in line or ": FAILED" in line for line in summary.lines), summary.lines
+    assert plain_instance.get_runs_count() == 0
+    assert not plain_env.home.exists()
+
+    # a run launched from the UI or by the daemon: the statistics step fails with the ModelLoadError, writes nothing
+    from attn_assets.definitions import build_definitions
+
+    defs = build_definitions()
+    assert defs.resolve_job_def("manifest_job").execute_in_process(instance=plain_instance).success
+    key = plain_instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)[0]
+    result = defs.resolve_job_def("attention_statistics_job").execute_in_process(
+        instance=plain_instance, partition_key=key, raise_on_error=False)
+    assert not result.success
     layout = HomeLayout(plain_env.home)
     assert not list(layout.shards_dir.glob("*")) if layout.shards_dir.exists() else True
-    print("\n".join(summary.lines))
-    if layout.warehouse_path.exists():  # another stage may create the (empty) tables; never statistics rows
-        store = Warehouse(layout.warehouse_path)
-        for table in ("attention_statistics", "image_failures", "shard_loads"):
-            assert store.query(f"SELECT count(*) AS n FROM {table}").n.iloc[0] == 0, table
-    failed = [line for line in summary.lines if line.startswith("attention_statistics[shard-00000]: FAILED")]
-    assert failed, summary.lines
-    run_id = failed[0].split("(run ")[1].rstrip(")")
-    # the clear message is the ModelLoadError in the step failure (what the UI shows)
-    assert any(expected in line for line in summary.lines), summary.lines
+    assert not layout.warehouse_path.exists()
     chain = []
-    for record in plain_instance.all_logs(run_id):
+    for record in plain_instance.all_logs(result.run_id):
         event = record.dagster_event
         if event is not None and event.event_type_value == "STEP_FAILURE":
             error = event.event_specific_data.error
