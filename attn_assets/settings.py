@@ -46,6 +46,7 @@ ENV_PLONK_SEED = "ATTN_ASSETS_PLONK_SEED"
 ENV_PLONK_CFG = "ATTN_ASSETS_PLONK_CFG"
 ENV_ALLOW_PICKLE = "ATTN_ASSETS_ALLOW_PICKLE"
 ENV_PROGRESS_BAR = "ATTN_ASSETS_PROGRESS_BAR"
+ENV_RESIZE = "ATTN_ASSETS_RESIZE"
 ENV_DAGSTER_HOME = "DAGSTER_HOME"
 #: PLONK's model and sampling: the riemannian flow sampler's step count as PlonkPipeline uses it, 16 samples per
 #: image (their spherical medoid is the prediction), seed 0, classifier-free guidance off (PlonkPipeline's default).
@@ -141,6 +142,19 @@ def device_setting() -> str:
 def num_workers_setting() -> int:
     """ATTN_ASSETS_NUM_WORKERS: image-decoding processes (0 decodes inline; default min(4, cores))."""
     return _env_int(ENV_NUM_WORKERS, DEFAULT_NUM_WORKERS, minimum=0)
+
+
+#: Preprocessing resize modes (core.preprocess): the processor's pixels exactly, or the faster crop-region resize.
+RESIZE_MODES = ("exact", "crop_region")
+
+
+def resize_setting() -> str:
+    """ATTN_ASSETS_RESIZE: ``exact`` (default; the processor's pixels bit for bit) or ``crop_region`` (resizes only the
+    region that lands in the centre crop: faster, a few grey levels off on some pixels; see README 'Preprocessing')."""
+    value = (_env(ENV_RESIZE) or "exact").lower()
+    if value not in RESIZE_MODES:
+        raise ValueError(f"{ENV_RESIZE}={value!r}: use one of {', '.join(RESIZE_MODES)}")
+    return value
 
 
 def image_root_setting() -> str | None:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from attn_assets.metric_names import METRIC_NAMES
+from attn_assets.settings import resize_setting
 
 from .analyses import same_pass_analyses
 from .loader import ImageFailure, ImageRecord, iter_batches
@@ -393,6 +394,22 @@ def _model_view_box(preprocess: Preprocessor, width: int, height: int) -> tuple[
         return None
 
 
+def loader_workers(num_workers: int, device: torch.device) -> int:
+    """Loader worker processes for a model on ``device``, sized against torch's threads.
+
+    On a CPU the forward pass already runs on every core (torch's intra-op threads), and a loader process
+    competing for those cores stalls every parallel region; decoding inline, between batches, costs what the decode
+    costs (about 5 ms of a 1.4 s ViT-L/14-336 forward per image on one core), so a CPU device gets 0 workers and
+    keeps all cores for torch. On a GPU the workers run as asked, beside a main process that mostly waits on the GPU.
+    Measured in benchmarks/bench_end_to_end.py.
+    """
+    if device.type == "cpu" and num_workers > 0:
+        log.info("CPU device: decoding inline instead of in %d loader processes (they would compete with torch's "
+                 "%d threads)", num_workers, torch.get_num_threads())
+        return 0
+    return num_workers
+
+
 def extract_records(
     encoder: Encoder,
     records: Iterable[ImageRecord],
@@ -404,8 +421,13 @@ def extract_records(
     keep_maps: bool = True,
     layers: LayerSpec = "last",
     analyses: bool = False,
+    resize: str | None = None,
 ) -> Iterator[BatchResult]:
     """Stream records through the encoder; one BatchResult per loader batch, in record order.
+
+    Pixels cross to the device as uint8 and are normalised there (``Preprocessor.normalize``). ``resize``:
+    ``exact`` or ``crop_region`` (see ``Preprocessor``; None reads ATTN_ASSETS_RESIZE). On a CPU device the loader
+    decodes inline whatever ``num_workers`` says (see :func:`loader_workers`).
 
     ``analyses=True`` captures every layer and the output-token norms in the same forward and
     attaches ``core.analyses.same_pass_analyses`` (layer/head/artifact/spatial statistics) to each
@@ -414,10 +436,11 @@ def extract_records(
     if analyses:
         layers = "all"
     extractor = AttentionExtractor(encoder, device=device, precision=precision, layers=layers, token_norms=analyses)
-    preprocess = Preprocessor(encoder.processor)
+    preprocess = Preprocessor(encoder.processor, resize=resize or resize_setting())
     total = len(records) if hasattr(records, "__len__") else None
     done = 0
-    batches = iter_batches(records, preprocess, batch_size, num_workers, pin_memory=extractor.device.type == "cuda",
+    workers = loader_workers(num_workers, extractor.device)
+    batches = iter_batches(records, preprocess, batch_size, workers, pin_memory=extractor.device.type == "cuda",
                            uint8=True)
     for batch in batches:
         if len(batch):

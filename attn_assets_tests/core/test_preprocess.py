@@ -126,3 +126,46 @@ def test_truncated_jpeg_raises(bad_images):
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
     with pytest.raises(OSError):
         load_rgb(bad_images["truncated"][0])
+
+
+def test_uint8_pixels_then_normalize_equal_the_processor_on_odd_sizes():
+    """Exact path, uint8 until normalize: 1e-6 of the processor (the lookup holds the processor's own float32
+    values, so the only room is none; 1e-6 is the project's bound for 'identical')."""
+    processor = make_clip_processor(336)
+    preprocess = Preprocessor(processor)
+    rng = np.random.default_rng(3)
+    for width, height in ((793, 511), (511, 793), (337, 1001), (1601, 339), (97, 61)):
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        pixels = preprocess.pixels(image)
+        assert pixels.dtype == torch.uint8 and pixels.shape == (336, 336, 3)
+        theirs = processor(images=image, return_tensors="pt")["pixel_values"]
+        assert float((preprocess.normalize(pixels[None]) - theirs).abs().max()) <= 1e-6, (width, height)
+
+
+def test_crop_region_resize_is_close_to_the_processor_and_stated(sample_images):
+    """resize='crop_region': within a few grey levels of the processor. On OSV-5M's 792x512 landscape size at most
+    one grey level (one step of the normalisation table, ~0.0150 for CLIP's std) on under 1% of values; portrait
+    crops are worse (PIL orders the passes differently for the box), bounded by CROP_REGION_TOLERANCE."""
+    from attn_assets.core.preprocess import CROP_REGION_TOLERANCE
+
+    processor = make_clip_processor(336)
+    exact, region = Preprocessor(processor), Preprocessor(processor, resize="crop_region")
+    assert region.fast
+    step = region._grey_level
+    osv = load_rgb(sample_images["wide_792x512.jpg"])
+    diff = (exact.pixels(osv).int() - region.pixels(osv).int()).abs()
+    assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01
+    for path in sample_images.values():
+        image = load_rgb(path)
+        theirs = processor(images=image, return_tensors="pt")["pixel_values"][0]
+        assert float((region(image) - theirs).abs().max()) <= CROP_REGION_TOLERANCE * step + 1e-6, path.name
+
+
+def test_unknown_resize_mode_is_refused(monkeypatch):
+    from attn_assets.settings import resize_setting
+
+    with pytest.raises(ValueError, match="exact, crop_region"):
+        Preprocessor(make_clip_processor(48), resize="fastest")
+    monkeypatch.setenv("ATTN_ASSETS_RESIZE", "box")
+    with pytest.raises(ValueError, match="ATTN_ASSETS_RESIZE='box': use one of exact, crop_region"):
+        resize_setting()
