@@ -23,7 +23,7 @@ from matplotlib.cm import ScalarMappable
 
 from ._mpl import new_figure, save_figure
 from .countries import country_caption
-from .geometry import as_grid
+from .geometry import as_grid, image_file
 from .scale import UNIT_LABEL, add_colorbar, map_scale, mark_near_uniform, shared_scale, times_uniform
 
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -307,22 +307,22 @@ def render_rollout_gallery(
 ) -> tuple[Path, list[str]]:
     """One row per image: the model's crop with the last-layer CLS map | with the rollout map |
     the rollout map alone. Maps are placed on the crop region, never stretched over the photo.
-    rows: image_id, abs_path, country, attention_entropy (rollout), and optionally ``selection`` (why the row
+    rows: image_id, abs_path, member (optional), country, attention_entropy (rollout), and optionally ``selection`` (why the row
     was chosen, e.g. 'lowest rollout entropy #1'), written as the row's label at the left. Each map keeps the
     seed's min-max look with a colour bar in × uniform (`scale`). Returns (path, skipped ids)."""
     from .triptych import draw_overlay, prepare_view
 
     views, skipped = [], []
     for row in rows.itertuples():
-        if row.image_id not in rollout_maps:
+        image = image_file(row.abs_path, getattr(row, "member", None))
+        if row.image_id not in rollout_maps or image is None:
             skipped.append(row.image_id)
             continue
         try:
-            _, _, crop, heat_rollout = prepare_view(row.abs_path, as_grid(rollout_maps[row.image_id]),
-                                                    boxes.get(row.image_id))
+            _, _, crop, heat_rollout = prepare_view(image, as_grid(rollout_maps[row.image_id]), boxes.get(row.image_id))
             heat_cls = None
             if row.image_id in cls_maps:
-                _, _, _, heat_cls = prepare_view(row.abs_path, as_grid(cls_maps[row.image_id]), boxes.get(row.image_id))
+                _, _, _, heat_cls = prepare_view(image, as_grid(cls_maps[row.image_id]), boxes.get(row.image_id))
         except OSError:
             skipped.append(row.image_id)
             continue

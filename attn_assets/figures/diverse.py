@@ -132,7 +132,7 @@ def render_diverse_grid(
             try:
                 if attn is None:
                     raise LookupError("no attention map")
-                opened = image_file(path)  # stored text -> the file to open (non-UTF-8 names too)
+                opened = image_file(path, None if row is None else row.get("member"))  # stored text -> the file to open (non-UTF-8 names too)
                 if opened is None:
                     raise FileNotFoundError(f"image file missing: {path}")
                 _, _, crop, heat = prepare_view(opened, attn, box, max_side=512)

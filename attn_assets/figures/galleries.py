@@ -129,7 +129,7 @@ def render_gallery(
             path = row.get(image_column)
             if attn is None:
                 status = "missing_map"
-            elif (path := image_file(path)) is None:  # stored text -> the file to open (non-UTF-8 names too)
+            elif (path := image_file(path, row.get("member"))) is None:  # stored text -> the file to open (non-UTF-8 names too)
                 status = "missing_image"
             else:
                 title = _title(row, rank, metric)

@@ -8,9 +8,12 @@ stretched over the whole frame (that misplaces attention on every non-square pho
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Union
 
@@ -74,13 +77,28 @@ def upsample_map(attn_map: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def image_file(path: object) -> str | None:
+def image_file(path: object, member: object = None) -> str | Image.Image | None:
     """The path to open for an image path as the warehouse stores it (escaped text, core.path_text: non-UTF-8
-    bytes as ``\\xNN``), or None when the value is missing (None, NaN, <NA>) or no file is there."""
+    bytes as ``\\xNN``), or None when the value is missing (None, NaN, <NA>) or no file is there.
+
+    With ``member`` (``images.member``: the image's name inside the zip archive at ``path``), the image decoded
+    from that member, or None when the archive or member cannot be read (the passes record why as a failure).
+    """
     if not isinstance(path, (str, os.PathLike)):
         return None
     opened = text_to_path(os.fspath(path))
+    if isinstance(member, str):
+        return _archive_member_image(opened, member)
     return opened if os.path.isfile(opened) else None
+
+
+def _archive_member_image(archive: str, member: str) -> Image.Image | None:
+    try:
+        with zipfile.ZipFile(archive) as handle, Image.open(io.BytesIO(handle.read(member))) as image:
+            image.load()
+            return image.copy()
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, Image.DecompressionBombError):
+        return None
 
 
 def load_display_image(

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from attn_assets.core.extract import extract_to_frame
 from attn_assets.core.loader import ImageRecord
 from attn_assets.core.model import load_encoder
+from attn_assets.figures.geometry import image_file
 from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.orchestration import materialize_all
 from attn_assets.storage.layout import HomeLayout
@@ -59,6 +61,21 @@ def _osv_zip_layout(root: Path) -> dict[str, bytes]:
         handle.writestr("103.jpg", good["103"])
         handle.writestr("104.jpg", good["104"])
     return good
+
+
+def test_figures_open_archive_members(tmp_path):
+    data = _jpeg(3)
+    archive = tmp_path / "00.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("00/1.jpg", data)
+        handle.writestr("00/2.jpg", b"not an image")
+    image = image_file(str(archive), "00/1.jpg")
+    with Image.open(io.BytesIO(data)) as expected:
+        np.testing.assert_array_equal(np.asarray(image.convert("RGB")), np.asarray(expected.convert("RGB")))
+    assert image_file(str(archive), "00/2.jpg") is None  # unreadable member: no picture, the gallery skips it
+    assert image_file(str(archive), "00/3.jpg") is None  # no such member
+    assert image_file(str(tmp_path / "gone.zip"), "00/1.jpg") is None
+    assert image_file(str(archive)) == str(archive)  # without a member: the file itself, as before
 
 
 @pytest.mark.slow
@@ -118,6 +135,13 @@ def test_zip_archives_end_to_end(plain_env, plain_instance, tiny_model_dir, tmp_
     expected = expected.set_index("image_id").sort_index()
     for metric in METRIC_NAMES:
         np.testing.assert_array_equal(stats[metric].to_numpy(float), expected[metric].to_numpy(float), err_msg=metric)
+
+    # figures open archive members too: every gallery image drawn, none skipped
+    visualizations = HomeLayout(plain_env.home).visualizations_dir
+    for folder in ("high_entropy", "low_entropy", "high_concentration", "low_concentration"):
+        assert len(list((visualizations / folder).glob("*.png"))) == 2, folder
+        index = pd.read_csv(visualizations / folder / "index.csv", dtype=str)
+        assert (index["status"] == "ok").all(), (folder, index)
 
     # grouped aggregates by drive side: 100 and 102 left, 101 and 103 right, 104 unknown
     sides = store.query("SELECT \"value\", image_count FROM group_aggregates WHERE dimension = 'drive_side'")

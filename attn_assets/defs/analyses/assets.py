@@ -392,7 +392,7 @@ def rollout_gallery(context: dg.AssetExecutionContext, pipeline: PipelineResourc
     store = warehouse.warehouse()
     half = ROLLOUT_GALLERY_SIZE // 2
     # only images whose last-layer statistics are loaded too: their CLS maps come from current shard files
-    select = (f'SELECT r.image_id, r.shard_key, coalesce(r.country, \'\') AS country, i.abs_path, r.attention_entropy '
+    select = (f'SELECT r.image_id, r.shard_key, coalesce(r.country, \'\') AS country, i.abs_path, i.member, r.attention_entropy '
               f'FROM "{ROLLOUT_STATISTICS.name}" r JOIN "{IMAGES.name}" i USING (image_id) '
               f'JOIN "{ATTENTION_STATISTICS.name}" s USING (image_id)')
     low = store.query(f"{select} ORDER BY r.attention_entropy ASC, r.image_id LIMIT ?", [half])
@@ -423,7 +423,7 @@ def rollout_gallery(context: dg.AssetExecutionContext, pipeline: PipelineResourc
         f'avg(r.attention_concentration_top10) AS rollout_top10, avg(s.attention_concentration_top10) AS last_layer_top10 '
         f'FROM "{ROLLOUT_STATISTICS.name}" r JOIN "{ATTENTION_STATISTICS.name}" s USING (image_id)')
     return dg.MaterializeResult(metadata={
-        **table_metadata(ROLLOUT_STATISTICS, _count(warehouse, ROLLOUT_STATISTICS.name), rows.drop(columns="abs_path")),
+        **table_metadata(ROLLOUT_STATISTICS, _count(warehouse, ROLLOUT_STATISTICS.name), rows.drop(columns=["abs_path", "member"])),
         **figure_metadata(target, skipped=dg.MetadataValue.int(len(skipped))),
         "rollout_vs_last_layer": dg.MetadataValue.md(compare.round(4).to_markdown(index=False)),
         **excluded_metadata(excluded),

@@ -142,7 +142,7 @@ def geolocation_accuracy(context: dg.AssetExecutionContext, pipeline: PipelineRe
 
 def _predictions_with_metrics(warehouse: WarehouseResource, order_limit: str = "", params=()) -> pd.DataFrame:
     return warehouse.warehouse().query(
-        f'SELECT g.*, i.country_name, i.abs_path, {", ".join(f"s.{m}" for m in METRIC_NAMES)} '
+        f'SELECT g.*, i.country_name, i.abs_path, i.member, {", ".join(f"s.{m}" for m in METRIC_NAMES)} '
         f'FROM "{GEOLOCATION_PREDICTIONS.name}" g JOIN "{ATTENTION_STATISTICS.name}" s USING (image_id) '
         f'LEFT JOIN "{IMAGES.name}" i USING (image_id) WHERE g.error_km IS NOT NULL {order_limit}', list(params))
 

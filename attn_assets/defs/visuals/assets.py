@@ -32,7 +32,7 @@ _COMMON = dict(
     code_version=VISUALS_CODE_VERSION,
 )
 _ROWS_SQL = (
-    f'SELECT s.image_id, s.shard_key, coalesce(s.country, \'\') AS country, i.country_name, i.abs_path, '
+    f'SELECT s.image_id, s.shard_key, coalesce(s.country, \'\') AS country, i.country_name, i.abs_path, i.member, '
     + ", ".join(f"s.{m}" for m in METRIC_NAMES)
     + f' FROM "{ATTENTION_STATISTICS.name}" s LEFT JOIN "{IMAGES.name}" i USING (image_id)'
 )
