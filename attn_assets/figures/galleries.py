@@ -172,11 +172,12 @@ def _title(row: dict, rank: int, metric: str | None) -> str:
     country = country_caption(row.get("country_name"), row.get("country"))
     parts = [f"#{rank} {row['image_id']} ({country})"]
     if metric and metric in row:
-        parts.append(f"{metric} = {_fmt(metric, row[metric])}")
+        parts.append(f"{metric} = {format_metric(metric, row[metric])}")
     return "  |  ".join(parts)
 
 
-def _fmt(metric: str, value) -> str:
+def format_metric(metric: str, value) -> str:
+    """A metric value as captions show it: concentrations as percentages, counts whole, distances in km."""
     try:
         v = float(value)
     except (TypeError, ValueError):
