@@ -22,6 +22,7 @@ from scipy import stats
 
 from attn_assets.core.extract import AttentionExtractor
 from attn_assets.core.loader import ImageRecord, iter_batches
+from attn_assets.passes.inputs import image_records
 from attn_assets.core.localization import LOCALIZATION_SCORES, cue_geometry, localization_scores, parse_box
 from attn_assets.core.model import Encoder, randomized_encoder
 from attn_assets.core.preprocess import Preprocessor
@@ -58,8 +59,10 @@ def cue_images(layout: HomeLayout) -> CueImages:
     names = pq.read_schema(layout.images_parquet).names
     if CUE_BOX_COLUMN not in names:
         return found
-    frame = pq.read_table(layout.images_parquet, columns=["image_id", "abs_path", "country", CUE_BOX_COLUMN]).to_pandas()
-    for image_id, path, country, text in frame.itertuples(index=False):
+    columns = ["image_id", "abs_path", "country", CUE_BOX_COLUMN] + (["member"] if "member" in names else [])
+    frame = pq.read_table(layout.images_parquet, columns=columns).to_pandas()
+    keep = []
+    for index, image_id, country, text in zip(frame.index, frame["image_id"], frame["country"], frame[CUE_BOX_COLUMN]):
         try:
             box = parse_box(text)
         except ValueError as error:
@@ -67,9 +70,10 @@ def cue_images(layout: HomeLayout) -> CueImages:
             continue
         if box is None:
             continue
-        found.records.append(ImageRecord(image_id=image_id, path=path))
+        keep.append(index)
         found.boxes[image_id] = box
         found.countries[image_id] = None if pd.isna(country) else country
+    found.records = image_records(frame.loc[keep])
     return found
 
 
