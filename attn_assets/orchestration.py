@@ -254,6 +254,7 @@ def materialize_all(
         summary.lines.append("downstream assets: up to date")
 
     _geolocation_stage(instance, force, run, summary)
+    _country_relevance_stage(instance, force, run, summary)
     return summary
 
 

@@ -143,6 +143,26 @@ def load_clip_classifier(spec: str, device: str | torch.device = "cpu") -> tuple
     return encoder, model, tokenizer
 
 
+def text_tower_missing_reason(spec: str) -> str | None:
+    """None when ``spec``'s config says CLIPModel (a text tower); else why zero-shot classification cannot run.
+    Reads only the config (a local config.json, or the hub's, from the cache when offline), never the weights."""
+    from .model import _split_revision
+
+    spec = spec.strip()
+    if spec.startswith(("random:", "plonk:")):
+        return str(_no_text_tower(spec, "a vision tower only"))
+    repo, revision = _split_revision(spec)
+    try:
+        from transformers import AutoConfig
+
+        model_type = str(getattr(AutoConfig.from_pretrained(repo, revision=revision), "model_type", ""))
+    except (OSError, ValueError) as error:
+        return f"the config of model spec {spec!r} could not be read ({str(error).splitlines()[0]})"
+    if model_type != "clip":
+        return str(_no_text_tower(spec, f"a {model_type or 'non-CLIP'} model"))
+    return None
+
+
 def _no_text_tower(spec: str, what: str) -> TextTowerMissing:
     return TextTowerMissing(
         f"zero-shot country classification needs a CLIPModel with its text tower, but model spec {spec!r} is "

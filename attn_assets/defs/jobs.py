@@ -8,11 +8,14 @@
 | downstream_job | everything else outside geolocation | warehouse, aggregates, exports, figures |
 | geolocation_shards_job | geolocation_predictions | one shard per run (needs the plonk extra) |
 | geolocation_job | geolocation accuracy, error analysis, gallery | the geolocation summaries |
+| country_relevance_shards_job | country_predictions | one shard per run (needs a model with a text tower) |
+| country_relevance_job | country accuracy, faithfulness, misclassified gallery | the country-relevance summaries |
 """
 
 import dagster as dg
 
 from attn_assets.defs.analyses.assets import SHARD_ANALYSIS_ASSETS
+from attn_assets.defs.country_relevance.assets import COUNTRY_RELEVANCE_SUMMARY_ASSETS, country_predictions
 from attn_assets.defs.geolocation.assets import GEOLOCATION_SUMMARY_ASSETS, geolocation_predictions
 from attn_assets.defs.manifest.assets import image_manifest
 from attn_assets.defs.statistics.assets import attention_statistics
@@ -38,7 +41,7 @@ analysis_shards_job = dg.define_asset_job(
 downstream_selection = (
     dg.AssetSelection.all()
     - dg.AssetSelection.assets(image_manifest, attention_statistics, *SHARD_ANALYSIS_ASSETS)
-    - dg.AssetSelection.groups("geolocation")
+    - dg.AssetSelection.groups("geolocation", "country_relevance")
 )
 
 downstream_job = dg.define_asset_job(
@@ -55,4 +58,15 @@ geolocation_shards_job = dg.define_asset_job(
 geolocation_job = dg.define_asset_job(
     "geolocation_job", selection=list(GEOLOCATION_SUMMARY_ASSETS),
     description="Geolocation accuracy, failure analysis and the worst-predictions gallery.",
+)
+
+# zero-shot country classification needs a CLIPModel with its text tower, so it has its own jobs too
+country_relevance_shards_job = dg.define_asset_job(
+    "country_relevance_shards_job", selection=[country_predictions],
+    description="Zero-shot country predictions, relevance maps and faithfulness curves of one shard.",
+)
+
+country_relevance_job = dg.define_asset_job(
+    "country_relevance_job", selection=list(COUNTRY_RELEVANCE_SUMMARY_ASSETS),
+    description="Country accuracy and confusion, relevance faithfulness and the misclassified gallery.",
 )

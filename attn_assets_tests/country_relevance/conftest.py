@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from attn_assets_tests.conftest import TINY_IMAGE, TINY_PATCH, sharpen_attention, tiny_processor
+from attn_assets_tests.defs.conftest import instance, pipeline_env  # noqa: F401
 
 TINY_COUNTRIES = ("FR", "DE", "US", "JP", "BR")
 

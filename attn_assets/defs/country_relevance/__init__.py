@@ -1,0 +1,1 @@
+"""What decides the country: zero-shot country classification, relevance maps and their faithfulness."""
