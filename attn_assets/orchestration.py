@@ -70,14 +70,18 @@ def _root_cause(error):
     return error
 
 
+def _indented(text: str, indent: str = "    ") -> str:
+    """``text`` with every line after the first indented, so a multi-line message reads as one item."""
+    return "\n".join(line if i == 0 else indent + line for i, line in enumerate(text.strip().splitlines()))
+
+
 def _cause_text(error) -> str:
-    """``ClassName: first line of the message`` (SerializableErrorInfo.message starts with the module path)."""
+    """``ClassName: message`` (SerializableErrorInfo.message starts with the module path), later lines indented."""
     message = error.message.strip()
     qualified_prefix = f"{error.cls_name}: "
     if qualified_prefix in message:
         message = message.split(qualified_prefix, 1)[1]
-    first = message.splitlines()[0] if message else ""
-    return f"{error.cls_name}: {first}" if error.cls_name else first
+    return _indented(f"{error.cls_name}: {message}" if error.cls_name else message)
 
 
 def step_failures(events) -> list[StepFailure]:
@@ -142,14 +146,14 @@ def _manifest_escape_hint(layout: HomeLayout) -> str | None:
 
 def model_load_problem(settings: Settings) -> str | None:
     """Load the attention model once, as the shard runs of this process will use it (it stays cached), and say
-    why it cannot load; None when it loads. The first line is the loader's: what failed and what to do."""
+    why it cannot load; None when it loads. The message is the loader's: what failed and what to do."""
     from attn_assets.core.model import ModelLoadError
     from attn_assets.resources import AttentionModelResource
 
     try:
         AttentionModelResource(model=settings.model, device=settings.device).encoder()
     except (ModelLoadError, OSError, ValueError, RuntimeError) as error:
-        return (f"model '{settings.model}' cannot be loaded: {str(error).strip().splitlines()[0]}\n"
+        return (f"model '{settings.model}' cannot be loaded: {_indented(str(error))}\n"
                 f"nothing was run and no output was touched; fix {ENV_MODEL} (or --model) and run again")
     return None
 
@@ -199,7 +203,7 @@ def materialize_all(
     def stop_unless_model_loads() -> bool:
         if (problem := model_load_problem(settings)) is not None:
             summary.stopped = problem
-            summary.lines.extend(problem.splitlines())
+            summary.lines.extend(problem.rsplit("\n", 1))  # the cause (its lines indented), then what to do
             return True
         return False
 
