@@ -6,6 +6,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -91,6 +92,8 @@ def test_zip_archives_end_to_end(plain_env, plain_instance, tiny_model_dir, tmp_
     summary = materialize_all(instance=plain_instance)
     assert summary.ok, "\n".join(summary.lines)
     store = Warehouse(HomeLayout(plain_env.home).warehouse_path)
+    event = plain_instance.get_latest_materialization_event(dg.AssetKey("image_manifest"))
+    assert event.asset_materialization.metadata["images_in_zip_archives"].value == 7
 
     images = store.query("SELECT image_id, path, member, drive_side, climate, captured_at FROM images "
                          "ORDER BY image_id").set_index("image_id")

@@ -254,6 +254,7 @@ def image_manifest(context: dg.AssetExecutionContext, pipeline: PipelineResource
             **table_metadata(IMAGES, len(images), images[[c for c in IMAGES.column_names if c in images]]),
             "rejected_rows": dg.MetadataValue.int(len(result.rejections)),
             "rejections_preview": frame_preview(result.rejections),
+            "images_in_zip_archives": dg.MetadataValue.int(int(images["member"].notna().sum())),
             "shards": dg.MetadataValue.int(len(shard_keys)),
             "new_shards": dg.MetadataValue.text(", ".join(new_keys) or "none"),
             "countries": dg.MetadataValue.int(int(images["country"].nunique())),
