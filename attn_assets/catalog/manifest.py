@@ -4,11 +4,14 @@ Two formats, detected per file from its header:
 
 * **OSV-5M metadata** (``id,latitude,longitude,thumb_original_url,country,...,unique_country,...``):
   the image of row ``id`` is the file ``<id>.jpg`` found anywhere under the image root (the
-  official loader indexes ``images/<split>`` recursively by file name). The root is scanned once
-  (:func:`build_image_index`). Coordinates are required. A row whose ``<id>.jpg`` is not under
-  the root IS rejected here ("image file <id>.jpg not found under image root"), because without
-  the file there is no path to record. If an OSV file has an explicit ``path`` column, that is
-  used instead and the file is not looked up.
+  official loader indexes ``images/<split>`` recursively by file name), or a member of that name in
+  a zip archive under the root (OSV-5M ships ``images/<split>/NN.zip``; the row's ``path`` is then the
+  archive and ``member`` the name inside it). The root and its archives' directories are read once
+  (:func:`build_image_index`). Coordinates are required. A row whose ``<id>.jpg`` is neither under
+  the root nor in its archives IS rejected here ("image file <id>.jpg not found under image root"),
+  because without the file there is no path to record. If an OSV file has an explicit ``path`` column,
+  that is used instead and the file is not looked up. OSV-5M's metadata columns become typed columns
+  (:mod:`attn_assets.osv5m_columns`); a bad value rejects its row.
 * **Plain list**: ``image_id``, ``path`` and optionally ``country``, ``latitude``, ``longitude``.
   Coordinates may be absent, but present-and-invalid coordinates are rejected. A path whose file
   does not exist is NOT a manifest rejection: the statistics step records it as an image failure
