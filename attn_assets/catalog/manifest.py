@@ -665,7 +665,7 @@ def _extra_column_names(path: Path, columns: list[str]) -> dict[str, str]:
     """Manifest column -> name it is kept under: its own name, or ``manifest_<name>`` where it equals a
     :data:`RESERVED_COLUMNS` name ignoring case (DuckDB would otherwise merge or rename the two).
 
-    Extra columns that differ from each other only in case (``Drive_Side`` beside ``drive_side``) keep
+    Extra columns that differ from each other only in case (``Camera`` beside ``camera``) keep
     both names: the warehouse stores them as distinct keys of ``images.extra``. Raises ManifestError
     when a prefixed name collides with another column of the file.
     """
