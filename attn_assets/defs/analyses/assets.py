@@ -28,7 +28,7 @@ from attn_assets.passes.ablation import compute_ablation_shard
 from attn_assets.passes.localization import cue_images, main_maps, score_images, summarize
 from attn_assets.passes.rollout import compute_rollout_shard
 from attn_assets.defs.manifest.assets import image_manifest, shard_image_sets
-from attn_assets.defs.metadata import figure_metadata, table_metadata
+from attn_assets.defs.metadata import figure_metadata, model_footer, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
 from attn_assets.passes.recipe import ablation_recipe, code_version_from_env, rollout_recipe, summarize_reasons
 from attn_assets.defs.shard_passes import (
@@ -137,7 +137,8 @@ def layer_statistics(pipeline: PipelineResource, warehouse: WarehouseResource) -
     by_country = by_country.sort_values(["_order", "layer"]).drop(columns="_order")
     patches = _num_patches(warehouse)
     target = _figure_path(pipeline, "layer_profile.png")
-    render_layer_profile(overall, by_country, target, uniform=uniform_baselines(patches) if patches else None)
+    render_layer_profile(overall, by_country, target, uniform=uniform_baselines(patches) if patches else None,
+                         footer=model_footer(store))
     rows = _count(warehouse, LAYER_STATISTICS.name)
     return dg.MaterializeResult(metadata={
         **table_metadata(LAYER_STATISTICS, rows, overall.round(4)),
@@ -179,7 +180,8 @@ def head_statistics(pipeline: PipelineResource, warehouse: WarehouseResource) ->
     mean_maps = (total / count).reshape(total.shape[0], *grid) if count else None
     target = _figure_path(pipeline, "head_maps.png")
     mean_similarity = float(similarity.s) if int(similarity.n) else None
-    render_head_maps(mean_maps, summary, target, images=count, mean_similarity=mean_similarity)
+    render_head_maps(mean_maps, summary, target, images=count, mean_similarity=mean_similarity,
+                     footer=model_footer(store, count))
     metadata = {**table_metadata(HEAD_STATISTICS, _count(warehouse, HEAD_STATISTICS.name), summary.round(4)),
                 **figure_metadata(target), "heads": dg.MetadataValue.int(len(summary))}
     if mean_similarity is not None:
@@ -202,7 +204,7 @@ def artifact_statistics(pipeline: PipelineResource, warehouse: WarehouseResource
         f'SELECT a.*, s.attention_entropy, s.attention_concentration_top10 FROM "{ARTIFACT_STATISTICS.name}" a '
         f'JOIN "{ATTENTION_STATISTICS.name}" s USING (image_id)')
     target = _figure_path(pipeline, "artifact_tokens.png")
-    render_artifacts(frame, target)
+    render_artifacts(frame, target, footer=model_footer(warehouse.warehouse(), len(frame)))
     summary = {}
     if len(frame):
         summary = {
@@ -243,7 +245,7 @@ def spatial_statistics(pipeline: PipelineResource, warehouse: WarehouseResource)
     grid = _grid(pipeline, warehouse)
     uniform = uniform_spatial_baselines(grid) if grid else {}
     target = _figure_path(pipeline, "spatial.png")
-    render_spatial(frame, target, uniform=uniform)
+    render_spatial(frame, target, uniform=uniform, footer=model_footer(warehouse.warehouse(), len(frame)))
     by_side = pd.DataFrame()
     if len(frame):
         frame = frame.assign(drive_side=frame["drive_side"].replace("", "unknown"))
@@ -304,7 +306,7 @@ def metric_baselines(pipeline: PipelineResource, warehouse: WarehouseResource) -
     table = pd.DataFrame(rows, columns=METRIC_BASELINES.column_names)
     count = store.replace_table(METRIC_BASELINES, table)
     target = _figure_path(pipeline, "metric_baselines.png")
-    render_baselines(table, target)
+    render_baselines(table, target, footer=model_footer(store))
     return dg.MaterializeResult(metadata={
         **table_metadata(METRIC_BASELINES, count),
         **figure_metadata(target),
@@ -397,6 +399,8 @@ def rollout_gallery(context: dg.AssetExecutionContext, pipeline: PipelineResourc
               f'JOIN "{ATTENTION_STATISTICS.name}" s USING (image_id)')
     low = store.query(f"{select} ORDER BY r.attention_entropy ASC, r.image_id LIMIT ?", [half])
     high = store.query(f"{select} ORDER BY r.attention_entropy DESC, r.image_id LIMIT ?", [half])
+    low["selection"] = [f"lowest rollout entropy #{i}" for i in range(1, len(low) + 1)]
+    high["selection"] = [f"highest rollout entropy #{i}" for i in range(1, len(high) + 1)]
     rows = pd.concat([low, high]).drop_duplicates("image_id").reset_index(drop=True)
     cls_maps, boxes, rollout_maps = {}, {}, {}
     for shard_key, group in rows.groupby("shard_key"):
@@ -415,7 +419,7 @@ def rollout_gallery(context: dg.AssetExecutionContext, pipeline: PipelineResourc
                                               table["rollout_map"].to_numpy(zero_copy_only=False)):
                 rollout_maps[image_id] = np.asarray(flat, dtype=np.float32).reshape(gh, gw)
     target = _figure_path(pipeline, "rollout_gallery.png")
-    _, skipped = render_rollout_gallery(rows, cls_maps, rollout_maps, boxes, target)
+    _, skipped = render_rollout_gallery(rows, cls_maps, rollout_maps, boxes, target, footer=model_footer(store))
     for image_id in skipped:
         context.log.warning("rollout_gallery: image %s could not be drawn; skipped", image_id)
     compare = store.query(
@@ -490,7 +494,7 @@ def ablation_summary(context: dg.AssetExecutionContext, pipeline: PipelineResour
         note = (f"no sampled images: {ENV_ABLATION_FRACTION}={fraction:g}" if fraction <= 0
                 else "no sampled images in the computed shards")
     target = _figure_path(pipeline, "ablation.png")
-    render_ablation(frame, target, note=note)
+    render_ablation(frame, target, note=note, footer=model_footer(warehouse.warehouse(), len(frame)))
     metadata = {**table_metadata(ABLATION_STATISTICS, len(frame)), **figure_metadata(target),
                 "fraction": dg.MetadataValue.float(fraction), **excluded_metadata(excluded)}
     if note:

@@ -29,7 +29,7 @@ from attn_assets.defs.shard_passes import (
     run_state,
 )
 from attn_assets.passes.current import GEOLOCATION
-from attn_assets.defs.metadata import figure_metadata, table_metadata
+from attn_assets.defs.metadata import figure_metadata, model_footer, table_metadata
 from attn_assets.defs.partitions import shard_partitions
 from attn_assets.defs.statistics.assets import MULTI_RUN_BACKFILL, attention_statistics
 from attn_assets.defs.warehouse.assets import attention_warehouse
@@ -124,7 +124,7 @@ def geolocation_accuracy(context: dg.AssetExecutionContext, pipeline: PipelineRe
         f'SELECT image_id, latitude, longitude, predicted_latitude, predicted_longitude '
         f'FROM "{GEOLOCATION_PREDICTIONS.name}" WHERE error_km IS NOT NULL ORDER BY image_id')
     target = pipeline.layout.analyses_dir / "geolocation_map.png"
-    render_prediction_map(predictions, target)
+    render_prediction_map(predictions, target, footer=model_footer(store, len(predictions)))
     overall = table[table["scope"] == "overall"]
     metadata = {
         **table_metadata(GEOLOCATION_ACCURACY, len(table)),
@@ -160,7 +160,7 @@ def geolocation_error_analysis(pipeline: PipelineResource, warehouse: WarehouseR
     analysis = error_analysis(frame, METRIC_NAMES)
     warehouse.warehouse().replace_table(GEOLOCATION_ERROR_ANALYSIS, analysis)
     target = pipeline.layout.analyses_dir / "geolocation_error.png"
-    render_error_analysis(frame, analysis, METRIC_NAMES, target)
+    render_error_analysis(frame, analysis, METRIC_NAMES, target, footer=model_footer(warehouse.warehouse(), len(frame)))
     return dg.MaterializeResult(metadata={
         **table_metadata(GEOLOCATION_ERROR_ANALYSIS, len(analysis)),
         "images": dg.MetadataValue.int(len(frame)),
@@ -184,6 +184,7 @@ def worst_predictions_gallery(context: dg.AssetExecutionContext, pipeline: Pipel
     target = pipeline.layout.visualizations_dir / WORST_PREDICTIONS_FOLDER
     result = figures.render_gallery(
         rows, maps, boxes, target, "error_km", caption_column="caption",
+        footer=model_footer(warehouse.warehouse(), detail="largest PLONK error"),
         index_columns=("latitude", "longitude", "predicted_latitude", "predicted_longitude", "predicted_country",
                        "error_km", "geoscore", "prediction_spread_km"))
     for image_id in result.skipped:
