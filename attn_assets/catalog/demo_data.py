@@ -54,6 +54,8 @@ SCENE_VARIANTS: tuple[str, ...] = ("styled", "sign_only")
 #: Pixels between a sign_only sign's face and the central square's edges (absorbs the processor's integer
 #: resize and crop offsets, at most about one original pixel per side for the demo's sizes).
 CROP_MARGIN = 6
+#: Half-size of a sign_only sign's face, as a share of the central square's side (drawn uniformly in this range).
+SIGN_ONLY_HALF_SIZE = (0.06, 0.10)
 
 #: OSV-5M metadata header (the demo writes these columns in this order).
 OSV_COLUMNS: tuple[str, ...] = (
@@ -380,7 +382,7 @@ def draw_sign_only_scene(sign: SignDesign, width: int, height: int, rng: random.
     img, d, horizon, _ = _draw_background(random_background_style(rng), width, height, rng)
     side = min(width, height)
     left, top = (width - side) / 2, (height - side) / 2
-    s = rng.uniform(0.04, 0.07) * side
+    s = rng.uniform(*SIGN_ONLY_HALF_SIZE) * side
     x = rng.uniform(left + s + CROP_MARGIN, left + side - s - CROP_MARGIN)
     cy = rng.uniform(top + s + CROP_MARGIN, top + side - s - CROP_MARGIN)
     _draw_sign(d, sign, x, cy, s, max(0.0, height - cy) * rng.uniform(0.3, 1.0))
