@@ -13,6 +13,14 @@ DeiT's distillation token, DINOv2's registers) and the grid of the ACTUAL input
 columns only (every prefix column dropped, not renormalised, as the seed dropped CLS); the
 registers' share of the CLS row (sum over the register columns, heads averaged) is reported
 beside them as ``register_attention_share``.
+
+SigLIP has no CLS token (``encoder.has_cls_token`` false, patches from token 0). Its "last layer" row is the
+attention-pooling head's probe row (``probe_attention_row``: the probe over the last layer's normalised output,
+``encoder.pooling_site``), which is what the maps, the six metrics and the embedding (``pooler_output``) use. The
+other layers have no query that summarises the image, so their rows in the layer analyses are the mean attention
+each patch receives from all tokens (``received_attention_row``, a column mean of the layer's ``[T, T]``
+attention); both are distributions over the patches, so the layer statistics stay defined, but they answer a
+different question than a CLS row and are not comparable with other families' layer profiles.
 """
 
 from __future__ import annotations
@@ -120,6 +128,20 @@ def cls_attention_row(hidden: torch.Tensor, site: AttentionSite) -> torch.Tensor
     The CLS query's row of ``attention_probabilities``: no ``T x T`` matrix is built.
     """
     return attention_probabilities(hidden, site, query_tokens=0).squeeze(2)
+
+
+def probe_attention_row(args: tuple, kwargs: dict, site: AttentionSite) -> torch.Tensor:
+    """The probe's attention ``[B, heads, T]`` float32 from the call ``site.module(probe, hidden, hidden)`` of an
+    attention-pooling head (SigLIP's ``nn.MultiheadAttention``), as a forward pre-hook sees it."""
+    probe = kwargs["query"] if "query" in kwargs else args[0]
+    hidden = kwargs["key"] if "key" in kwargs else args[1]
+    return attention_probabilities(hidden, site, queries=probe).squeeze(2)
+
+
+def received_attention_row(hidden: torch.Tensor, site: AttentionSite) -> torch.Tensor:
+    """Mean attention each token receives, ``[B, heads, T]`` float32: the column mean over all T queries of the
+    layer's ``[T, T]`` attention (builds that matrix per head; for layers without a CLS token, e.g. SigLIP's)."""
+    return attention_probabilities(hidden, site).mean(dim=2)
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -239,7 +261,7 @@ class AttentionExtractor:
         prefix = self.encoder.num_prefix_tokens
         captured: dict[int, torch.Tensor] = {}
         handles = [
-            self.encoder.attention_sites[index].module.register_forward_pre_hook(
+            self._capture_module(index).register_forward_pre_hook(
                 self._make_hook(index, captured), with_kwargs=True
             )
             for index in self.layers
@@ -248,7 +270,8 @@ class AttentionExtractor:
             pixels = pixel_values.to(self.device, non_blocking=True)
             with torch.inference_mode(), precision_context(self.device, self.precision):
                 outputs = self.encoder.model(pixel_values=pixels)
-            cls_embedding = outputs.last_hidden_state[:, 0].float()
+            cls_embedding = (outputs.last_hidden_state[:, 0] if self.encoder.has_cls_token
+                             else outputs.pooler_output).float()
             patch_norms = None
             if self.token_norms:  # artifact tokens (Darcet et al. 2023): output-token norms of the patches
                 patch_norms = outputs.last_hidden_state[:, prefix:].float().norm(dim=-1)
@@ -267,8 +290,25 @@ class AttentionExtractor:
             registers = rows[..., self.encoder.register_columns].contiguous()
         return ExtractionOutput(rows[..., prefix:].contiguous(), cls_embedding, self.layers, patch_norms, grid, registers)
 
+    def _uses_probe(self, index: int) -> bool:
+        return self.encoder.pooling_site is not None and index == self.encoder.num_layers - 1
+
+    def _capture_module(self, index: int) -> torch.nn.Module:
+        return (self.encoder.pooling_site if self._uses_probe(index) else self.encoder.attention_sites[index]).module
+
     def _make_hook(self, index: int, captured: dict[int, torch.Tensor]) -> Callable:
         site = self.encoder.attention_sites[index]
+        if self._uses_probe(index):
+            def probe_hook(module, args, kwargs):
+                captured[index] = probe_attention_row(args, kwargs, self.encoder.pooling_site)
+
+            return probe_hook
+        if not self.encoder.has_cls_token:
+            def received_hook(module, args, kwargs):
+                hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+                captured[index] = received_attention_row(hidden, site)
+
+            return received_hook
 
         def hook(module, args, kwargs):
             hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
@@ -315,6 +355,9 @@ def seed_reference(encoder: Encoder, img: Image.Image | str | Path) -> np.ndarra
     The seed dropped the CLS column (``attn_avg[0, 1:]``); here every prefix column is dropped
     (``attn_avg[0, encoder.num_prefix_tokens:]``), which is the same for CLIP and ViT.
     """
+    if not encoder.has_cls_token:
+        raise ValueError(f"{encoder.architecture} has no CLS token, so the seed's CLS row does not exist; its "
+                         "pooling probe's row is what AttentionExtractor captures (see this module's docstring)")
     if not isinstance(img, Image.Image):
         img = Image.open(img).convert("RGB")
     inputs = encoder.processor(images=img, return_tensors="pt")

@@ -4,7 +4,9 @@ Specs:
 - a Hugging Face id (optionally ``id@revision``) or a local directory saved with
   ``save_pretrained``, of one of the ``ARCHITECTURES``: CLIPVisionModel, CLIPModel (its vision
   tower), ViTModel, DeiTModel (CLS + distillation token), Dinov2Model and
-  Dinov2WithRegistersModel (CLS + register tokens); every other architecture is refused by name;
+  Dinov2WithRegistersModel (CLS + register tokens), SiglipVisionModel and SiglipModel (its vision tower; no CLS
+  token: the attention-pooling head's probe row stands in for it, see ``pooling_attention_site``); every other
+  architecture is refused by name;
 - ``plonk:<repo id>``: the StreetCLIP encoder inside a PLONK pipeline (``pip install
   'attn-assets[plonk]'``);
 - ``random:streetclip``, ``random:vit-b16``, ``random:tiny``: seeded untrained models of
@@ -108,6 +110,8 @@ class Encoder:
     architecture: str = ""  # class name, e.g. "Dinov2WithRegistersModel"
     num_register_tokens: int = 0
     has_distillation_token: bool = False
+    has_cls_token: bool = True  # False for SigLIP: the patches start at token 0
+    pooling_site: AttentionSite | None = field(default=None, repr=False)  # SigLIP's probe over the last layer's output
 
     @property
     def num_patches(self) -> int:
@@ -116,12 +120,12 @@ class Encoder:
     @property
     def num_prefix_tokens(self) -> int:
         """Tokens before the patches: CLS, the distillation token (DeiT), the registers."""
-        return 1 + int(self.has_distillation_token) + self.num_register_tokens
+        return int(self.has_cls_token) + int(self.has_distillation_token) + self.num_register_tokens
 
     @property
     def register_columns(self) -> slice:
         """Token indices of the register tokens (empty slice for models without registers)."""
-        start = 1 + int(self.has_distillation_token)
+        start = int(self.has_cls_token) + int(self.has_distillation_token)
         return slice(start, start + self.num_register_tokens)
 
     @property
@@ -225,6 +229,8 @@ def describe_encoder(
         architecture=type(model).__name__,
         num_register_tokens=int(getattr(config, "num_register_tokens", 0) or 0) if arch.has_register_tokens else 0,
         has_distillation_token=arch.has_distillation_token,
+        has_cls_token=not arch.pools_with_probe,
+        pooling_site=pooling_attention_site(model, sources) if arch.pools_with_probe else None,
     )
     probe_token_layout(encoder, sources)
     return encoder
@@ -247,6 +253,7 @@ class Architecture:
     interpolates_position_embeddings: bool
     has_distillation_token: bool = False
     has_register_tokens: bool = False  # config.num_register_tokens registers right after CLS
+    pools_with_probe: bool = False  # no CLS token; an attention-pooling head's probe reads the patches (SigLIP)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -256,11 +263,16 @@ ARCHITECTURES: dict[str, Architecture] = {
     "deit": Architecture("DeiTModel", False, has_distillation_token=True),
     "dinov2": Architecture("Dinov2Model", True),
     "dinov2_with_registers": Architecture("Dinov2WithRegistersModel", True, has_register_tokens=True),
+    "siglip": Architecture("SiglipModel", False, pools_with_probe=True),
+    "siglip_vision_model": Architecture("SiglipVisionModel", False, pools_with_probe=True),
 }
+# Model types whose vision tower has a config of its own (config.vision_config) and that model type.
+_TOWER_TYPES = {"clip": "clip_vision_model", "siglip": "siglip_vision_model"}
 
 # Why some families cannot be supported (model_type prefix -> reason); others get a generic reason.
 _REFUSED_FAMILIES: dict[str, str] = {
-    "siglip": "it has no CLS token: it pools the patches with a multi-head attention probe (MAP head)",
+    "siglip2": "its processor cuts each photo into a variable number of patches (NaFlex) with an attention mask, "
+               "not a fixed [3, H, W] input",
     "beit": "it adds a relative position bias to the attention scores, so softmax(q_cls . K^T) is not its attention",
     "data2vec-vision": "it adds a relative position bias to the attention scores, so softmax(q_cls . K^T) is not "
                        "its attention",
@@ -292,12 +304,12 @@ def _supported_names() -> str:
 def _unsupported(class_name: str, config, sources: ModelSources) -> ModelLoadError:
     model_type = str(getattr(config, "model_type", "") or "")
     vision = getattr(config, "vision_config", config)
-    if not all(hasattr(vision, name) for name in ("image_size", "patch_size")):
+    reason = next((why for prefix, why in _REFUSED_FAMILIES.items() if model_type.startswith(prefix)), None)
+    if reason is None and not all(hasattr(vision, name) for name in ("image_size", "patch_size")):
         reason = f"it is a {model_type or 'non-vision'} model, not a Vision Transformer with a CLS token"
-    else:
-        reason = next((why for prefix, why in _REFUSED_FAMILIES.items() if model_type.startswith(prefix)),
-                      "its token layout and attention are not ones this loader knows (a CLS token, optional "
-                      "distillation/register tokens, then a patch grid, with plain softmax(q . K^T) attention)")
+    elif reason is None:
+        reason = ("its token layout and attention are not ones this loader knows (a CLS token, optional "
+                  "distillation/register tokens, then a patch grid, with plain softmax(q . K^T) attention)")
     return _refusal(
         sources,
         f"{class_name} ({sources.config_file}: model_type {model_type!r}) is not supported: {reason}",
@@ -551,6 +563,55 @@ def find_attention_site(layer: nn.Module, num_heads: int) -> AttentionSite:
     raise ModelLoadError(f"layer {type(layer).__name__} exposes no q/k projections")
 
 
+class InProjection:
+    """One of q/k/v out of ``nn.MultiheadAttention``'s packed ``in_proj_weight[3D, D]`` / ``in_proj_bias[3D]``.
+
+    Read from the module at each access (``.weight`` ``[D, D]``, ``.bias`` ``[D]``), so it follows the module
+    across ``.to(device)`` and dtype changes instead of holding a stale slice.
+    """
+
+    def __init__(self, attention: nn.MultiheadAttention, part: int):
+        self.attention, self.part = attention, part
+
+    def _rows(self, packed: torch.Tensor | None) -> torch.Tensor | None:
+        size = self.attention.embed_dim
+        return None if packed is None else packed[self.part * size : (self.part + 1) * size]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self._rows(self.attention.in_proj_weight)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self._rows(self.attention.in_proj_bias)
+
+
+def pooling_attention_site(model: nn.Module, sources: ModelSources | None = None) -> AttentionSite:
+    """The attention of SigLIP's pooling head (SiglipMultiheadAttentionPoolingHead, "MAP" of Zhai et al. 2023).
+
+    SigLIP has no CLS token: after the last layer (and ``post_layernorm``) a learned probe ``[1, 1, D]`` attends
+    over the patch tokens with ``nn.MultiheadAttention``; that probe's attention row ``[heads, N_patches]`` is the
+    analogue of the CLS row. The site's ``module`` is the ``nn.MultiheadAttention`` (called as
+    ``attention(probe, hidden, hidden)``), ``q`` / ``k`` the first two thirds of its packed ``in_proj``, scale
+    ``head_dim ** -0.5`` as torch's ``multi_head_attention_forward`` applies. ModelLoadError when the model has
+    no such head (``vision_use_head`` false) or its attention does not pack q/k/v in one ``in_proj_weight``.
+    """
+    sources = sources or ModelSources(f"{type(model).__name__}")
+    head = getattr(model, "head", None)
+    attention = getattr(head, "attention", None)
+    if getattr(head, "probe", None) is None or not isinstance(attention, nn.MultiheadAttention):
+        raise _refusal(sources, f"{type(model).__name__} has no attention-pooling head ({sources.config_file}: "
+                                f"vision_use_head {getattr(model.config, 'vision_use_head', None)}), so there is no "
+                                "probe row to stand in for a CLS row",
+                       "Use a SigLIP checkpoint with its pooling head (vision_use_head true)")
+    if attention.in_proj_weight is None:
+        raise _refusal(sources, "its pooling head's nn.MultiheadAttention keeps separate q/k/v projections "
+                                "(kdim/vdim differ from embed_dim)", "Use a SigLIP checkpoint as transformers builds it")
+    head_dim = attention.embed_dim // attention.num_heads
+    return AttentionSite(attention, InProjection(attention, 0), InProjection(attention, 1), attention.num_heads,
+                         head_dim, float(head_dim**-0.5))
+
+
 def _pair(value) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         return int(value[0]), int(value[1])
@@ -721,6 +782,8 @@ def _model_class(model_type: str):
         "deit": transformers.DeiTModel,
         "dinov2": transformers.Dinov2Model,
         "dinov2_with_registers": transformers.Dinov2WithRegistersModel,
+        "siglip": transformers.SiglipModel,
+        "siglip_vision_model": transformers.SiglipVisionModel,
     }
     return classes[model_type]
 
@@ -800,7 +863,7 @@ def _load_pretrained(spec: str) -> tuple[nn.Module, object, ModelSources, dict |
     if model_type not in ARCHITECTURES:
         class_name = (getattr(config, "architectures", None) or [type(config).__name__.replace("Config", "Model")])[0]
         raise _unsupported(class_name, config, sources)
-    vision_config = config.vision_config if model_type == "clip" else config
+    vision_config = config.vision_config if model_type in _TOWER_TYPES else config
     try:
         processor = AutoImageProcessor.from_pretrained(repo, **common)
     except (OSError, ValueError) as error:
@@ -808,7 +871,7 @@ def _load_pretrained(spec: str) -> tuple[nn.Module, object, ModelSources, dict |
             f"{spec!r} loaded but its image processor (preprocessor_config.json) could not be: {error}"
         ) from error
     settings = _processor_settings(repo, revision)
-    arch = ARCHITECTURES["clip_vision_model" if model_type == "clip" else model_type]
+    arch = ARCHITECTURES[_TOWER_TYPES.get(model_type, model_type)]
     check_processor_fits(vision_config, processor, arch, sources, settings)
     cls = _model_class(model_type)
     kwargs = dict(common, use_safetensors=safetensors, output_loading_info=True)

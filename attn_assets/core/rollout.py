@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .extract import attention_probabilities, precision_context, resolve_precision
+from .extract import attention_probabilities, precision_context, probe_attention_row, resolve_precision
 from .model import AttentionSite, Encoder, resolve_device
 
 
@@ -51,8 +51,12 @@ class RolloutExtractor:
 
     def __call__(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``pixel_values[B, 3, H, W]`` -> (rollout CLS rows ``[B, N_patches]`` float32, prefix columns dropped;
-        CLS embedding ``[B, D]`` float32 = ``last_hidden_state[:, 0]``)."""
-        state: dict[str, torch.Tensor | None] = {"running": None}
+        CLS embedding ``[B, D]`` float32 = ``last_hidden_state[:, 0]``).
+
+        SigLIP (no CLS token, ``encoder.pooling_site``): the row is the pooling probe's head-averaged attention
+        times the rolled-out product, ``mean_h(p) @ R`` (the probe has no residual path to the tokens), and the
+        embedding is ``pooler_output``."""
+        state: dict[str, torch.Tensor | None] = {"running": None, "probe": None}
 
         def hook(module, args, kwargs):
             hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
@@ -61,12 +65,20 @@ class RolloutExtractor:
 
         sites = {id(site.module): site for site in self.encoder.attention_sites}
         handles = [site.module.register_forward_pre_hook(hook, with_kwargs=True) for site in self.encoder.attention_sites]
+        pooling = self.encoder.pooling_site
+        if pooling is not None:
+            def probe_hook(module, args, kwargs):
+                state["probe"] = probe_attention_row(args, kwargs, pooling).mean(dim=1, keepdim=True)  # [B, 1, T]
+
+            handles.append(pooling.module.register_forward_pre_hook(probe_hook, with_kwargs=True))
         try:
             pixels = pixel_values.to(self.device)
             with torch.inference_mode(), precision_context(self.device, self.precision):
                 outputs = self.encoder.model(pixel_values=pixels)
-            embedding = outputs.last_hidden_state[:, 0].float()
+            embedding = outputs.last_hidden_state[:, 0].float() if pooling is None else outputs.pooler_output.float()
         finally:
             for handle in handles:
                 handle.remove()
+        if pooling is not None:
+            return torch.matmul(state["probe"], state["running"])[:, 0].contiguous(), embedding
         return state["running"][:, 0, self.encoder.num_prefix_tokens:].contiguous(), embedding
