@@ -50,7 +50,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 validate: setup
-	mkdir -p "$(DAGSTER_HOME)"
+	$(VENV)/bin/attn-assets ui --dry-run  # sets up DAGSTER_HOME (the repo's dagster.yaml) as every entry point does
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
 
 # The UI on http://127.0.0.1:3000 (webserver + daemon; stop it with Ctrl-C / SIGINT). The instance lives in
