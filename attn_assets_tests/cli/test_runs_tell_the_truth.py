@@ -130,3 +130,26 @@ def test_known_harmless_warnings_are_silenced_and_no_others(recwarn, caplog):
                        "`CLIPImageProcessorPil` for backward compatibility.")
         logger.warning("something else")
     assert [r.getMessage() for r in caplog.records] == ["something else"]
+
+
+def test_help_names_the_variables_and_every_default(capsys):
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for name in ("materialize", "show", "ui", "extract", "demo-data", "sql"):
+        for action in subparsers[name]._actions:
+            if action.dest == "help" or not action.option_strings:
+                continue
+            assert action.help and ("default" in action.help or "required" in action.help), (name, action.dest)
+    with pytest.raises(SystemExit):
+        cli.main(["materialize", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Settings come from ATTN_ASSETS_* environment variables" in text
+    for flag, variable in (("--manifest", "ATTN_ASSETS_MANIFEST"), ("--image-root", "ATTN_ASSETS_IMAGE_ROOT"),
+                           ("--model", "ATTN_ASSETS_MODEL"), ("--home", "ATTN_ASSETS_HOME")):
+        assert flag in text and f"overrides {variable}" in text
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    from importlib.metadata import version
+
+    assert capsys.readouterr().out.strip() == f"attn-assets {version('attn-assets')}"
