@@ -118,15 +118,16 @@ def test_rollout_gallery_draws_latin1_names_and_says_unknown_for_no_country(tmp_
     titles: list[str] = []
     save = analyses.save_figure
 
-    def capture(fig, out_path, dpi=100):
+    def capture(fig, out_path, dpi=100, footer=None):
         titles.extend(ax.get_title() for ax in fig.axes)
-        return save(fig, out_path, dpi=dpi)
+        return save(fig, out_path, dpi=dpi, footer=footer)
 
     monkeypatch.setattr(analyses, "save_figure", capture)
     maps = _maps()
     path, skipped = render_rollout_gallery(rows, maps, maps, {}, tmp_path / "rollout.png")
     assert skipped == [] and path.is_file()
-    assert [t for t in titles if "last-layer CLS attention" in t] == [
+    # each panel title: the image and its country, the map's name, then the map's range (figures/scale.py)
+    assert [t.split("\nrange ")[0] for t in titles if "last-layer CLS attention" in t] == [
         "a (FR)\nlast-layer CLS attention", "b (unknown)\nlast-layer CLS attention"]
 
 
