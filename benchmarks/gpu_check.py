@@ -305,13 +305,85 @@ def measure_deviation(report: Report, encoder, blobs: list[bytes], preprocess: P
                    f"{(diff > 0).mean():.0%} of {len(diff)} images differ")
 
 
-def end_to_end_rate(encoder, records: list[ImageRecord], plan: Plan, workers: int) -> tuple[float, float, int]:
+def six_metrics(encoder, pixels: torch.Tensor, device: torch.device) -> dict[str, np.ndarray]:
+    """The six metrics in fp32 (TF32 off) for normalised ``pixels[B, 3, H, W]``."""
+    extractor = AttentionExtractor(encoder, device, precision="fp32")
+    return {k: v.double().cpu().numpy() for k, v in attention_metrics(extractor(pixels.to(device)).last_layer_map()).items()}
+
+
+def report_metric_deviation(report: Report, section: str, label: str, ours: dict, reference: dict) -> None:
+    for name in METRIC_NAMES:
+        diff = np.abs(ours[name] - reference[name])
+        scale = np.abs(reference[name]).max() or 1.0
+        report.add(section, f"{label} {name}", f"max {diff.max():.3g} (relative {diff.max() / scale:.2g}); "
+                   f"{(diff > 0).mean():.0%} of {len(diff)} images differ")
+
+
+def device_decode_pixels(blobs: list[bytes], preprocess: Preprocessor, device: torch.device) -> torch.Tensor:
+    """Decode on the GPU (torchvision.io.decode_jpeg, batched), resize there (bicubic, antialias), centre-crop,
+    normalise: what a device-side decode setting would feed the model. ``float32[B, 3, H, W]`` on ``device``."""
+    from torchvision.io import decode_jpeg
+    from torchvision.transforms.v2 import functional as TF
+
+    decoded = decode_jpeg([torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs], device=device)
+    crops = []
+    for image in decoded:
+        g = preprocess.crop_geometry(image.shape[-1], image.shape[-2])
+        resized = TF.resize(image[None].float(), [g.resized_height, g.resized_width],
+                            interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+        crop = resized[..., g.top : g.top + g.crop_height, g.left : g.left + g.crop_width]
+        crops.append(crop.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0))
+    return preprocess.normalize(torch.stack(crops))
+
+
+def measure_setting_deviation(report: Report, encoder, blobs: list[bytes], preprocess: Preprocessor, plan: Plan) -> None:
+    """The fast settings against the exact path on the six metrics (fp32, same photos): crop_region resize, and a
+    device-side decode + resize (when torchvision decodes JPEG on this GPU)."""
+    device = torch.device(plan.device)
+    chosen = [blobs[i % len(blobs)] for i in range(plan.deviation_images)]
+    exact = six_metrics(encoder, torch.stack([preprocess(load_rgb(io.BytesIO(b))) for b in chosen]), device)
+    region = Preprocessor(encoder.processor, resize="crop_region")
+    ours = six_metrics(encoder, torch.stack([region(load_rgb(io.BytesIO(b))) for b in chosen]), device)
+    report_metric_deviation(report, "deviation", "crop_region vs exact", ours, exact)
+    if device.type == "cuda":
+        ours = six_metrics(encoder, device_decode_pixels(chosen, preprocess, device), device)
+        report_metric_deviation(report, "deviation", "GPU decode+resize vs exact", ours, exact)
+
+
+def measure_processor_deviation(report: Report, encoder, blobs: list[bytes], default: Preprocessor,
+                                pil: Preprocessor, plan: Plan) -> None:
+    """The processor transformers gives by default here (its torchvision backend) against the PIL one."""
+    device = torch.device(plan.device)
+    chosen = [load_rgb(io.BytesIO(blobs[i % len(blobs)])) for i in range(plan.deviation_images)]
+    reference = six_metrics(encoder, torch.stack([pil(image) for image in chosen]), device)
+    ours = six_metrics(encoder, torch.stack([default(image) for image in chosen]), device)
+    report_metric_deviation(report, "deviation", f"{type(default.processor).__name__} vs PIL processor", ours,
+                            reference)
+
+
+def measure_bf16_weights(report: Report, encoder, plan: Plan, model_rates: dict) -> None:
+    """Model-only with the weights cast to bf16 (no autocast casts per forward), batch 256: is >1,000/s in reach?
+    Changes the encoder in place: run last."""
+    device = torch.device(plan.device)
+    batch = plan.batch_sizes[-1]
+    encoder.model.to(torch.bfloat16)
+    extractor = AttentionExtractor(encoder, device, precision="bf16")
+    pixels = torch.randn(batch, 3, *encoder.input_size, device=device, dtype=torch.bfloat16)
+    rate = model_rate(extractor, pixels, plan.model_batches)
+    base = model_rates.get(("bf16", batch))
+    report.add("model", f"bf16 weights (model.to(bfloat16)) batch {batch}",
+               f"{rate:.1f} images/s" + (f" ({rate / base:.2f}x autocast)" if base else ""))
+    report.add("model", "attention implementation", str(getattr(encoder.model.config, "_attn_implementation", "?")))
+
+
+def end_to_end_rate(encoder, records: list[ImageRecord], plan: Plan, workers: int,
+                    resize: str = "exact") -> tuple[float, float, int]:
     """(images/s after the first batch, images/s overall, failures) for extract_records in bf16."""
     start = time.perf_counter()
     first = None
     done = failed = 0
     for result in extract_records(encoder, records, batch_size=plan.e2e_batch, device=plan.device,
-                                  precision="bf16", num_workers=workers, keep_maps=False):
+                                  precision="bf16", num_workers=workers, keep_maps=False, resize=resize):
         done += len(result)
         failed += len(result.failures)
         if first is None:
@@ -341,6 +413,17 @@ def measure_end_to_end(report: Report, encoder, paths: list[Path], archive: Path
                 report.add("end_to_end", f"{source}, {workers} workers", f"ERROR {type(error).__name__}: {error}"[:300])
 
 
+def measure_crop_region_end_to_end(report: Report, encoder, paths: list[Path], plan: Plan, model_rates: dict) -> None:
+    """End to end from files with resize='crop_region' and the most loader workers."""
+    records = [ImageRecord(p.stem, str(p)) for p in paths]
+    workers = plan.workers[0]
+    steady, overall, failed = end_to_end_rate(encoder, records, plan, workers, resize="crop_region")
+    model = model_rates.get(("bf16", plan.e2e_batch))
+    share = f"; {steady / model:.0%} of model-only" if model else ""
+    report.add("end_to_end", f"files, {workers} workers, crop_region resize",
+               f"{steady:.1f} images/s steady ({overall:.1f} incl. start-up){share}; failures {failed}")
+
+
 def measure_device_decode(report: Report, blobs: list[bytes], plan: Plan) -> None:
     """torchvision.io.decode_jpeg on the GPU, batched: images/s (decode only; uint8 [3, H, W] on the device)."""
     device = torch.device(plan.device)
@@ -359,7 +442,7 @@ def measure_device_decode(report: Report, blobs: list[bytes], plan: Plan) -> Non
     sync(device)
     rate = 4 * len(batch) / (time.perf_counter() - start)
     report.add("device_decode", "torchvision decode_jpeg on the GPU, batch 256", f"{rate:.0f} images/s")
-    reference = torch.from_numpy(np.asarray(load_rgb(io.BytesIO(blobs[0])))).permute(2, 0, 1)
+    reference = torch.from_numpy(np.array(load_rgb(io.BytesIO(blobs[0])))).permute(2, 0, 1)
     diff = (decoded[0].cpu().int() - reference.int()).abs()
     report.add("device_decode", "GPU vs PIL decode, first photo", f"max {int(diff.max())} grey levels, "
                f"{float((diff > 0).float().mean()):.1%} of values differ")
@@ -411,14 +494,21 @@ def main(argv: list[str] | None = None) -> int:
         report.run("capture", measure_capture, encoder, plan)
         report.run("deviation", measure_deviation, encoder, blobs, preprocess, plan)
         report.run("end_to_end", measure_end_to_end, encoder, paths, archive, plan, model_rates)
+        exact_encoder, exact_preprocess = encoder, preprocess
         if not preprocess.fast:  # e.g. transformers 5 with torchvision picks the torchvision backend
             pil = report.run("end_to_end", lambda r: pil_encoder(encoder))
             if pil is not None:
+                exact_encoder, exact_preprocess = pil, Preprocessor(pil.processor)
                 report.add("end_to_end", "again with the PIL image processor", type(pil.processor).__name__)
-                report.run("cpu", measure_cpu, blobs, Preprocessor(pil.processor), plan.cpu_images)
+                report.run("cpu", measure_cpu, blobs, exact_preprocess, plan.cpu_images)
                 report.run("end_to_end", measure_end_to_end, pil, paths, archive, plan, model_rates)
+                report.run("deviation", measure_processor_deviation, encoder, blobs, preprocess, exact_preprocess,
+                           plan)
         report.run("device_decode", measure_device_decode, blobs, plan)
+        report.run("deviation", measure_setting_deviation, exact_encoder, blobs, exact_preprocess, plan)
+        report.run("end_to_end", measure_crop_region_end_to_end, exact_encoder, paths, plan, model_rates)
         report.run("memory", measure_memory, plan)
+        report.run("model", measure_bf16_weights, encoder, plan, model_rates)
     report.add("total", "wall time", f"{time.monotonic() - started:.0f} s; {len(report.errors)} errors")
     if args.json:
         args.json.write_text(json.dumps({"rows": report.rows, "errors": report.errors}, indent=1))

@@ -1,0 +1,80 @@
+"""Per-core cost of preprocessing against the JPEG decode floor, same process, same images.
+
+Methods (one thread; each over the same OSV-like 792x512 JPEG bytes, alternating rounds, medians):
+  decode        load_rgb: JPEG bytes -> RGB image (the floor)
+  exact         decode + Preprocessor.pixels, exact resize, uint8 out (normalised later, on the device)
+  exact_float   decode + Preprocessor(...) on the CPU: float32 normalised here (what the loader did before)
+  crop_region   decode + Preprocessor.pixels with resize='crop_region' (PIL resize(box=...))
+  processor     decode + the image processor itself (transformers), for reference
+
+Prints images/s per core, each method's time over the decode's, and the crop-region deviation from the exact
+pixels (grey levels) on these photos.
+
+    python benchmarks/bench_preprocess.py --images 24 --rounds 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from attn_assets.core.model import make_clip_processor
+from attn_assets.core.preprocess import Preprocessor, load_rgb
+from gpu_check import OSV_SIZE, street_photo
+
+
+def jpeg_blobs(count: int) -> list[bytes]:
+    blobs = []
+    for seed in range(count):
+        buffer = io.BytesIO()
+        street_photo(seed, *OSV_SIZE).save(buffer, format="JPEG", quality=90)
+        blobs.append(buffer.getvalue())
+    return blobs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--size", type=int, default=336, help="the processor's crop (StreetCLIP: 336)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    processor = make_clip_processor(args.size)
+    exact, region = Preprocessor(processor), Preprocessor(processor, resize="crop_region")
+    blobs = jpeg_blobs(args.images)
+    methods = {
+        "decode": lambda blob: load_rgb(io.BytesIO(blob)),
+        "exact": lambda blob: exact.pixels(load_rgb(io.BytesIO(blob))),
+        "exact_float": lambda blob: exact(load_rgb(io.BytesIO(blob))),
+        "crop_region": lambda blob: region.pixels(load_rgb(io.BytesIO(blob))),
+        "processor": lambda blob: processor(images=load_rgb(io.BytesIO(blob)), return_tensors="pt"),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in methods}
+    names = list(methods)
+    for fn in methods.values():
+        fn(blobs[0])
+    for round_ in range(args.rounds):
+        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
+            start = time.perf_counter()
+            for blob in blobs:
+                methods[name](blob)
+            seconds[name].append((time.perf_counter() - start) / len(blobs))
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    print(f"{args.images} JPEGs {OSV_SIZE[0]}x{OSV_SIZE[1]} (~{sum(map(len, blobs)) / len(blobs) / 1024:.0f} KiB), "
+          f"crop {args.size}, one thread, {args.rounds} alternating rounds, medians; exact path: {exact.fast}")
+    print(f"{'method':<13}{'ms/image':>10}{'images/s/core':>15}{'x decode':>10}")
+    for name in names:
+        print(f"{name:<13}{median[name] * 1e3:>10.2f}{1 / median[name]:>15.0f}{median[name] / median['decode']:>10.2f}")
+    levels = [(exact.pixels(load_rgb(io.BytesIO(b))).int() - region.pixels(load_rgb(io.BytesIO(b))).int()).abs()
+              for b in blobs]
+    print(f"crop_region vs exact pixels: max {max(int(d.max()) for d in levels)} grey levels, "
+          f"{float(np.mean([(d > 0).float().mean() for d in levels])):.3%} of values differ")
+
+
+if __name__ == "__main__":
+    main()
