@@ -171,8 +171,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     sql = _SHOW_SQL.format(metrics=", ".join(f"s.{m}" for m in METRIC_NAMES))
     try:
         rows = Warehouse(layout.warehouse_path, wait_timeout_s=30.0).query(sql, [args.image_id])
-    except (FileNotFoundError, WarehouseBusyError) as error:
-        return _fail(f"{error}; run `attn-assets materialize` first", EXIT_FAILED)
+    except (FileNotFoundError, WarehouseBusyError) as error:  # their messages say what to do
+        return _fail(str(error), EXIT_FAILED)
     if not len(rows):
         return _fail(f"image '{args.image_id}' has no stored attention in {path_to_text(layout.warehouse_path)} "
                      "(not in the manifest, failed, or not computed yet); list the ids with "
@@ -196,8 +196,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.rollout:
         rollout = _stored_rollout_map(layout, row["shard_key"], args.image_id)
         if rollout is None:
-            print(f"no rollout map is stored for {args.image_id}: {path_to_text(layout.rollout_parquet(row['shard_key']))} "
-                  "lacks it; `attn-assets materialize` computes the rollout pass", file=sys.stderr)
+            where = layout.rollout_parquet(row["shard_key"])
+            print(f"no rollout map is stored for {args.image_id}: {path_to_text(where)} "
+                  f"{'lacks it' if where.exists() else 'does not exist'}; `attn-assets materialize` computes the "
+                  "rollout pass", file=sys.stderr)
             code = EXIT_FAILED
         else:
             rollout_out = out.with_name(f"{out.stem}_rollout{out.suffix}")

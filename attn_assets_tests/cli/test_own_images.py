@@ -102,3 +102,11 @@ def test_own_list_with_outside_paths_then_show(own_images, tiny_model_dir, capsy
 
     assert cli.main(["show", "far_1", "--home", str(home)]) == cli.EXIT_FAILED
     assert "has no stored attention" in capsys.readouterr().err
+
+
+def test_show_without_results_says_what_to_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(S.ENV_HOME, str(tmp_path / "elsewhere"))  # --home wins over it
+    assert cli.main(["show", "some_id", "--home", str(tmp_path / "empty_home")]) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert str(HomeLayout(tmp_path / "empty_home").warehouse_path) in err and "attn-assets materialize" in err
+    assert not (tmp_path / "empty_home").exists()
