@@ -480,6 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database", help="DuckDB file (default: $ATTN_ASSETS_HOME/warehouse/attention.duckdb)")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait while a writer holds the file (default: 30)")
     p.set_defaults(func=cmd_sql)
+
+    from attn_assets.validate import add_validate_parser
+
+    add_validate_parser(sub)
     return parser
 
 
