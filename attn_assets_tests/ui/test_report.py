@@ -58,6 +58,33 @@ def test_materialize_writes_a_self_contained_report(report, pipeline_env, tiny_m
     assert not list(layout.analysis_dir.glob(".report-*")), "working folder left behind"
 
 
+def test_report_caps_the_images_per_country(report, monkeypatch):
+    """With 1 image per side and 2 countries, the report shows the two largest countries (ties by code) and, for
+    each, exactly its most and least concentrated image as DuckDB ranks them."""
+    import dagster as dg
+
+    from attn_assets.definitions import build_definitions
+    from attn_assets.defs.visuals import assets as visuals
+
+    path, layout, instance = report
+    monkeypatch.setattr(visuals, "REPORT_IMAGES_PER_SIDE", 1)
+    monkeypatch.setattr(visuals, "REPORT_COUNTRIES", 2)
+    result = build_definitions().resolve_job_def("downstream_job").execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey("attention_report")])
+    assert result.success
+    text = path.read_text(encoding="utf-8")
+    store = Warehouse(layout.warehouse_path)
+    largest = store.query("SELECT coalesce(country, '') AS c, count(*) AS n FROM attention_statistics "
+                          "GROUP BY 1 ORDER BY n DESC, c LIMIT 2").c.tolist()
+    sections = re.findall(r"<section class='country-examples' data-country='([^']*)'>(.*?)</section>", text)
+    assert [code for code, _ in sections] == largest
+    for code, body in sections:
+        ranked = store.query("SELECT image_id FROM attention_statistics WHERE coalesce(country, '') = ? "
+                             "ORDER BY attention_concentration_top10 DESC, image_id", [code]).image_id.tolist()
+        shown = re.findall(r"<figcaption>(most|least) concentrated #1: (\d+)<", body)
+        assert shown == [("most", ranked[0]), ("least", ranked[-1])]
+
+
 def test_report_opens_from_file_filters_sorts_and_loads_every_image(report, chromium):  # noqa: F811
     path, _, _ = report
     page = chromium.new_page(viewport={"width": 1400, "height": 1000})
