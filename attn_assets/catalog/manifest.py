@@ -12,10 +12,11 @@ Two formats, detected per file from its header:
   because without the file there is no path to record. If an OSV file has an explicit ``path`` column,
   that is used instead and the file is not looked up. OSV-5M's metadata columns become typed columns
   (:mod:`attn_assets.osv5m_columns`); a bad value rejects its row.
-* **Plain list**: ``image_id``, ``path`` and optionally ``country``, ``latitude``, ``longitude``.
+* **Plain list**: ``image_id``, ``path`` and optionally ``country``, ``latitude``, ``longitude``,
+  ``member`` (the image's name inside the zip archive ``path``; empty for an image file).
   Coordinates may be absent, but present-and-invalid coordinates are rejected. A path whose file
-  does not exist is NOT a manifest rejection: the statistics step records it as an image failure
-  (a file can vanish after validation anyway).
+  does not exist (or a member missing from its archive) is NOT a manifest rejection: the statistics
+  step records it as an image failure (a file can vanish after validation anyway).
 
 Every text column is read as a string with missing-value detection off, so Namibia's ``NA``
 survives; only empty strings are missing. Every row that is not accepted goes to
@@ -851,6 +852,9 @@ def _collect_rows(files: list[Path]) -> _Rows:
         has_path = "path" in cols
         if has_path:
             mapped.add("path")
+        has_member = has_path and "member" in cols  # a member only means something beside an explicit path
+        if has_member:
+            mapped.add("member")
         part = pd.DataFrame(
             {
                 "_file": np.full(n, fi, dtype=np.int32),
@@ -860,6 +864,7 @@ def _collect_rows(files: list[Path]) -> _Rows:
                 "_has_path": has_path,
                 "image_id": _as_str(f[id_col]),
                 "_path": _as_str(f["path"]) if has_path else empty,
+                "_member": _as_str(f["member"]) if has_member else empty,
                 "_country": _as_str(f["country"]) if "country" in cols else empty,
                 "_unique": _as_str(f["unique_country"]) if "unique_country" in cols else empty,
                 "_lat": _as_str(f["latitude"]) if "latitude" in cols else empty,
@@ -972,6 +977,12 @@ def _resolve_paths(rows: _Rows, root: Path, image_index: ImageIndex | None, writ
             m = np.zeros(n, dtype=bool)
             m[np.flatnonzero(ok)[esc.to_numpy()]] = True
             rows.reject(m, "path", escape_reason(root))
+        given = explicit & (df["_member"] != "").to_numpy()
+        not_zip = given & ~df["_path"].str.lower().str.endswith(".zip").to_numpy()
+        rows.reject(not_zip, "member", lambda pos: (
+            "member '" + rows.at("_member", pos) + "' is given but path '" + rows.at("_path", pos) + "' is not a .zip "
+            "archive; give the archive's path relative to ATTN_ASSETS_IMAGE_ROOT, or leave member empty").to_numpy())
+        member.loc[given & rows.alive] = df.loc[given & rows.alive, "_member"]
     lookup = ~explicit & rows.osv
     if not lookup.any():
         return rel, member

@@ -142,3 +142,29 @@ def test_stems_of_non_utf8_members_are_escaped_like_file_names(tmp_path):
     index = build_image_index(tmp_path)
     assert list(index.stems) == ["caf\\xe9"]
     assert index.lookup_members(["caf\\xe9"]).tolist() == [b"caf\xe9.jpg".decode("cp437")]
+
+
+def test_plain_list_names_a_member_of_an_archive(tmp_path):
+    zip_with(tmp_path / "photos.zip", {"trip/a.jpg": b"a"})
+    listed = tmp_path / "list.csv"
+    listed.write_text("image_id,path,member\n"
+                      "a,photos.zip,trip/a.jpg\n"
+                      "b,photos.zip,trip/gone.jpg\n"  # not checked here: the statistics step records the failure
+                      "c,c.jpg,\n"
+                      "d,d.jpg,trip/d.jpg\n", encoding="utf-8")
+    result = read_manifest(listed, image_root=tmp_path, geocode=False)
+    images = result.images.set_index("image_id")
+    assert images["path"].tolist() == ["photos.zip", "photos.zip", "c.jpg"]
+    assert images["member"].fillna("NULL").tolist() == ["trip/a.jpg", "trip/gone.jpg", "NULL"]
+    (rejection,) = result.rejections.itertuples()
+    assert (rejection.image_id, rejection.column) == ("d", "member")
+    assert rejection.reason == ("member 'trip/d.jpg' is given but path 'd.jpg' is not a .zip archive; give the "
+                                "archive's path relative to ATTN_ASSETS_IMAGE_ROOT, or leave member empty")
+
+
+def test_a_member_column_without_path_is_an_extra_column(tmp_path):
+    zip_with(tmp_path / "images/test/00.zip", {"101.jpg": b"a"})
+    listed = tmp_path / "test.csv"
+    listed.write_text(OSV_HEADER + ",member\n101,48.85,2.35,FR,x\n", encoding="utf-8")
+    images = read_manifest(listed, image_root=tmp_path, geocode=False).images
+    assert images.loc[0, ["member", "manifest_member"]].tolist() == ["101.jpg", "x"]
