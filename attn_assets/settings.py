@@ -47,6 +47,7 @@ ENV_PLONK_CFG = "ATTN_ASSETS_PLONK_CFG"
 ENV_ALLOW_PICKLE = "ATTN_ASSETS_ALLOW_PICKLE"
 ENV_PROGRESS_BAR = "ATTN_ASSETS_PROGRESS_BAR"
 ENV_RESIZE = "ATTN_ASSETS_RESIZE"
+ENV_COMPARE_MODELS = "ATTN_ASSETS_COMPARE_MODELS"
 ENV_DAGSTER_HOME = "DAGSTER_HOME"
 #: PLONK's model and sampling: the riemannian flow sampler's step count as PlonkPipeline uses it, 16 samples per
 #: image (their spherical medoid is the prediction), seed 0, classifier-free guidance off (PlonkPipeline's default).
@@ -264,6 +265,13 @@ def ablation_fraction_from_env() -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{ENV_ABLATION_FRACTION}={raw!r} must lie in [0, 1]")
     return value
+
+
+def compare_models_setting() -> tuple[str, ...]:
+    """ATTN_ASSETS_COMPARE_MODELS: the model specs the cross_model group compares, separated by commas, in order
+    (pairs are (earlier, later)); repeated specs are kept once. Empty or unset: nothing to compare."""
+    raw = _env(ENV_COMPARE_MODELS) or ""
+    return tuple(dict.fromkeys(spec.strip() for spec in raw.split(",") if spec.strip()))
 
 
 def country_list_setting() -> tuple[str, ...] | None:

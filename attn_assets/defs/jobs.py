@@ -10,11 +10,14 @@
 | geolocation_job | geolocation accuracy, error analysis, gallery | the geolocation summaries |
 | country_relevance_shards_job | country_predictions | one shard per run (needs a model with a text tower) |
 | country_relevance_job | country accuracy, faithfulness, misclassified gallery | the country-relevance summaries |
+| cross_model_shards_job | cross_model_agreement | one shard per run (every model of ATTN_ASSETS_COMPARE_MODELS) |
+| cross_model_job | cross_model_summary, cross_model_figures | the cross-model tables and figures |
 """
 
 import dagster as dg
 
 from attn_assets.defs.analyses.assets import SHARD_ANALYSIS_ASSETS
+from attn_assets.defs.cross_model.assets import CROSS_MODEL_SUMMARY_ASSETS, cross_model_agreement
 from attn_assets.defs.country_relevance.assets import COUNTRY_RELEVANCE_SUMMARY_ASSETS, country_predictions
 from attn_assets.defs.geolocation.assets import GEOLOCATION_SUMMARY_ASSETS, geolocation_predictions
 from attn_assets.defs.manifest.assets import image_manifest
@@ -41,7 +44,7 @@ analysis_shards_job = dg.define_asset_job(
 downstream_selection = (
     dg.AssetSelection.all()
     - dg.AssetSelection.assets(image_manifest, attention_statistics, *SHARD_ANALYSIS_ASSETS)
-    - dg.AssetSelection.groups("geolocation", "country_relevance")
+    - dg.AssetSelection.groups("geolocation", "country_relevance", "cross_model")
 )
 
 downstream_job = dg.define_asset_job(
@@ -69,4 +72,15 @@ country_relevance_shards_job = dg.define_asset_job(
 country_relevance_job = dg.define_asset_job(
     "country_relevance_job", selection=list(COUNTRY_RELEVANCE_SUMMARY_ASSETS),
     description="Country accuracy and confusion, relevance faithfulness and the misclassified gallery.",
+)
+
+# several models per shard, only when ATTN_ASSETS_COMPARE_MODELS lists two or more: their own jobs too
+cross_model_shards_job = dg.define_asset_job(
+    "cross_model_shards_job", selection=[cross_model_agreement],
+    description="Every model of ATTN_ASSETS_COMPARE_MODELS over one shard, maps compared per image and pair.",
+)
+
+cross_model_job = dg.define_asset_job(
+    "cross_model_job", selection=list(CROSS_MODEL_SUMMARY_ASSETS),
+    description="Cross-model agreement tables (per image, per country with bootstrap intervals) and figures.",
 )

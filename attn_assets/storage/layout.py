@@ -68,6 +68,17 @@ class HomeLayout:
         return self.country_relevance_dir / f"{shard_key}.parquet"
 
     @property
+    def cross_model_dir(self) -> Path:
+        """Per-shard cross-model files: <shard>.parquet (agreement rows) and <shard>.maps.parquet (maps)."""
+        return self.home / "analyses" / "cross_model"
+
+    def cross_model_parquet(self, shard_key: str) -> Path:
+        return self.cross_model_dir / f"{shard_key}.parquet"
+
+    def cross_model_maps_parquet(self, shard_key: str) -> Path:
+        return self.cross_model_dir / f"{shard_key}.maps.parquet"
+
+    @property
     def warehouse_path(self) -> Path:
         return self.home / "warehouse" / "attention.duckdb"
 

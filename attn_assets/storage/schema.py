@@ -669,6 +669,71 @@ FAITHFULNESS_SUMMARY = Table(
     ),
 )
 
+# --- cross-model comparison: several encoders' last-layer maps of the same images (core/cross_model.py)
+
+CROSS_MODEL_MAPS = Table(
+    name="cross_model_maps",
+    description=("One Parquet file per shard (analyses/cross_model/<shard>.maps.parquet): each compared model's "
+                 "last-layer CLS map (SigLIP: pooling-probe map) of each image and where it lies in the photo."),
+    columns=(
+        *_IMAGE_KEY,
+        Column("model_spec", "VARCHAR", "model spec (one of ATTN_ASSETS_COMPARE_MODELS)", nullable=False),
+        Column("grid_height", "INTEGER", "patch rows of the map", nullable=False),
+        Column("grid_width", "INTEGER", "patch columns of the map", nullable=False),
+        Column("attention_map", "FLOAT[]", "head-averaged last-layer CLS (or pooling-probe) row over the patches, "
+               "row-major", nullable=False),
+        Column("crop_left", "DOUBLE", "left of the model's view in original pixels", nullable=False),
+        Column("crop_top", "DOUBLE", "top of the model's view in original pixels", nullable=False),
+        Column("crop_right", "DOUBLE", "right of the model's view in original pixels", nullable=False),
+        Column("crop_bottom", "DOUBLE", "bottom of the model's view in original pixels", nullable=False),
+        Column("image_width", "INTEGER", "original width in pixels", nullable=False),
+        Column("image_height", "INTEGER", "original height in pixels", nullable=False),
+    ),
+    key=("image_id", "model_spec"),
+)
+
+CROSS_MODEL_AGREEMENT = Table(
+    name="cross_model_agreement",
+    description=("Per image and model pair (model_a before model_b in ATTN_ASSETS_COMPARE_MODELS): agreement of the "
+                 "two last-layer maps on the intersection of the two models' views, both area-weighted onto a common "
+                 "grid (core/cross_model.py). status 'failed' rows carry the reason (a model that could not load, an "
+                 "image one model could not read) and NULL metrics."),
+    columns=(
+        *_IMAGE_KEY,
+        Column("model_a", "VARCHAR", "first model spec", nullable=False),
+        Column("model_b", "VARCHAR", "second model spec", nullable=False),
+        Column("status", "VARCHAR", "ok or failed", nullable=False),
+        Column("reason", "VARCHAR", "why a failed row has no metrics (NULL when ok)"),
+        Column("spearman", "DOUBLE", "Spearman rank correlation over the common cells (NaN if a map is constant)"),
+        Column("top_overlap", "DOUBLE", "share of model_a's top-10% cells among model_b's top-10% cells"),
+        Column("jensen_shannon", "DOUBLE", "Jensen-Shannon divergence, base 2 (0 same, 1 disjoint) of the maps "
+               "renormalised over the intersection"),
+        Column("mass_inside_a", "DOUBLE", "share of model_a's attention inside the intersection of the views"),
+        Column("mass_inside_b", "DOUBLE", "share of model_b's attention inside the intersection of the views"),
+        Column("intersection_share", "DOUBLE", "intersection area over the photo's area"),
+        Column("cells", "INTEGER", "cells of the common grid the metrics are computed on"),
+        Column("computed_at", "TIMESTAMP", "UTC time the shard was compared", nullable=False),
+    ),
+    key=("image_id", "model_a", "model_b"),
+)
+
+CROSS_MODEL_SUMMARY = Table(
+    name="cross_model_summary",
+    description=("cross_model_agreement per model pair, overall and per country: each metric's mean over the ok "
+                 "rows with a 95% percentile-bootstrap interval (scipy.stats.bootstrap, 1000 resamples, seed 0)."),
+    columns=(
+        Column("scope", "VARCHAR", "overall or country", nullable=False),
+        Column("country", "VARCHAR", "true country (NULL for overall)"),
+        Column("model_a", "VARCHAR", "first model spec", nullable=False),
+        Column("model_b", "VARCHAR", "second model spec", nullable=False),
+        Column("metric", "VARCHAR", "spearman, top_overlap or jensen_shannon", nullable=False),
+        Column("images", "BIGINT", "images with a finite value", nullable=False),
+        Column("mean", "DOUBLE", "mean over those images"),
+        Column("ci_low", "DOUBLE", "2.5% bootstrap percentile of the mean (NULL for fewer than 2 images)"),
+        Column("ci_high", "DOUBLE", "97.5% bootstrap percentile of the mean"),
+    ),
+)
+
 WAREHOUSE_TABLES: tuple[Table, ...] = (
     IMAGES,
     ATTENTION_STATISTICS,
@@ -695,6 +760,8 @@ WAREHOUSE_TABLES: tuple[Table, ...] = (
     COUNTRY_ACCURACY,
     COUNTRY_CONFUSION,
     FAITHFULNESS_SUMMARY,
+    CROSS_MODEL_AGREEMENT,
+    CROSS_MODEL_SUMMARY,
 )
 
 # The seed's attention_statistics.csv columns, in its documented order.

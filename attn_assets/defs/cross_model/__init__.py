@@ -1,0 +1,1 @@
+"""Cross-model comparison: the encoders of ATTN_ASSETS_COMPARE_MODELS over the same images, maps compared."""
