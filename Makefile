@@ -1,4 +1,5 @@
-# attn-assets: `make demo` runs the whole graph on generated demo data, `make test` runs the suite.
+# attn-assets: `make demo` runs the whole graph on generated demo data with the committed demo model (models/demo;
+# ATTN_ASSETS_MODEL=random:streetclip for an untrained StreetCLIP-shaped model), `make test` runs the suite.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -31,7 +32,7 @@ $(PLONK_VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(VENV)/bin/attn-assets demo-data --images 24
-	ATTN_ASSETS_MODEL=$${ATTN_ASSETS_MODEL:-random:streetclip} $(VENV)/bin/attn-assets materialize
+	ATTN_ASSETS_MODEL=$${ATTN_ASSETS_MODEL:-demo} $(VENV)/bin/attn-assets materialize
 	$(VENV)/bin/attn-assets sql "SELECT country, image_count, round(attention_entropy_mean, 3) AS entropy, round(attention_concentration_top10_mean, 3) AS top10 FROM country_aggregates ORDER BY image_count DESC"
 
 # The layering contracts first (pyproject [tool.importlinter]), then the whole suite in the core venv (PLONK tests

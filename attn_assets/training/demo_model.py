@@ -79,6 +79,7 @@ class TrainConfig:
     sign_only_share: float = 0.7
     heldout: int = 360
     checkpoint_every: int = 100
+    stop_at: int = 0  # stop after this many steps of the ``steps``-long schedule (0: run it to the end)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ def train(config: TrainConfig, shape: ModelShape = ModelShape(), report: Callabl
     """Train a demo model; returns ``(model, tokenizer, processor)`` with the model in eval mode.
 
     ``checkpoint(model, tokenizer, processor)`` is called every ``config.checkpoint_every`` steps (e.g. to save).
+    ``config.stop_at`` ends training early without changing the learning-rate schedule (a checkpoint's weights).
 
     Seeded by ``config.seed`` (scenes, initial weights, batch order); results are reproducible to the accuracy
     they reach, not bit for bit across thread counts.
@@ -217,7 +219,7 @@ def train(config: TrainConfig, shape: ModelShape = ModelShape(), report: Callabl
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     model.train()
-    for step in range(config.steps):
+    for step in range(config.stop_at or config.steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
         batch = torch.randint(len(labels), (config.batch_size,), generator=generator)
@@ -290,6 +292,15 @@ def evaluate(model, tokenizer, processor, examples: Sequence[Example], batch_siz
     }
 
 
+def evaluate_folder(folder: Path, heldout: int) -> dict:
+    """`evaluate` on ``heldout`` held-out scenes, the model loaded from ``folder`` by the pipeline's zero-shot
+    loader (``core.zero_shot.load_clip_classifier``: the same checks as ``load_encoder``)."""
+    from attn_assets.core.zero_shot import load_clip_classifier
+
+    encoder, model, tokenizer = load_clip_classifier(str(folder))
+    return evaluate(model, tokenizer, encoder.processor, heldout_examples(heldout))
+
+
 def heldout_examples(count: int, sign_only_share: float = 0.5) -> list[Example]:
     """The held-out scenes: a seed namespace that training never draws from."""
     return draw_examples("heldout", count, sign_only_share)
@@ -313,9 +324,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     defaults, default_shape = TrainConfig(), ModelShape()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="model folder to write (e.g. models/demo)")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="evaluate the model in --out (loaded as the pipeline loads it) instead of training")
     for name, value in {**asdict(defaults), **asdict(default_shape)}.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
+    if args.evaluate_only:
+        print(json.dumps(evaluate_folder(args.out, args.heldout), indent=2))
+        return 0
     config = TrainConfig(**{name: getattr(args, name) for name in asdict(defaults)})
     shape = ModelShape(**{name: getattr(args, name) for name in asdict(default_shape)})
     started = time.perf_counter()
