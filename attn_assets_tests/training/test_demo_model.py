@@ -1,7 +1,8 @@
-"""attn_assets.training.demo_model: the training script runs, and the committed demo model has learned its cue."""
+"""attn_assets.training.demo_model: the training script runs, lowers its loss and writes a folder the pipeline loads."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from attn_assets.core.model import load_encoder
@@ -66,3 +67,16 @@ def test_the_script_writes_a_folder_the_pipeline_loads(tmp_path, capsys):
 
     assert CLIPProcessor.from_pretrained(out).tokenizer("France")["input_ids"] == tokenizer("France")["input_ids"]
     assert text_embeddings(clip, tokenizer, country_captions()).shape == (len(COUNTRIES), TINY.projection)
+
+
+def test_pointing_hit_and_its_chance_level_on_a_known_cell():
+    from attn_assets.training.demo_model import cells_on_box, pointing_hit
+
+    grid, patch = (14, 14), 16
+    box = (2 * 16 + 4, 16 + 4, 3 * 16 - 4, 2 * 16 - 4)  # inside cell row 1, column 2
+    peak = np.zeros(grid)
+    peak[1, 2] = 1.0
+    assert pointing_hit(peak.reshape(-1), grid, patch, box)
+    assert not pointing_hit(peak.T.reshape(-1), grid, patch, box)  # a transposed map points at row 2, column 1
+    assert cells_on_box(grid, patch, box) == 1
+    assert cells_on_box(grid, patch, (16.0, 16.0, 48.0, 32.0)) == 2  # touching edges do not count
