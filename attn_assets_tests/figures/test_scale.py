@@ -139,3 +139,20 @@ def test_rollout_gallery_labels_its_rows(tmp_path, saved):
     rec = saved[-1]
     assert {"lowest rollout entropy #1", "highest rollout entropy #1"} <= set(rec["axes_texts"])
     assert len(rec["bars"]) == 6 and all("× uniform" in label for _, label in rec["bars"])
+
+
+def test_diverse_grid_tiles_have_colour_bars_and_ranges(tmp_path, saved, dataset):
+    from attn_assets.figures import render_diverse_grid
+
+    rows, maps = dataset
+    ids = list(rows.image_id[:3])
+    maps = {**maps, ids[2]: np.full((24, 24), 1 / 577)}
+    render_diverse_grid(rows, maps, None, tmp_path / "d.png", n=3, image_ids=ids, footer=FOOTER)
+    rec = saved[-1]
+    assert len(rec["bars"]) == 3
+    for image_id, ((lo, hi), _) in zip(ids[:2], rec["bars"]):
+        # float32 maps: the expected product rounds to float32 (rel 6e-8), the figure's is float64
+        assert (lo, hi) == pytest.approx((maps[image_id].min() * 576, maps[image_id].max() * 576), rel=1e-6)
+    assert sum("near-uniform" in t for t in rec["axes_texts"]) == 1
+    assert sum("× uniform" in t for t in rec["titles"]) == 3
+    assert rec["fig_texts"][-1] == FOOTER
