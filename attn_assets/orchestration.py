@@ -259,6 +259,7 @@ def materialize_all(
 
     _geolocation_stage(instance, force, run, summary)
     _country_relevance_stage(instance, force, run, summary)
+    _cross_model_stage(instance, force, run, summary, layout)
     return summary
 
 
@@ -280,6 +281,26 @@ def _geolocation_stage(instance, force: bool, run, summary: MaterializeSummary) 
         run("geolocation_job", "geolocation accuracy, failure analysis, worst predictions")
     else:
         summary.lines.append("geolocation summaries: up to date")
+
+
+def _cross_model_stage(instance, force: bool, run, summary: MaterializeSummary, layout: HomeLayout) -> None:
+    """Every model of ATTN_ASSETS_COMPARE_MODELS over each shard whose cross-model file is missing or was made for
+    other models or images, then the cross-model tables and figures; nothing without two or more specs."""
+    from attn_assets.passes.cross_model import shard_is_current
+    from attn_assets.settings import ENV_COMPARE_MODELS, compare_models_setting
+
+    specs = compare_models_setting()
+    if len(specs) < 2:
+        if specs:
+            summary.lines.append(f"cross_model: skipped ({ENV_COMPARE_MODELS} lists one spec; comparing needs two)")
+        return
+    keys = [key for key in instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
+            if force or not shard_is_current(layout, key, specs)]
+    for key in keys:  # a failed shard is reported and does not stop the others nor the summary
+        run("cross_model_shards_job", f"cross_model_agreement[{key}]", partition_key=key)
+    if not keys:
+        summary.lines.append("cross_model_agreement: every shard up to date")
+    run("cross_model_job", "cross-model tables and figures")
 
 
 def _country_relevance_stage(instance, force: bool, run, summary: MaterializeSummary) -> None:

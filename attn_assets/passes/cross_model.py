@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from scipy import stats
 
 from attn_assets.core.cross_model import AGREEMENT_METRICS, PlacedMap, agreement
@@ -165,6 +166,19 @@ def compute_cross_model_shard(*, layout: HomeLayout, shard_key: str, specs: tupl
     ok = sum(row["status"] == "ok" for row in rows)
     return CrossModelOutcome(shard_key, len(records), len(models) * (len(models) - 1) // 2, ok, len(rows) - ok,
                              time.monotonic() - started, models, path)
+
+
+def shard_is_current(layout: HomeLayout, shard_key: str, specs: tuple[str, ...]) -> bool:
+    """Whether the shard's cross-model file holds exactly the pairs of ``specs`` over the shard's current images
+    (reads two columns of the file and the shard's image list)."""
+    path = layout.cross_model_parquet(shard_key)
+    if not path.exists():
+        return False
+    stored = pq.read_table(path, columns=["image_id", "model_a", "model_b"]).to_pandas()
+    records, _, _ = shard_images(layout, shard_key)
+    pairs = set(itertools.combinations(specs, 2))
+    return (set(zip(stored["model_a"], stored["model_b"])) == pairs
+            and set(stored["image_id"]) == {r.image_id for r in records})
 
 
 def bootstrap_interval(values: np.ndarray) -> tuple[float, float]:
