@@ -36,7 +36,7 @@ def render_model_grid(rows: Sequence[dict], specs: Sequence[str], out_path: str 
     ``[gh, gw]``, crop box in original pixels)}; ``specs``: the columns, in order. A model without a map of an
     image (or an unreadable image) leaves its panel blank with a note."""
     rows, specs = list(rows), list(specs)
-    with new_figure((2.6 * max(1, len(specs)), 2.6 * max(1, len(rows)) + 0.4)) as fig:
+    with new_figure((max(7.0, 2.6 * len(specs)), 2.6 * max(1, len(rows)) + 0.4), layout="constrained") as fig:
         axes = fig.subplots(max(1, len(rows)), max(1, len(specs)), squeeze=False)
         for r, row in enumerate(rows):
             image = image_file(row.get("path"), row.get("member"))
@@ -61,7 +61,7 @@ def render_model_grid(rows: Sequence[dict], specs: Sequence[str], out_path: str 
                     ax.text(0, -0.02, str(row["image_id"]), fontsize=7, transform=ax.transAxes, va="top")
         if not rows:
             axes[0][0].text(0.5, 0.5, "no images compared", ha="center", va="center")
-        fig.suptitle("Last-layer attention per model, each on its own view of the photo (min-max per panel)",
+        fig.suptitle("Last-layer attention per model, each on its own view of the photo\n(min-max per panel)",
                      fontsize=10)
         return save_figure(fig, out_path, footer=footer)
 
@@ -75,7 +75,7 @@ def render_country_differences(summary: pd.DataFrame, out_path: str | os.PathLik
     overall = summary[summary["scope"] == "overall"].set_index(["model_a", "model_b", "metric"])["mean"]
     pairs = list(dict.fromkeys(zip(summary["model_a"], summary["model_b"])))
     codes = sorted(countries["country"].dropna().unique())
-    with new_figure((max(6.0, 0.5 * len(codes) + 2), 3.0 * len(metrics))) as fig:
+    with new_figure((max(8.0, 0.5 * len(codes) + 2), 3.0 * len(metrics)), layout="constrained") as fig:
         axes = fig.subplots(len(metrics), 1, squeeze=False)[:, 0]
         positions = np.arange(len(codes))
         width = 0.8 / max(1, len(pairs))
@@ -98,6 +98,5 @@ def render_country_differences(summary: pd.DataFrame, out_path: str | os.PathLik
             axes[0].legend(fontsize=7, loc="best")
         else:
             axes[0].text(0.5, 0.5, "no model pairs compared", ha="center", va="center", transform=axes[0].transAxes)
-        fig.suptitle("Cross-model agreement per country, relative to each pair's overall mean (95% bootstrap)",
-                     fontsize=10)
+        fig.suptitle("Agreement per country minus the pair's overall mean (95% bootstrap interval)", fontsize=10)
         return save_figure(fig, out_path, footer=footer)

@@ -144,8 +144,12 @@ def cross_model_figures(context: dg.AssetExecutionContext, pipeline: PipelineRes
                              int(m.grid_height), int(m.grid_width)),
                              (m.crop_left, m.crop_top, m.crop_right, m.crop_bottom)) for m in mine.itertuples()}})
     rows.sort(key=lambda row: row["image_id"])
+    drawn = {spec for row in rows for spec in row["maps"]}
+    missing = [spec for spec in specs if spec not in drawn]  # models that could not load: no column
+    specs = [spec for spec in specs if spec in drawn]
     directory = pipeline.layout.analyses_dir
-    grid = render_model_grid(rows, specs, directory / "cross_model_grid.png")
+    grid = render_model_grid(rows, specs, directory / "cross_model_grid.png",
+                             footer=f"no maps from: {', '.join(missing)}" if missing else None)
     countries = render_country_differences(summary, directory / "cross_model_countries.png")
     return dg.MaterializeResult(metadata={**figure_metadata(grid), "countries_figure": dg.MetadataValue.path(
         str(countries)), "images": dg.MetadataValue.int(len(rows))})
