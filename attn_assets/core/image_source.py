@@ -5,74 +5,22 @@ as :func:`~attn_assets.path_text.path_to_text` writes it) and the member inside 
 ``zipfile.ZipFile.namelist()`` gives it (names without the UTF-8 flag are decoded as cp437 by ``zipfile``, so a
 non-UTF-8 name is still a str that UTF-8 writers accept).
 
-Archives are opened once per process and kept open (a DataLoader worker reads its members one after the other
-from the same handle); a process that inherits the cache through ``fork`` opens its own handles, since a forked
-file descriptor shares its offset with the parent.
+Members are read through :mod:`attn_assets.zip_members` (torch-free, shared with the figures): a few archives kept
+open per process, least recently used closed first, all closed when a pass has read its images.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import zipfile
-import zlib
 
 from PIL import Image
 
 from attn_assets.path_text import text_to_path
+from attn_assets.zip_members import MemberError, archive, close_archives, read_member
 
 from .preprocess import load_rgb
 
-_archives: dict[str, zipfile.ZipFile] = {}
-_owner_pid: int | None = None
-
-
-class MemberError(OSError):
-    """A zip member that could not be read; the message says which archive and member, and why."""
-
-
-def archive(path_text: str) -> zipfile.ZipFile:
-    """The open ``ZipFile`` for the archive at escaped ``path_text``, opened once per process.
-
-    Raises FileNotFoundError / IsADirectoryError / PermissionError as ``open`` does, and
-    ``zipfile.BadZipFile`` for a file that is not a zip archive.
-    """
-    global _owner_pid
-    if _owner_pid != os.getpid():
-        _archives.clear()  # handles inherited through fork share their offset with the parent: never reuse them
-        _owner_pid = os.getpid()
-    handle = _archives.get(path_text)
-    if handle is None:
-        handle = zipfile.ZipFile(text_to_path(path_text))
-        _archives[path_text] = handle
-    return handle
-
-
-def close_archives() -> None:
-    """Close every archive this process holds open (tests, and long-lived processes between shards)."""
-    for handle in _archives.values():
-        handle.close()
-    _archives.clear()
-
-
-def read_member(path_text: str, member: str) -> bytes:
-    """The bytes of ``member`` in the archive at ``path_text``; raises :class:`MemberError` naming both.
-
-    A member missing from the archive, a member whose data fails its CRC-32 or does not inflate, and an
-    archive that is not a zip file all become MemberError with a reason a user can act on.
-    """
-    try:
-        handle = archive(path_text)
-    except zipfile.BadZipFile as error:
-        raise MemberError(f"not a readable zip archive ({error}); re-download or re-copy {path_text}") from error
-    try:
-        return handle.read(member)
-    except KeyError as error:
-        raise MemberError(f"member {member!r} not found in zip archive {path_text}") from error
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        raise MemberError(f"corrupt zip member {member!r} in {path_text} ({error})") from error
-    except NotImplementedError as error:  # compression method zipfile cannot read (e.g. deflate64)
-        raise MemberError(f"zip member {member!r} in {path_text} uses an unsupported compression ({error})") from error
+__all__ = ["MemberError", "archive", "close_archives", "open_image", "read_member"]
 
 
 def open_image(record) -> Image.Image:

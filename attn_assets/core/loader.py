@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from attn_assets.path_text import path_to_text, text_to_path
-from .image_source import MemberError, open_image
+from .image_source import MemberError, close_archives, open_image
 from .preprocess import Preprocessor
 
 # Non-Sequence record streams are cut into windows of this many batches.
@@ -208,19 +208,22 @@ def iter_batches(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for window in _windows(records, batch_size * WINDOW_BATCHES):
-        dataset = _BatchDataset(window, batch_size, preprocess, uint8)
-        options = {"prefetch_factor": prefetch_factor} if num_workers > 0 else {}
-        loader = DataLoader(
-            dataset,
-            batch_size=None,
-            shuffle=False,
-            num_workers=num_workers,
-            collate_fn=_keep,
-            pin_memory=pin_memory,
-            **options,
-        )
-        yield from loader
+    try:
+        for window in _windows(records, batch_size * WINDOW_BATCHES):
+            dataset = _BatchDataset(window, batch_size, preprocess, uint8)
+            options = {"prefetch_factor": prefetch_factor} if num_workers > 0 else {}
+            loader = DataLoader(
+                dataset,
+                batch_size=None,
+                shuffle=False,
+                num_workers=num_workers,
+                collate_fn=_keep,
+                pin_memory=pin_memory,
+                **options,
+            )
+            yield from loader
+    finally:
+        close_archives()  # zip archives read inline (num_workers=0) stay open only while a pass reads them
 
 
 def records_from_paths(paths: Iterable[str | Path]) -> list[ImageRecord]:

@@ -12,8 +12,6 @@ import io
 import math
 import os
 import warnings
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Union
 
@@ -23,6 +21,7 @@ from scipy.ndimage import zoom
 
 from attn_assets.crop_geometry import Box, model_view_box
 from attn_assets.path_text import text_to_path
+from attn_assets.zip_members import read_member
 
 ImageLike = Union[Image.Image, str, Path]
 
@@ -86,18 +85,20 @@ def image_file(path: object, member: object = None) -> str | Image.Image | None:
     """
     if not isinstance(path, (str, os.PathLike)):
         return None
-    opened = text_to_path(os.fspath(path))
     if isinstance(member, str):
-        return _archive_member_image(opened, member)
+        return _archive_member_image(os.fspath(path), member)
+    opened = text_to_path(os.fspath(path))
     return opened if os.path.isfile(opened) else None
 
 
 def _archive_member_image(archive: str, member: str) -> Image.Image | None:
+    """The decoded member, read through the shared cache of open archives (attn_assets.zip_members), or None."""
     try:
-        with zipfile.ZipFile(archive) as handle, Image.open(io.BytesIO(handle.read(member))) as image:
+        data = read_member(archive, member)
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
             return image.copy()
-    except (OSError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, Image.DecompressionBombError):
+    except (OSError, EOFError, Image.DecompressionBombError):  # MemberError is an OSError
         return None
 
 

@@ -5,7 +5,7 @@ import zipfile
 import pytest
 import torch
 
-import attn_assets.core.image_source as image_source
+import attn_assets.zip_members as zip_members
 from attn_assets.core.image_source import MemberError, close_archives, open_image, read_member
 from attn_assets.core.loader import ImageRecord, iter_batches, load_batch
 from attn_assets.core.model import make_clip_processor
@@ -104,11 +104,21 @@ def test_archive_opened_once_per_process(osv_root, preprocess, monkeypatch):
         opened.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(image_source.zipfile, "ZipFile", counting)
+    monkeypatch.setattr(zip_members.zipfile, "ZipFile", counting)
     records = [ImageRecord(f"r{i}", str(archive), f"{i % 3:04d}.jpg") for i in range(12)]
     batches = list(iter_batches(records, preprocess, batch_size=4, num_workers=0))
     assert sum(len(b) for b in batches) == 12
     assert len(opened) == 1
+
+
+def test_archives_are_closed_when_a_pass_has_read_its_images(osv_root, preprocess):
+    _, archive, _ = osv_root
+    records = [ImageRecord(f"r{i}", str(archive), f"{i % 3:04d}.jpg") for i in range(6)]
+    batches = iter_batches(records, preprocess, batch_size=2, num_workers=0)
+    next(batches)
+    assert zip_members.open_archive_count() == 1
+    list(batches)
+    assert zip_members.open_archive_count() == 0
 
 
 def test_workers_read_members_in_order(osv_root, preprocess):
