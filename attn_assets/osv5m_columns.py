@@ -6,16 +6,21 @@ aggregates run over :data:`GROUP_DIMENSIONS`. Sources: the OSV-5M CSV header and
 dataset's loader (huggingface.co/datasets/osv5m/osv5m, ``osv5m.py``: bins, codes and distances as float32,
 quadtree cells as int32, the rest as strings); the codes are OSV-5M's own, stored as written.
 
-Kinds and the rule for a bad value (the row is rejected, naming the column, the value and what to write;
-empty cells and ``nan`` are NULL, since OSV-5M leaves cells empty and a Parquet NaN reads as ``nan``):
+Every manifest is read this way, OSV-5M's or a plain list that happens to have a column of one of these names.
+Cells ``NA``, ``N/A``, ``null``, ``None`` and ``nan`` (any case) and empty cells are NULL. A cell that is not
+of its column's kind is NULL too and never costs its image: its text is kept in ``images.extra`` under the
+manifest's column name (``extra->>'climate'``), and the manifest step reports one line per column, e.g.
+"2 cells of climate were not whole numbers (e.g. 'Cfb'); kept as text in extra->>'climate'". Kinds:
 
 * ``code``: a whole number (``15`` or ``15.0``), stored as INTEGER.
 * ``number``: a decimal number, stored as DOUBLE.
 * ``text``: any text, stored as VARCHAR.
 * ``drive_side``: OSV-5M writes 1 where traffic drives on the left and 0 on the right (its row for the Chatham
-  Islands, New Zealand, has 1); ``left`` / ``right`` are accepted too. Stored as the word, VARCHAR.
+  Islands, New Zealand, has 1); so a boolean column's ``true`` is left and ``false`` right, and ``left`` / ``L``
+  / ``right`` / ``R`` (any case) are accepted too. Stored as the word, VARCHAR.
 * ``time``: Mapillary's ``captured_at``, milliseconds since 1970-01-01 UTC, or an ISO 8601 date or time;
-  stored as TIMESTAMP (UTC, no zone).
+  stored as TIMESTAMP (UTC, no zone). Only 1990-01-01 to tomorrow is plausible; other times are bad cells, and
+  a number that is plausible as Unix seconds (``1500000000``) is reported as such (the unit is milliseconds).
 """
 
 from __future__ import annotations
@@ -61,3 +66,8 @@ OSV_METADATA_COLUMNS: tuple[OsvColumn, ...] = (
 GROUP_DIMENSIONS: tuple[str, ...] = ("drive_side", "climate", "land_cover", "soil")
 
 OSV_METADATA_NAMES: tuple[str, ...] = tuple(c.name for c in OSV_METADATA_COLUMNS)
+
+#: A column of the manifest's ``images`` file named ``AS_WRITTEN_PREFIX + <manifest column>`` holds the text of
+#: that column's cells that could not be typed; the warehouse keeps it in ``images.extra`` under the column's own
+#: name.
+AS_WRITTEN_PREFIX = "as_written:"

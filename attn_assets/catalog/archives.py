@@ -8,7 +8,12 @@ member from the archive and member name stored in ``manifest/images.parquet``.
 Member names: ``zipfile`` decodes a name without the UTF-8 flag as cp437, so ``member`` (what
 ``ZipFile.read`` takes back) is always storable text. The stem an id is matched against is taken from the
 name's original bytes, escaped as :func:`~attn_assets.path_text.path_to_text` escapes non-UTF-8 file names
-(``caf\\xe9``), so archives and extracted folders give the same stems.
+(``caf\\xe9``), so archives and extracted folders give the same stems. Folders in a name may be separated by
+``\\`` (PowerShell's Compress-Archive writes ``00\\103.jpg``): the stem is taken after the last ``/`` or ``\\``,
+while ``member`` keeps the name as stored.
+
+An archive that stores one name twice: both entries are listed, and the index keeps the first (as it keeps the
+first of two files with one stem); :func:`attn_assets.zip_members.read_member` reads that first entry.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ def list_archive_members(root: str, archive: str, image_extensions: Iterable[str
     for info in infos:
         if info.is_dir():
             continue
-        base = path_to_text(os.path.basename(member_name_bytes(info).rstrip(b"/")))
+        base = path_to_text(os.path.basename(member_name_bytes(info).replace(b"\\", b"/").rstrip(b"/")))
         stem, ext = os.path.splitext(base)
         if ext.lower() in extensions:
             members.append(ArchiveMember(stem=stem, archive=archive, member=info.filename))

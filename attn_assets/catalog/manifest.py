@@ -11,9 +11,13 @@ Two formats, detected per file from its header:
   the root nor in its archives IS rejected here ("image file <id>.jpg not found under image root"),
   because without the file there is no path to record. If an OSV file has an explicit ``path`` column,
   that is used instead and the file is not looked up. OSV-5M's metadata columns become typed columns
-  (:mod:`attn_assets.osv5m_columns`); a bad value rejects its row.
+  (:mod:`attn_assets.osv5m_columns`, in either format); a cell that cannot be typed is NULL, its text kept in
+  ``extra`` and counted in :attr:`ManifestResult.notes`, and never rejects its row. An id found in two
+  archives (or as two files) resolves to the first in sorted path order; how many ids the manifest looked up
+  were found more than once, with an example, is in :meth:`ManifestResult.summary` and the notes.
 * **Plain list**: ``image_id``, ``path`` and optionally ``country``, ``latitude``, ``longitude``,
-  ``member`` (the image's name inside the zip archive ``path``; empty for an image file).
+  ``member`` (the image's name inside the zip archive ``path``; empty for an image file, required when
+  ``path`` is a ``.zip``).
   Coordinates may be absent, but present-and-invalid coordinates are rejected. A path whose file
   does not exist (or a member missing from its archive) is NOT a manifest rejection: the statistics
   step records it as an image failure (a file can vanish after validation anyway).
@@ -42,6 +46,7 @@ import glob as globlib
 import gzip
 import io
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -64,9 +69,11 @@ from attn_assets.catalog.archives import (
 )
 from attn_assets.catalog.countries import country_names, normalize_codes, resolve_countries
 from attn_assets.catalog.osv_metadata import parse_column
-from attn_assets.osv5m_columns import OSV_METADATA_COLUMNS, OSV_METADATA_NAMES
+from attn_assets.osv5m_columns import AS_WRITTEN_PREFIX, OSV_METADATA_COLUMNS, OSV_METADATA_NAMES
 from attn_assets.path_text import path_to_text, text_to_path
 from attn_assets.settings import image_root_setting
+
+_log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------
 # Contract: column names (storage and the Dagster assets use these).
@@ -145,6 +152,11 @@ class ManifestResult:
     files: list[str] = field(default_factory=list)
     formats: dict[str, str] = field(default_factory=dict)
     image_root: Path | None = None
+    #: Warnings about kept rows, one line each (cells that could not be typed, ids found twice).
+    notes: list[str] = field(default_factory=list)
+    #: Ids looked up in the image root that were found in more than one place (first wins), and one example.
+    ids_found_twice: int = 0
+    ids_found_twice_example: str | None = None
 
     @property
     def extra_columns(self) -> list[str]:
@@ -164,6 +176,9 @@ class ManifestResult:
                 str(k): int(v)
                 for k, v in self.rejections["column"].fillna("(file)").value_counts().items()
             },
+            "ids_found_twice": self.ids_found_twice,
+            "ids_found_twice_example": self.ids_found_twice_example,
+            "notes": list(self.notes),
         }
 
 
@@ -178,7 +193,9 @@ class ImageIndex:
     Built once by :func:`build_image_index`; stored as string columns rather than a
     dict so millions of files stay compact. ``via_symlink`` holds the relative paths that were
     reached through a symbolic link (file or folder): only those need ``realpath`` checks.
-    When two files share a stem, the first in sorted walk order wins (``.jpg`` preferred).
+    When two files share a stem, the first in sorted walk order wins (``.jpg`` preferred); so does the first
+    archive (sorted by path) of two holding one stem. ``shadowed``: stem -> where its other copy lies, for every
+    stem found more than once.
     An image inside a zip archive has the archive as its path and the member name in ``members``
     (NaN for extracted files); ``archives`` counts the archives listed.
     """
@@ -190,6 +207,7 @@ class ImageIndex:
     duplicate_stems: int = 0
     members: pd.Series | None = None
     archives: int = 0
+    shadowed: pd.Series | None = None
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -283,6 +301,8 @@ def build_image_index(root: str | os.PathLike) -> ImageIndex:
     frame = frame.sort_values(["_pref"], kind="stable")
     dup = frame["stem"].duplicated(keep="first")
     n_dup = int(dup.sum())
+    where = frame["path"].where(frame["member"].isna(), frame["path"] + ":" + frame["member"].fillna(""))
+    shadowed = where[dup].groupby(frame["stem"][dup].to_numpy(), sort=False).first()
     frame = frame.loc[~dup].sort_index()
     return ImageIndex(
         root=root,
@@ -292,6 +312,7 @@ def build_image_index(root: str | os.PathLike) -> ImageIndex:
         duplicate_stems=n_dup,
         members=frame["member"].reset_index(drop=True),
         archives=sum(len(a) for a in archives.values()),
+        shadowed=shadowed.astype("str"),
     )
 
 
@@ -671,7 +692,7 @@ def _extra_column_names(path: Path, columns: list[str]) -> dict[str, str]:
     when a prefixed name collides with another column of the file.
     """
     reserved = {c.lower() for c in RESERVED_COLUMNS}
-    names = {c: f"manifest_{c}" if c.lower() in reserved else c for c in columns}
+    names = {c: f"manifest_{c}" if c.lower() in reserved or c.startswith(AS_WRITTEN_PREFIX) else c for c in columns}
     clashes = sorted(c for c, name in names.items() if name != c and name in names)
     if clashes:
         raise ManifestError(
@@ -750,8 +771,19 @@ def read_manifest(
     written, written_as_float = _check_ids(rows)
     latitude, longitude = _check_coordinates(rows)
     codes, code_valid = _check_country_codes(rows)
-    typed = _check_osv_metadata(rows)
-    rel, member = _resolve_paths(rows, root, image_index, written, written_as_float)
+    notes: list[str] = []
+    typed = _check_osv_metadata(rows, notes)
+    rel, member, shadowed = _resolve_paths(rows, root, image_index, written, written_as_float)
+    example = None
+    if len(shadowed):
+        first = shadowed.index[0]
+        used = rows.frame["image_id"].to_numpy() == first
+        where = rel[used].iloc[0] + ("" if pd.isna(member[used].iloc[0]) else ":" + member[used].iloc[0])
+        example = f"{first}: used {where}, also at {shadowed.iloc[0]}"
+        notes.append(f"{len(shadowed)} ids were found in more than one place under the image root (e.g. {example}); "
+                     "the first archive or file in path order is used")
+    for note in notes:
+        _log.warning("%s", note)
     _reject_duplicates(rows, rel)
     keep = rows.alive
     rejections = _build_rejections(rows.frame, keep, rows.column, rows.reason, rows.raw_frames, rows.file_columns,
@@ -773,6 +805,9 @@ def read_manifest(
         files=[path_to_text(p.resolve()) for p in files],
         formats=rows.formats,
         image_root=root,
+        notes=notes,
+        ids_found_twice=len(shadowed),
+        ids_found_twice_example=example,
     )
 
 
@@ -933,16 +968,21 @@ def _check_coordinates(rows: _Rows) -> tuple[pd.Series, pd.Series]:
     return lat, lon
 
 
-def _check_osv_metadata(rows: _Rows) -> dict[str, pd.Series]:
-    """Parse OSV-5M's typed columns (:mod:`attn_assets.catalog.osv_metadata`); reject rows with a bad cell.
+def _check_osv_metadata(rows: _Rows, notes: list[str]) -> dict[str, pd.Series]:
+    """Parse OSV-5M's typed columns (:mod:`attn_assets.catalog.osv_metadata`). A cell that cannot be typed is
+    NULL and costs no row: its text is returned under ``AS_WRITTEN_PREFIX + <manifest column>`` (None elsewhere)
+    and one line per such column is appended to ``notes``.
 
-    Returns {images column: typed values} for every row (NULL where missing or bad)."""
-    typed = {}
+    Returns {images column: values} for every row."""
+    typed, as_written = {}, {}
     for column in OSV_METADATA_COLUMNS:
-        values, reasons = parse_column(column, rows.frame[_OSV + column.name])
-        rows.reject(reasons.notna().to_numpy(), column.source, lambda pos, reasons=reasons: reasons.iloc[pos].to_numpy())
-        typed[column.name] = values
-    return typed
+        text = rows.frame[_OSV + column.name]
+        parsed = parse_column(column, text)
+        typed[column.name] = parsed.values
+        if parsed.note is not None:
+            as_written[AS_WRITTEN_PREFIX + column.source] = text.where(parsed.bad, None).astype("str")
+            notes.append(parsed.note)
+    return {**typed, **as_written}
 
 
 def _check_country_codes(rows: _Rows) -> tuple[pd.Series, pd.Series]:
@@ -959,10 +999,12 @@ def _check_country_codes(rows: _Rows) -> tuple[pd.Series, pd.Series]:
 
 
 def _resolve_paths(rows: _Rows, root: Path, image_index: ImageIndex | None, written: pd.Series,
-                   written_as_float: np.ndarray) -> tuple[pd.Series, pd.Series]:
+                   written_as_float: np.ndarray) -> tuple[pd.Series, pd.Series, pd.Series]:
     """Each row's image path relative to ``root`` (NA where unknown) and zip member (NA for files): explicit
     paths checked not to leave the root, OSV-5M ids looked up in the image index (files and archive members);
-    rows without a usable image are rejected."""
+    rows without a usable image are rejected. Third: for each looked-up id also found elsewhere (the index's
+    first copy is used), where its other copy lies, indexed by id."""
+    no_shadow = pd.Series([], dtype="str")
     df, n, root_s = rows.frame, len(rows.frame), str(root)
     rel = pd.Series(pd.NA, index=df.index, dtype="str")
     member = pd.Series(pd.NA, index=df.index, dtype="str")
@@ -978,14 +1020,18 @@ def _resolve_paths(rows: _Rows, root: Path, image_index: ImageIndex | None, writ
             m[np.flatnonzero(ok)[esc.to_numpy()]] = True
             rows.reject(m, "path", escape_reason(root))
         given = explicit & (df["_member"] != "").to_numpy()
-        not_zip = given & ~df["_path"].str.lower().str.endswith(".zip").to_numpy()
+        is_zip = df["_path"].str.lower().str.endswith(".zip").to_numpy()
+        rows.reject(explicit & is_zip & ~given, "member", lambda pos: (
+            "path '" + rows.at("_path", pos) + "' is a zip archive; give the member column (the image's name inside "
+            "the archive, e.g. 00/101.jpg)").to_numpy())
+        not_zip = given & ~is_zip
         rows.reject(not_zip, "member", lambda pos: (
             "member '" + rows.at("_member", pos) + "' is given but path '" + rows.at("_path", pos) + "' is not a .zip "
             "archive; give the archive's path relative to ATTN_ASSETS_IMAGE_ROOT, or leave member empty").to_numpy())
         member.loc[given & rows.alive] = df.loc[given & rows.alive, "_member"]
     lookup = ~explicit & rows.osv
     if not lookup.any():
-        return rel, member
+        return rel, member, no_shadow
     index = image_index if image_index is not None else build_image_index(root)
     if Path(index.root) != root:
         raise ManifestError(f"image index was built for {index.root}, not the image root {root}")
@@ -1019,7 +1065,9 @@ def _resolve_paths(rows: _Rows, root: Path, image_index: ImageIndex | None, writ
                 m = np.zeros(n, dtype=bool)
                 m[i] = True
                 rows.reject(m, "id", escape_reason(root))
-    return rel, member
+    looked_up = pd.Index(df.loc[lookup & rows.alive, "image_id"].unique(), dtype="str")
+    shadowed = index.shadowed if index.shadowed is not None else no_shadow
+    return rel, member, shadowed[shadowed.index.isin(looked_up)]
 
 
 def _reject_duplicates(rows: _Rows, rel: pd.Series) -> None:

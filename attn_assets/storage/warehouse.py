@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from attn_assets.metric_names import ACCURACY_THRESHOLDS_KM, METRIC_NAMES
-from attn_assets.osv5m_columns import GROUP_DIMENSIONS
+from attn_assets.osv5m_columns import AS_WRITTEN_PREFIX, GROUP_DIMENSIONS
 from attn_assets.storage.schema import (
     ARTIFACT_STATISTICS,
     GEOLOCATION_ACCURACY,
@@ -252,12 +252,13 @@ class Warehouse:
             absent = {c: "NULL" for c in known if c not in set(pq.read_schema(images_parquet).names)}
             # DuckDB renames columns that differ only in case (Drive_Side -> Drive_Side_1): pair its names with
             # the file's own by position, and key the JSON by the file's names. An empty cell is JSON null,
-            # as is a column that one file of a glob lacks.
+            # as is a column that one file of a glob lacks. A cell the manifest step could not type (AS_WRITTEN_PREFIX
+            # + its column) is keyed by the manifest column's own name.
             described = [row[0] for row in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(images_parquet)]).fetchall()]
             extras = sorted((name, as_read) for name, as_read in zip(pq.read_schema(images_parquet).names, described)
                             if name not in known)
             extra_sql = (
-                "to_json(map([" + ", ".join(_sql_string(name) for name, _ in extras) + "], ["
+                "to_json(map([" + ", ".join(_sql_string(name.removeprefix(AS_WRITTEN_PREFIX)) for name, _ in extras) + "], ["
                 + ", ".join(f"NULLIF(s.{_sql_identifier(as_read)}::VARCHAR, '')" for _, as_read in extras) + "]))"
                 if extras else "NULL"
             )

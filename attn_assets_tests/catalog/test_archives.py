@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import attn_assets.catalog.archives as archives
+import attn_assets.zip_members as zip_members
 from attn_assets.catalog.manifest import ManifestError, build_image_index, read_manifest
 
 OSV_HEADER = "id,latitude,longitude,country"
@@ -168,3 +169,42 @@ def test_a_member_column_without_path_is_an_extra_column(tmp_path):
     listed.write_text(OSV_HEADER + ",member\n101,48.85,2.35,FR,x\n", encoding="utf-8")
     images = read_manifest(listed, image_root=tmp_path, geocode=False).images
     assert images.loc[0, ["member", "manifest_member"]].tolist() == ["101.jpg", "x"]
+
+
+def test_members_named_with_backslashes_are_found(tmp_path):
+    """PowerShell's Compress-Archive writes folder separators as backslashes (00\\103.jpg)."""
+    zip_with(tmp_path / "images/test/00.zip", {"00\\103.jpg": b"c", "00/101.jpg": b"a", "00\\sub\\104.JPG": b"d"})
+    result = read_manifest(manifest(tmp_path, ["101", "103", "104"]), image_root=tmp_path, geocode=False)
+    assert result.rejections.empty
+    members = result.images.set_index("image_id")["member"]
+    assert members.to_dict() == {"101": "00/101.jpg", "103": "00\\103.jpg", "104": "00\\sub\\104.JPG"}
+    assert zip_members.read_member(str(tmp_path / "images/test/00.zip"), members["103"]) == b"c"
+
+
+def test_a_zip_path_without_member_is_rejected(tmp_path):
+    zip_with(tmp_path / "photos.zip", {"a.jpg": b"a"})
+    listed = tmp_path / "list.csv"
+    listed.write_text("image_id,path,member\na,photos.zip,a.jpg\nb,photos.zip,\nc,PHOTOS.ZIP,\n", encoding="utf-8")
+    result = read_manifest(listed, image_root=tmp_path, geocode=False)
+    assert result.images["image_id"].tolist() == ["a"]
+    assert result.rejections[["image_id", "column"]].values.tolist() == [["b", "member"], ["c", "member"]]
+    assert result.rejections["reason"].iloc[0] == (
+        "path 'photos.zip' is a zip archive; give the member column (the image's name inside the archive, e.g. "
+        "00/101.jpg)")
+    without_column = tmp_path / "bare.csv"
+    without_column.write_text("image_id,path\na,photos.zip\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match="is a zip archive; give the member column"):
+        read_manifest(without_column, image_root=tmp_path, geocode=False)
+
+
+def test_an_id_in_two_archives_uses_the_first_and_says_so(tmp_path):
+    zip_with(tmp_path / "images/test/00.zip", {"101.jpg": b"a", "102.jpg": b"b"})
+    zip_with(tmp_path / "images/test/01.zip", {"00/101.jpg": b"c", "103.jpg": b"d", "104.jpg": b"e"})
+    zip_with(tmp_path / "images/train/00.zip", {"104.jpg": b"f"})
+    result = read_manifest(manifest(tmp_path, ["101", "102", "103"]), image_root=tmp_path, geocode=False)
+    images = result.images.set_index("image_id")
+    assert images.loc["101", ["path", "member"]].tolist() == ["images/test/00.zip", "101.jpg"]
+    summary = result.summary()
+    assert summary["ids_found_twice"] == 1  # 104 is in two archives too, but this manifest does not use it
+    assert summary["ids_found_twice_example"] == "101: used images/test/00.zip:101.jpg, also at images/test/01.zip:00/101.jpg"
+    assert any(n.startswith("1 ids were found in more than one place") for n in result.notes)

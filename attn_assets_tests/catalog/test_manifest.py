@@ -82,8 +82,8 @@ def test_osv_format_uses_index_and_unique_country(root):
     m = write(
         root / "test.csv",
         OSV_HEADER
-        + "\n1000000000000001,-22.56,17.07,http://x,NA,s,1,Khomas,NA,5"
-        + "\n1000000000000002,35.68,139.65,http://y,,s,2,Tokyo,JP,6\n",
+        + "\n1000000000000001,-22.56,17.07,http://x,NA,s,1461772345000,Khomas,NA,5"
+        + "\n1000000000000002,35.68,139.65,http://y,,s,1461772345001,Tokyo,JP,6\n",
     )
     res = read_manifest(m)
     img = res.images
@@ -95,7 +95,7 @@ def test_osv_format_uses_index_and_unique_country(root):
     # OSV-5M's known metadata columns are typed; every other column is kept as text, including unique_country
     assert list(img.columns[len(IMAGE_COLUMNS):]) == ["thumb_original_url", "unique_country", "creator_id"]
     assert img["sequence"].tolist() == ["s", "s"] and img["region"].tolist() == ["Khomas", "Tokyo"]
-    assert img["captured_at"].tolist() == [pd.Timestamp(1, unit="ms"), pd.Timestamp(2, unit="ms")]
+    assert img["captured_at"].tolist() == [pd.Timestamp(1461772345000, unit="ms"), pd.Timestamp(1461772345001, unit="ms")]
     assert img["climate"].isna().all()  # a column the manifest lacks is NULL
     assert img["unique_country"].tolist() == ["NA", "JP"]
     assert res.formats[str(m.resolve())] == "osv5m"

@@ -66,22 +66,78 @@ def test_typed_columns_parse_and_stay_out_of_extra(tmp_path):
     assert result.extra_columns == ["unique_country", "creator_id"]
 
 
-@pytest.mark.parametrize("column, value, reason", [
-    ("climate", "abc", "climate 'abc' is not a whole number such as 15; correct the cell or leave it empty"),
-    ("climate", "2.5", "climate '2.5' is not a whole number"),
-    ("drive_side", "2", "drive_side '2' is not 1 or 'left' (traffic on the left), 0 or 'right'"),
-    ("dist_sea", "far", "dist_sea 'far' is not a decimal number"),
-    ("captured_at", "yesterday", "captured_at 'yesterday' is not milliseconds since 1970-01-01 UTC"),
+@pytest.mark.parametrize("column, value, note", [
+    ("climate", "Cfb", "1 cells of climate were not whole numbers (e.g. 'Cfb'); kept as text in extra->>'climate'"),
+    ("climate", "2.5", "1 cells of climate were not whole numbers (e.g. '2.5')"),
+    ("drive_side", "2", "1 cells of drive_side were not drive sides (1 or true or L or left"),
+    ("dist_sea", "far", "1 cells of dist_sea were not decimal numbers (e.g. 'far')"),
+    ("captured_at", "yesterday", "1 cells of captured_at were not plausible capture times"),
+    ("captured_at", "0001-01-01", "1 cells of captured_at were not plausible capture times"),  # outside pandas' ns
+    ("captured_at", "10000-01-01T00:00:00", "1 cells of captured_at were not plausible capture times"),
+    ("captured_at", "2999-01-01", "1 cells of captured_at were not plausible capture times"),
+    ("captured_at", "1500000000", "1 of them look like Unix seconds (e.g. '1500000000' = 2017-07-14): captured_at "
+                                  "is milliseconds since 1970-01-01 UTC; multiply those by 1000"),
 ])
-def test_a_bad_value_rejects_its_row_naming_column_and_value(tmp_path, column, value, reason):
+def test_a_bad_cell_is_null_and_noted_and_keeps_its_row(tmp_path, column, value, note):
     rows = [list(r) for r in ROWS]
     position = {"captured_at": 1, "drive_side": 2, "climate": 3, "dist_sea": 6}[column]
     rows[1][position] = value
     result = read_manifest(_manifest(tmp_path, rows), image_root=tmp_path, geocode=False)
-    assert "12" not in set(result.images["image_id"])
-    (rejection,) = result.rejections.itertuples()
-    assert (rejection.source_row, rejection.column) == (3, column)
-    assert rejection.reason.startswith(reason), rejection.reason
+    images = result.images.set_index("image_id")
+    assert result.rejections.empty and len(images) == len(ROWS)
+    assert pd.isna(images.loc["12", column])
+    (written,) = [n for n in result.notes if n.startswith(f"1 cells of {column} ")]
+    assert note in written, written
+    assert images.loc["12", f"as_written:{column}"] == value and pd.isna(images.loc["11", f"as_written:{column}"])
+    assert result.summary()["notes"] == result.notes
+
+
+def test_the_text_of_a_bad_cell_is_in_extra_under_its_column(tmp_path):
+    rows = [list(r) for r in ROWS]
+    rows[1][3] = "Cfb"
+    result = read_manifest(_manifest(tmp_path, rows), image_root=tmp_path, geocode=False)
+    images = result.images.assign(shard_key="shard-00000")
+    store = Warehouse(tmp_path / "attention.duckdb")
+    store.replace_images(write_table_atomic(pa.Table.from_pandas(images, preserve_index=False),
+                                            tmp_path / "images.parquet"))
+    got = store.query("SELECT image_id, climate, extra->>'climate' AS written FROM images ORDER BY image_id")
+    assert got["written"].fillna("NULL").tolist()[:2] == ["NULL", "Cfb"]
+    assert got["climate"].iloc[0] == 15 and pd.isna(got["climate"].iloc[1])
+
+
+def test_a_plain_list_with_columns_of_those_names_keeps_every_image(tmp_path):
+    """Koppen letters, land cover words, L/R and NA cells in a user's own list: no image lost."""
+    for name in ("n0", "n1", "n2", "n3"):
+        (tmp_path / f"{name}.jpg").write_bytes(b"")
+    listed = tmp_path / "user.csv"
+    listed.write_text("image_id,path,country,climate,drive_side,soil,land_cover,region\n"
+                      "n0,n0.jpg,FR,Cfb,R,loam,urban,NA\n"
+                      "n1,n1.jpg,GB,Cfb,L,,,null\n"
+                      "n2,n2.jpg,US,N/A,None,NULL,n/a,None\n"
+                      "n3,n3.jpg,NA,15,r,3,4,Erongo\n", encoding="utf-8")
+    result = read_manifest(listed, image_root=tmp_path, geocode=False)
+    images = result.images.set_index("image_id")
+    assert result.rejections.empty and list(images.index) == ["n0", "n1", "n2", "n3"]
+    assert images["drive_side"].fillna("NULL").tolist() == ["right", "left", "NULL", "right"]
+    assert images["climate"].fillna(-1).tolist() == [-1, -1, -1, 15]
+    assert images["region"].fillna("NULL").tolist() == ["NULL", "NULL", "NULL", "Erongo"]
+    assert images.loc["n3", "country"] == "NA"  # Namibia: the country column is not typed metadata
+    assert images["as_written:climate"].fillna("NULL").tolist() == ["Cfb", "Cfb", "NULL", "NULL"]
+    assert images["as_written:land_cover"].fillna("NULL").tolist() == ["urban", "NULL", "NULL", "NULL"]
+    assert sorted(n.split(" were ")[0] for n in result.notes) == [
+        "1 cells of land_cover", "1 cells of soil", "2 cells of climate"]
+
+
+def test_a_parquet_boolean_drive_side_reads_true_as_left(tmp_path):
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.jpg").write_bytes(b"")
+    table = pa.table({"image_id": ["a", "b", "c"], "path": ["a.jpg", "b.jpg", "c.jpg"],
+                      "drive_side": pa.array([True, False, None], type=pa.bool_())})
+    import pyarrow.parquet as pq
+    pq.write_table(table, tmp_path / "list.parquet")
+    result = read_manifest(tmp_path / "list.parquet", image_root=tmp_path, geocode=False)
+    assert result.images["drive_side"].fillna("NULL").tolist() == ["left", "right", "NULL"]  # OSV-5M: 1 = left
+    assert result.rejections.empty and not result.notes
 
 
 def _warehouse_with_statistics(tmp_path) -> tuple[Warehouse, pd.DataFrame, dict[str, np.ndarray]]:

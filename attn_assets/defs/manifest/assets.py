@@ -248,6 +248,9 @@ def image_manifest(context: dg.AssetExecutionContext, pipeline: PipelineResource
         diff.summary(), ", ".join(stale_shards) or "none", ", ".join(dropped) or "none",
     )
 
+    for note in result.notes:  # kept rows: cells that could not be typed, ids found in two places
+        context.log.warning("%s", note)
+
     countries = images["country"].fillna(UNKNOWN_COUNTRY).value_counts()
     return dg.MaterializeResult(
         metadata={
@@ -255,6 +258,9 @@ def image_manifest(context: dg.AssetExecutionContext, pipeline: PipelineResource
             "rejected_rows": dg.MetadataValue.int(len(result.rejections)),
             "rejections_preview": frame_preview(result.rejections),
             "images_in_zip_archives": dg.MetadataValue.int(int(images["member"].notna().sum())),
+            "ids_found_twice": dg.MetadataValue.int(result.ids_found_twice),
+            "ids_found_twice_example": dg.MetadataValue.text(result.ids_found_twice_example or "none"),
+            "manifest_notes": dg.MetadataValue.md("\n".join(f"- {note}" for note in result.notes) or "none"),
             "shards": dg.MetadataValue.int(len(shard_keys)),
             "new_shards": dg.MetadataValue.text(", ".join(new_keys) or "none"),
             "countries": dg.MetadataValue.int(int(images["country"].nunique())),
