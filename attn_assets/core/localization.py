@@ -49,6 +49,22 @@ def parse_box(text: object) -> Box | None:
     return values[0], values[1], values[2], values[3]
 
 
+def check_box_in_image(box: Box, width: int, height: int) -> Box:
+    """``box`` if it lies inside a ``width`` x ``height`` image and spans at least one pixel each way.
+
+    Raises ValueError saying what is wrong: a box reaching outside the image (a box for another image size, or a
+    sign of a coordinate mix-up), or a box under one pixel (normalised 0..1 coordinates instead of pixels).
+    """
+    x0, y0, x1, y1 = box
+    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        raise ValueError(f"cue box {x0:g},{y0:g},{x1:g},{y1:g} reaches outside the {width}x{height} image; give the "
+                         "box in this image's original pixels")
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise ValueError(f"cue box {x0:g},{y0:g},{x1:g},{y1:g} is smaller than one pixel: it looks like normalised "
+                         "0..1 coordinates; give original-image pixels")
+    return box
+
+
 def box_in_crop(box: Box, geometry: CropGeometry) -> tuple[Box | None, float]:
     """An original-image ``box`` in the model input's pixels (the crop), clipped to the crop.
 

@@ -939,7 +939,12 @@ def _processor_settings(repo: str, revision: str | None) -> dict | None:
 # --------------------------------------------------------------------------- model randomization
 
 
-def randomized_encoder(encoder: Encoder, seed: int = RANDOM_SEED) -> Encoder:
+#: Seed of `randomized_encoder`'s weights; not RANDOM_SEED, so the randomized copy of a ``random:*`` model differs
+#: from the model itself.
+RANDOMIZATION_SEED = 1
+
+
+def randomized_encoder(encoder: Encoder, seed: int = RANDOMIZATION_SEED) -> Encoder:
     """The same architecture, config and image processor as ``encoder``, with freshly initialised weights.
 
     The model-randomization sanity check of Adebayo et al. 2018 ("Sanity Checks for Saliency Maps", NeurIPS): a

@@ -29,6 +29,13 @@ def render_localization(summary: pd.DataFrame, out_path: str | os.PathLike, *, m
 
     summary: rows of the localization_summary table (attn_assets.storage.schema.LOCALIZATION_SUMMARY).
     """
+    if summary.empty:
+        with new_figure((8, 2.5), dpi=dpi) as fig:
+            ax = fig.subplots()
+            ax.text(0.5, 0.5, "No image has a cue box (manifest column cue_box): nothing to score.\n"
+                    "The demo data plants one per image (attn-assets demo-data).", ha="center", va="center")
+            ax.axis("off")
+            return save_figure(fig, out_path, footer=figure_footer(model_spec, 0))
     with new_figure((16, 5.2), dpi=dpi) as fig:
         axes = fig.subplots(1, 3, squeeze=True)
         images = int(summary["images"].max()) if len(summary) else 0

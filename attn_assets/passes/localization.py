@@ -23,7 +23,13 @@ from scipy import stats
 from attn_assets.core.extract import AttentionExtractor
 from attn_assets.core.loader import ImageRecord, iter_batches
 from attn_assets.passes.inputs import image_records
-from attn_assets.core.localization import LOCALIZATION_SCORES, cue_geometry, localization_scores, parse_box
+from attn_assets.core.localization import (
+    LOCALIZATION_SCORES,
+    check_box_in_image,
+    cue_geometry,
+    localization_scores,
+    parse_box,
+)
 from attn_assets.core.model import Encoder, randomized_encoder
 from attn_assets.core.preprocess import Preprocessor
 from attn_assets.core.rollout import RolloutExtractor
@@ -101,7 +107,8 @@ def score_images(encoder: Encoder, images: CueImages, *, device: str, precision:
     """Rows of :data:`~attn_assets.storage.schema.LOCALIZATION_BENCHMARK` (plus ``uniform_hit``, a uniform map's
     pointing score) for ``images``, on ``encoder`` ('trained') and on its randomized copy ('randomized').
 
-    Images that fail to load are logged and skipped (the statistics record them in image_failures).
+    Images that fail to load are logged and skipped (the statistics record them in image_failures); a box that does
+    not fit its image (`check_box_in_image`) is logged, added to ``images.invalid`` and not scored.
     """
     stamp = datetime.now(timezone.utc).replace(tzinfo=None)
     models = (("trained", encoder), ("randomized", randomized_encoder(encoder, randomization_seed)))
@@ -114,10 +121,20 @@ def score_images(encoder: Encoder, images: CueImages, *, device: str, precision:
             logger.warning("localization_benchmark skips image %s: %s", failure.image_id, failure.reason)
         if not len(batch):
             continue
+        checked = set()
+        for image_id, (width, height) in zip(batch.image_ids, batch.image_sizes):
+            try:
+                check_box_in_image(images.boxes[image_id], width, height)
+                checked.add(image_id)
+            except ValueError as error:
+                images.invalid.append(f"image {image_id}: manifest column {CUE_BOX_COLUMN}: {error}")
+                logger.warning("localization_benchmark skips image %s: %s", image_id, error)
         for weights, attention, rollout in extractors:
             cls_rows = attention(batch.pixel_values).cls_attention.float().cpu().numpy()
             rollout_rows = rollout(batch.pixel_values)[0].float().cpu().numpy()
             for i, image_id in enumerate(batch.image_ids):
+                if image_id not in checked:
+                    continue
                 geometry = preprocess.crop_geometry(*batch.image_sizes[i])
                 cue = cue_geometry(images.boxes[image_id], geometry, encoder.grid_size)
                 names, maps = _named_maps(cls_rows[i], rollout_rows[i])

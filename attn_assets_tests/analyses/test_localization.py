@@ -93,3 +93,36 @@ def test_bad_cue_box_text_is_refused_with_the_expected_form(text):
 def test_missing_cue_box_is_none():
     assert parse_box(None) is None and parse_box("") is None and parse_box(float("nan")) is None
     assert parse_box("1, 2, 3.5, 4") == (1.0, 2.0, 3.5, 4.0)
+
+
+@pytest.mark.parametrize("box, message", [((500.0, 500.0, 900.0, 900.0), "outside"), ((-50.0, -50.0, 20.0, 20.0), "outside"),
+                                          ((-1e308, -1e308, 1e308, 1e308), "outside"),
+                                          ((0.1, 0.1, 0.5, 0.5), "normalised")])
+def test_box_that_does_not_fit_its_image_is_refused(box, message):
+    from attn_assets.core.localization import check_box_in_image
+
+    with pytest.raises(ValueError, match=message):
+        check_box_in_image(box, 96, 64)
+    assert check_box_in_image((0.0, 0.0, 96.0, 64.0), 96, 64) == (0.0, 0.0, 96.0, 64.0)
+
+
+def test_randomized_copy_of_a_random_model_differs(tiny_encoder):
+    import torch
+
+    from attn_assets.core.model import load_encoder, randomized_encoder
+
+    model = load_encoder("random:tiny", "cpu")
+    copy = randomized_encoder(model)
+    same = [torch.equal(a, b) for a, b in zip(model.model.parameters(), copy.model.parameters()) if a.dim() > 1]
+    assert not any(same)
+    assert copy.spec == "random:tiny#randomized"
+
+
+def test_empty_benchmark_draws_a_figure_that_says_so(tmp_path):
+    import pandas as pd
+
+    from attn_assets.figures.localization import render_localization
+    from attn_assets.storage.schema import LOCALIZATION_SUMMARY
+
+    path = render_localization(pd.DataFrame(columns=LOCALIZATION_SUMMARY.column_names), tmp_path / "l.png")
+    assert path.stat().st_size > 0

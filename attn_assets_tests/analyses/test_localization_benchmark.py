@@ -65,9 +65,15 @@ def test_bad_cue_box_is_reported_and_the_others_still_scored(demo_env, tmp_path)
     manifest = tmp_path / "demo" / "test.csv"
     frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     bad_id = frame.loc[3, "id"]
+    outside_id = frame.loc[5, "id"]
     frame.loc[3, "cue_box"] = "10,20,5"
+    frame.loc[5, "cue_box"] = "0.1,0.1,0.5,0.5"  # normalised coordinates, not pixels
     frame.to_csv(manifest, index=False)
     with dg.DagsterInstance.get() as instance:
         assert materialize_all(instance=instance).ok
-    rows = _query(demo_env, "SELECT DISTINCT image_id FROM localization_benchmark")
-    assert bad_id not in set(rows["image_id"]) and len(rows) == 9
+        rows = _query(demo_env, "SELECT DISTINCT image_id FROM localization_benchmark")
+        assert bad_id not in set(rows["image_id"]) and outside_id not in set(rows["image_id"]) and len(rows) == 8
+        event = instance.get_latest_materialization_event(dg.AssetKey("localization_benchmark"))
+        metadata = event.asset_materialization.metadata
+        assert metadata["invalid_cue_boxes"].value == 2
+        assert "normalised" in metadata["invalid_cue_box_examples"].value

@@ -523,7 +523,7 @@ def ablation_summary(context: dg.AssetExecutionContext, pipeline: PipelineResour
 def localization_benchmark(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                            warehouse: WarehouseResource, attention_model: AttentionModelResource) -> dg.MaterializeResult:
     images = cue_images(pipeline.layout)
-    for problem in images.invalid:
+    for problem in images.invalid:  # unreadable text; boxes that do not fit their image are logged while scoring
         context.log.warning("localization_benchmark: %s; fix the value or leave it empty", problem)
     target = _figure_path(pipeline, "localization.png")
     if images.records:
@@ -546,6 +546,8 @@ def localization_benchmark(context: dg.AssetExecutionContext, pipeline: Pipeline
         "images_with_cue_box": dg.MetadataValue.int(len(images.records)),
         "invalid_cue_boxes": dg.MetadataValue.int(len(images.invalid)),
     }
+    if images.invalid:
+        metadata["invalid_cue_box_examples"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in images.invalid[:10]))
     if not images.records:
         metadata["note"] = dg.MetadataValue.text("no manifest image has a cue_box: nothing to score")
     return dg.MaterializeResult(metadata=metadata)
