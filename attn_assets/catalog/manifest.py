@@ -301,8 +301,9 @@ def build_image_index(root: str | os.PathLike) -> ImageIndex:
     frame = frame.sort_values(["_pref"], kind="stable")
     dup = frame["stem"].duplicated(keep="first")
     n_dup = int(dup.sum())
-    where = frame["path"].where(frame["member"].isna(), frame["path"] + ":" + frame["member"].fillna(""))
-    shadowed = where[dup].groupby(frame["stem"][dup].to_numpy(), sort=False).first()
+    copies = frame.loc[dup]
+    where = copies["path"].where(copies["member"].isna(), copies["path"] + ":" + copies["member"].fillna(""))
+    shadowed = where.groupby(copies["stem"].to_numpy(), sort=False).first()
     frame = frame.loc[~dup].sort_index()
     return ImageIndex(
         root=root,
