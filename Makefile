@@ -31,7 +31,7 @@ $(PLONK_VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/attn-assets demo-data --images 24
+	$(VENV)/bin/attn-assets demo-data --images 48
 	ATTN_ASSETS_MODEL=$${ATTN_ASSETS_MODEL:-demo} $(VENV)/bin/attn-assets materialize
 	$(VENV)/bin/attn-assets sql "SELECT country, image_count, round(attention_entropy_mean, 3) AS entropy, round(attention_concentration_top10_mean, 3) AS top10 FROM country_aggregates ORDER BY image_count DESC"
 
