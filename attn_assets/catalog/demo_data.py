@@ -402,22 +402,9 @@ def draw_example(country: int, variant: str, width: int, height: int, rng: rando
 
 
 def box_text(box: Box | None) -> str:
-    """``"x0,y0,x1,y1"`` (the manifest's ``cue_box``), or "" for no box."""
+    """``"x0,y0,x1,y1"`` (the manifest's ``cue_box``), or "" for no box; read back by
+    `attn_assets.core.localization.parse_box`."""
     return "" if box is None else ",".join(str(v) for v in box)
-
-
-def parse_box(text: str) -> Box | None:
-    """Inverse of `box_text`; raises ValueError naming the text when it is not four integers."""
-    if not str(text).strip():
-        return None
-    parts = str(text).split(",")
-    try:
-        box = tuple(int(p) for p in parts)
-    except ValueError:
-        box = ()
-    if len(box) != 4:
-        raise ValueError(f"cue_box {text!r} is not 'x0,y0,x1,y1' (four integers, original-image pixels)")
-    return box  # type: ignore[return-value]
 
 
 def demo_image_size(i: int, rng: random.Random) -> tuple[int, int]:

@@ -11,14 +11,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from attn_assets.core.localization import parse_box
 from attn_assets.catalog.demo_data import (
+    box_text,
     CROP_MARGIN,
     DEMO_EXTRA_COLUMNS,
     OSV_COLUMNS,
     SCENE_VARIANTS,
     STYLES,
     draw_example,
-    parse_box,
     write_demo_data,
 )
 from attn_assets.catalog.manifest import read_manifest
@@ -122,8 +123,9 @@ def test_sign_only_cue_lies_inside_the_centre_crop_and_styled_may_not():
     assert outside_styled > 0  # the styled variant keeps signs outside the crop: the benchmark reports those
 
 
-def test_parse_box_names_the_bad_text():
-    assert parse_box("") is None
-    assert parse_box("1,2,3,4") == (1, 2, 3, 4)
-    with pytest.raises(ValueError, match="'1,2,x' is not 'x0,y0,x1,y1'"):
+def test_parse_box_reads_what_box_text_writes():
+    assert parse_box(box_text(None)) is None
+    assert parse_box(box_text((1, 2, 3, 4))) == (1.0, 2.0, 3.0, 4.0)
+    with pytest.raises(ValueError, match="x0,y0,x1,y1"):
         parse_box("1,2,x")
+
