@@ -62,9 +62,15 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         settings = S.Settings.from_env()
     except ValueError as error:  # a setting refused up front (not a number, a non-UTF-8 ATTN_ASSETS_HOME)
         return _fail(str(error))
+    from attn_assets.orchestration import materialize_all, model_load_problem
+
+    if not S.dagster_home_setting(settings.home).exists() or not settings.home.exists():
+        # a first run needs the model for every shard: check it before creating the instance or any output
+        if (problem := model_load_problem(settings)) is not None:
+            print(problem)
+            return EXIT_FAILED
     dagster_home = prepare_dagster_home(settings)
     os.environ[S.ENV_PROGRESS_BAR] = "1"
-    from attn_assets.orchestration import materialize_all
 
     print(f"attn-assets: DAGSTER_HOME={path_to_text(dagster_home)}  ATTN_ASSETS_HOME={path_to_text(settings.home)}",
           file=sys.stderr)
@@ -104,7 +110,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 # -- show -----------------------------------------------------------------------------------
 
 _SHOW_SQL = (
-    "SELECT s.image_id, s.shard_key, coalesce(s.country, '') AS country, i.country_name, i.abs_path, s.model_spec, "
+    "SELECT s.image_id, s.shard_key, coalesce(s.country, '') AS country, i.country_name, i.abs_path, i.member, "
+    "s.model_spec, "
     "{metrics} FROM attention_statistics s LEFT JOIN images i USING (image_id) WHERE s.image_id = ?"
 )
 
@@ -134,16 +141,29 @@ def _stored_rollout_map(layout, shard_key: str, image_id: str):
         table["grid_height"][0].as_py(), table["grid_width"][0].as_py())
 
 
-def head_maps_of_one_image(model_spec: str, image_path: str, device: str):
-    """Re-run ``model_spec`` on one image: the last layer's CLS row of each head, ``[heads, gh, gw]`` float32
-    (per-image head maps are not stored; the shard files keep only the head-averaged map)."""
+def stored_image_record(row: dict):
+    """The ImageRecord of a warehouse ``images`` row: the file at ``abs_path``, or ``member`` of the zip archive
+    at ``abs_path`` (``member`` NULL for a plain file)."""
+    import pandas as pd
+
+    from attn_assets.core.loader import ImageRecord
+
+    member = row.get("member")
+    return ImageRecord(image_id=row["image_id"], path=row["abs_path"],
+                       member=None if member is None or pd.isna(member) else member)
+
+
+def head_maps_of_one_image(model_spec: str, record, device: str):
+    """Re-run ``model_spec`` on one image (``record``: a core.loader.ImageRecord, a file or a zip member): the last
+    layer's CLS row of each head, ``[heads, gh, gw]`` float32 (per-image head maps are not stored; the shard files
+    keep only the head-averaged map). Raises ValueError with the loader's reason when the image cannot be read."""
     from attn_assets.core.extract import AttentionExtractor
-    from attn_assets.core.loader import load_batch, records_from_paths
+    from attn_assets.core.loader import load_batch
     from attn_assets.core.model import load_encoder, resolve_device
     from attn_assets.core.preprocess import Preprocessor
 
     encoder = load_encoder(model_spec, device=resolve_device(device))
-    batch = load_batch(records_from_paths([image_path]), Preprocessor(encoder.processor))
+    batch = load_batch([record], Preprocessor(encoder.processor))
     if batch.failures:
         raise ValueError(batch.failures[0].reason)
     output = AttentionExtractor(encoder)(batch.pixel_values)
@@ -178,9 +198,11 @@ def cmd_show(args: argparse.Namespace) -> int:
                      "(not in the manifest, failed, or not computed yet); list the ids with "
                      "`attn-assets sql \"SELECT image_id FROM attention_statistics LIMIT 20\"`", EXIT_FAILED)
     row = rows.iloc[0].to_dict()
-    photo = image_file(row["abs_path"])
+    record = stored_image_record(row)
+    photo = image_file(record.path, record.member)
     if photo is None:
-        return _fail(f"the image file of '{args.image_id}' ({row['abs_path']}) is gone; the stored map cannot be "
+        where = record.path if record.member is None else f"member '{record.member}' of {record.path}"
+        return _fail(f"the image of '{args.image_id}' ({where}) is gone or unreadable; the stored map cannot be "
                      "drawn without it", EXIT_FAILED)
     maps, boxes = read_maps_and_boxes(layout, pd.DataFrame([row]))
     if args.image_id not in maps:
@@ -213,7 +235,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"per-image head maps are not stored: re-running {row['model_spec']} on this one image",
               file=sys.stderr)
         try:
-            heads = head_maps_of_one_image(row["model_spec"], photo, args.device or settings.device)
+            heads = head_maps_of_one_image(row["model_spec"], record, args.device or settings.device)
         except (ModelLoadError, ValueError, OSError, RuntimeError) as error:
             return _fail(f"--heads: {error}", EXIT_FAILED)
         heads_out = out.with_name(f"{out.stem}_heads{out.suffix}")
@@ -340,6 +362,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from attn_assets.storage.layout import HomeLayout
     from attn_assets.storage.warehouse import Warehouse, WarehouseBusyError
 
+    apply_flag_overrides(args, {"home": S.ENV_HOME})
     try:
         path = (Path(S.path_setting(args.database)) if args.database
                 else HomeLayout(S.Settings.from_env().home).warehouse_path)
@@ -477,13 +500,21 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="print CSV (default: a table)")
     fmt.add_argument("--json", action="store_true", help="print JSON records (default: a table)")
-    p.add_argument("--database", help="DuckDB file (default: $ATTN_ASSETS_HOME/warehouse/attention.duckdb)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--home", metavar="DIR",
+                       help=f"read DIR/warehouse/attention.duckdb, as written by `materialize --home DIR` (overrides "
+                            f"{S.ENV_HOME}; default: {S.DEFAULT_HOME})")
+    where.add_argument("--database", metavar="FILE.duckdb",
+                       help="DuckDB file to read instead (default: $ATTN_ASSETS_HOME/warehouse/attention.duckdb)")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait while a writer holds the file (default: 30)")
     p.set_defaults(func=cmd_sql)
 
     from attn_assets.validate import add_validate_parser
 
     add_validate_parser(sub)
+    for subparser in sub.choices.values():  # `attn-assets materialize --version` answers too
+        subparser.add_argument("--version", action="version", version=f"attn-assets {_version()}",
+                               help="print attn-assets' version and exit")
     return parser
 
 

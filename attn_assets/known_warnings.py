@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _TORCHVISION_FALLBACK = "requires torchvision (not installed); falling back to"
 
@@ -45,3 +47,17 @@ def silence_known_harmless() -> None:
     """Both of the above; called by the CLI and by the code location before the definitions load."""
     silence_transformers_torchvision_fallback()
     silence_dagster_backfill_policy_beta()
+
+
+@contextmanager
+def quiet_hub_retries() -> Iterator[None]:
+    """Inside the block, huggingface_hub's logger (and its children, e.g. ``huggingface_hub.utils._http``, whose
+    ``http_backoff`` warns "Retrying in 8s [Retry 5/5]." per attempt) shows errors only; its level is restored
+    after. For the model check, whose one message already names the cause: the retries add lines, not facts."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

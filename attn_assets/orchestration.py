@@ -148,10 +148,12 @@ def model_load_problem(settings: Settings) -> str | None:
     """Load the attention model once, as the shard runs of this process will use it (it stays cached), and say
     why it cannot load; None when it loads. The message is the loader's: what failed and what to do."""
     from attn_assets.core.model import ModelLoadError
+    from attn_assets.known_warnings import quiet_hub_retries
     from attn_assets.resources import AttentionModelResource
 
     try:
-        AttentionModelResource(model=settings.model, device=settings.device).encoder()
+        with quiet_hub_retries():  # its per-attempt "Retrying in 8s" lines would bury the one cause below
+            AttentionModelResource(model=settings.model, device=settings.device).encoder()
     except (ModelLoadError, OSError, ValueError, RuntimeError) as error:
         return (f"model '{settings.model}' cannot be loaded: {_indented(str(error))}\n"
                 f"nothing was run and no output was touched; fix {ENV_MODEL} (or --model) and run again")

@@ -53,10 +53,49 @@ def test_unloadable_model_stops_before_any_output(pipeline_env, restore_cli_env,
     assert not [line for line in lines if re.search(r": ok\b", line)], lines
     assert "Traceback" not in captured.out + captured.err and "Stack Trace" not in captured.out + captured.err
     assert not pipeline_env.home.exists()  # no output touched: not even the manifest
-    with dg.DagsterInstance.from_config(str(fresh_home)) as instance:
-        assert instance.get_runs_count() == 0
-        assert not instance.telemetry_enabled  # the fresh DAGSTER_HOME got the repo's dagster.yaml
-    assert filecmp.cmp(fresh_home / "dagster.yaml", S.DAGSTER_YAML, shallow=False)
+    assert not fresh_home.exists()  # nor the Dagster instance: nothing is created before the model loads
+
+
+def test_unloadable_model_on_a_fresh_default_home_creates_nothing(pipeline_env, restore_cli_env, tmp_path, capsys):
+    """Without DAGSTER_HOME the instance would be $ATTN_ASSETS_HOME/dagster_home: the stop must not create it."""
+    model = _model_without_weights(tmp_path / "no_weights")
+    restore_cli_env.setenv("HF_HUB_OFFLINE", "1")
+    restore_cli_env.delenv("DAGSTER_HOME", raising=False)
+    home = tmp_path / "fresh_home"
+
+    assert cli.main(["materialize", "--model", str(model), "--home", str(home)]) == cli.EXIT_FAILED
+
+    out = capsys.readouterr().out
+    assert "nothing was run and no output was touched" in out
+    assert not home.exists()
+
+
+def test_model_stop_prints_no_hub_retry_lines(pipeline_env, restore_cli_env, tmp_path, capfd, caplog):
+    """huggingface_hub's http_backoff warns once per attempt on its module logger; the stop gives our one cause."""
+    import logging
+
+    from attn_assets.core.model import ModelLoadError
+    from attn_assets.resources import AttentionModelResource
+
+    def retrying_then_failing(self):
+        hub_logger = logging.getLogger("huggingface_hub.utils._http")  # http_backoff's logger
+        for attempt in range(1, 6):
+            hub_logger.warning(f"Retrying in 8s [Retry {attempt}/5].")
+        raise ModelLoadError("cannot reach the hub for 'someone/model'")
+
+    restore_cli_env.setattr(AttentionModelResource, "encoder", retrying_then_failing)
+    hub_root = logging.getLogger("huggingface_hub")
+    level_before = hub_root.level
+    caplog.set_level(logging.DEBUG)  # the root logger takes every record that is emitted
+
+    assert cli.main(["materialize", "--model", "someone/model", "--home", str(tmp_path / "home")]) == cli.EXIT_FAILED
+
+    captured = capfd.readouterr()
+    assert "cannot reach the hub for 'someone/model'" in captured.out
+    assert "Retry" not in captured.out + captured.err + caplog.text
+    assert hub_root.level == level_before  # silenced during the check only
+    hub_root.warning("after the check")  # its other warnings still show
+    assert "after the check" in caplog.text
 
 
 def test_failed_step_shows_its_cause_once_and_the_log_path(pipeline_env, restore_cli_env, capsys):
@@ -137,7 +176,7 @@ def test_help_names_the_variables_and_every_default(capsys):
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
     for name in ("materialize", "show", "ui", "extract", "demo-data", "sql"):
         for action in subparsers[name]._actions:
-            if action.dest == "help" or not action.option_strings:
+            if action.dest in ("help", "version") or not action.option_strings:
                 continue
             assert action.help and ("default" in action.help or "required" in action.help), (name, action.dest)
     with pytest.raises(SystemExit):
@@ -152,4 +191,15 @@ def test_help_names_the_variables_and_every_default(capsys):
     assert exited.value.code == 0
     from importlib.metadata import version
 
+    assert capsys.readouterr().out.strip() == f"attn-assets {version('attn-assets')}"
+
+
+@pytest.mark.parametrize("command", ["materialize", "show", "ui", "extract", "demo-data", "sql", "validate"])
+def test_version_after_a_command(command, capsys):
+    """`attn-assets materialize --version` prints the version, as `attn-assets --version` does (was unrecognized)."""
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main([command, "--version"])
+    assert exited.value.code == 0
     assert capsys.readouterr().out.strip() == f"attn-assets {version('attn-assets')}"
