@@ -954,10 +954,14 @@ def randomized_encoder(encoder: Encoder, seed: int = RANDOMIZATION_SEED) -> Enco
     ``vision_model``), without touching the global RNG; it is placed on ``encoder``'s device and dtype, in eval
     mode. Its spec is ``encoder.spec + "#randomized"``.
     """
-    model = encoder.model
+    return describe_encoder(randomized_module(encoder.model, seed), encoder.processor, f"{encoder.spec}#randomized")
+
+
+def randomized_module(model: nn.Module, seed: int = RANDOMIZATION_SEED) -> nn.Module:
+    """``type(model)(model.config)`` built under ``torch.manual_seed(seed)`` (global RNG untouched), on ``model``'s
+    device and dtype, in eval mode: the same architecture with fresh weights (see `randomized_encoder`)."""
     reference = next(model.parameters())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = type(model)(model.config)
-    fresh = fresh.to(device=reference.device, dtype=reference.dtype).eval()
-    return describe_encoder(fresh, encoder.processor, f"{encoder.spec}#randomized")
+    return fresh.to(device=reference.device, dtype=reference.dtype).eval()

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .extract import precision_context, resolve_precision
-from .model import Encoder, ModelLoadError, describe_encoder, resolve_device
+from .model import RANDOMIZATION_SEED, Encoder, ModelLoadError, describe_encoder, randomized_module, resolve_device
 
 DEFAULT_TEMPLATE = "{}"
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
@@ -215,6 +215,7 @@ class ZeroShotClassifier:
                  precision: str = "fp32"):
         self.encoder = encoder
         self.model = model
+        self.tokenizer = tokenizer
         self.prompts = prompts
         self.device = encoder.device
         self.precision = resolve_precision(precision, self.device)
@@ -235,6 +236,14 @@ class ZeroShotClassifier:
         """Softmax over the country list ``[B, C]`` (no grad)."""
         with torch.no_grad():
             return torch.softmax(self.logits(pixel_values), dim=-1)
+
+
+def randomized_classifier(classifier: ZeroShotClassifier, seed: int = RANDOMIZATION_SEED) -> ZeroShotClassifier:
+    """The same CLIPModel architecture, tokenizer, prompts and precision with fresh weights in both towers
+    (`core.model.randomized_module`): the model-randomization check of Adebayo et al. 2018. Spec ``<spec>#randomized``."""
+    fresh = randomized_module(classifier.model, seed)
+    encoder = describe_encoder(fresh, classifier.encoder.processor, f"{classifier.encoder.spec}#randomized")
+    return ZeroShotClassifier(encoder, fresh, classifier.tokenizer, classifier.prompts, classifier.precision)
 
 
 def country_predictions(probabilities: torch.Tensor, true_index: torch.Tensor, k: int = 5) -> dict[str, torch.Tensor]:

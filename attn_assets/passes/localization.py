@@ -4,7 +4,8 @@ where the trained model's maps and its randomized copy's maps lie relative to th
 
 One forward pass per model and batch captures every layer's per-head CLS rows; a second one folds the rollout.
 Maps scored per image and model: ``cls_attention`` (last layer, mean over heads), ``cls_attention/head<h>`` (each
-last-layer head), ``cls_attention/layer<l>`` (every layer, mean over heads) and ``rollout``. Later map types (e.g.
+last-layer head), ``cls_attention/layer<l>`` (every layer, mean over heads), ``rollout`` and, for a CLIP model with
+its text tower, ``relevance/true_country`` (Chefer et al. 2021). Later map types (e.g.
 relevance maps) and models join the same rows: a row is keyed by (image, model_spec, weights, map).
 """
 
@@ -31,6 +32,8 @@ from attn_assets.core.localization import (
     parse_box,
 )
 from attn_assets.core.model import Encoder, randomized_encoder
+from attn_assets.core.relevance import relevance_maps
+from attn_assets.core.zero_shot import ZeroShotClassifier, randomized_classifier
 from attn_assets.core.preprocess import Preprocessor
 from attn_assets.core.rollout import RolloutExtractor
 from attn_assets.storage.layout import HomeLayout
@@ -83,9 +86,10 @@ def cue_images(layout: HomeLayout) -> CueImages:
     return found
 
 
-def _named_maps(cls_rows: np.ndarray, rollout_row: np.ndarray) -> tuple[list[tuple[str, str, int | None, int | None]],
-                                                                        np.ndarray]:
-    """One image's ``cls_rows[L, H, N]`` and ``rollout_row[N]`` -> (map names, type, layer, head) and maps [M, N]."""
+def _named_maps(cls_rows: np.ndarray, rollout_row: np.ndarray, relevance_row: np.ndarray | None = None
+                ) -> tuple[list[tuple[str, str, int | None, int | None]], np.ndarray]:
+    """One image's ``cls_rows[L, H, N]``, ``rollout_row[N]`` and, when given, the true country's relevance map
+    ``relevance_row[N]`` -> (map names, type, layer, head) and maps [M, N]."""
     layers, heads, _ = cls_rows.shape
     last = layers - 1
     names = [("cls_attention", "cls_attention", last, None)]
@@ -98,20 +102,30 @@ def _named_maps(cls_rows: np.ndarray, rollout_row: np.ndarray) -> tuple[list[tup
         maps.append(cls_rows[layer].mean(axis=0))
     names.append(("rollout", "rollout", None, None))
     maps.append(rollout_row)
+    if relevance_row is not None:
+        names.append(("relevance/true_country", "relevance", None, None))
+        maps.append(relevance_row)
     return names, np.stack(maps)
 
 
 def score_images(encoder: Encoder, images: CueImages, *, device: str, precision: str, batch_size: int,
                  num_workers: int, logger: logging.Logger | logging.LoggerAdapter,
-                 randomization_seed: int = 0) -> pd.DataFrame:
+                 classifier: ZeroShotClassifier | None = None) -> pd.DataFrame:
     """Rows of :data:`~attn_assets.storage.schema.LOCALIZATION_BENCHMARK` (plus ``uniform_hit``, a uniform map's
     pointing score) for ``images``, on ``encoder`` ('trained') and on its randomized copy ('randomized').
+
+    With ``classifier`` (the same model's zero-shot classifier: a CLIPModel with its text tower), each image also
+    gets the relevance map of its true country's logit (Chefer et al. 2021, ``core.relevance``), as map
+    ``relevance/true_country``, on the trained classifier and on its randomized copy; an image whose country is
+    not in the classifier's list gets NaN scores for it.
 
     Images that fail to load are logged and skipped (the statistics record them in image_failures); a box that does
     not fit its image (`check_box_in_image`) is logged, added to ``images.invalid`` and not scored.
     """
     stamp = datetime.now(timezone.utc).replace(tzinfo=None)
-    models = (("trained", encoder), ("randomized", randomized_encoder(encoder, randomization_seed)))
+    models = (("trained", encoder), ("randomized", randomized_encoder(encoder)))
+    classifiers = ({"trained": classifier, "randomized": randomized_classifier(classifier)} if classifier
+                   else {})
     extractors = [(weights, AttentionExtractor(model, device=device, precision=precision, layers="all"),
                    RolloutExtractor(model, device=device, precision=precision)) for weights, model in models]
     preprocess = Preprocessor(encoder.processor)
@@ -132,12 +146,18 @@ def score_images(encoder: Encoder, images: CueImages, *, device: str, precision:
         for weights, attention, rollout in extractors:
             cls_rows = attention(batch.pixel_values).cls_attention.float().cpu().numpy()
             rollout_rows = rollout(batch.pixel_values)[0].float().cpu().numpy()
+            relevance_rows = None
+            if weights in classifiers:
+                scorer = classifiers[weights]
+                truth = scorer.prompts.index_of([images.countries[i] for i in batch.image_ids])
+                relevance_rows = relevance_maps(scorer, batch.pixel_values, [truth]).maps[0].cpu().numpy()
             for i, image_id in enumerate(batch.image_ids):
                 if image_id not in checked:
                     continue
                 geometry = preprocess.crop_geometry(*batch.image_sizes[i])
                 cue = cue_geometry(images.boxes[image_id], geometry, encoder.grid_size)
-                names, maps = _named_maps(cls_rows[i], rollout_rows[i])
+                names, maps = _named_maps(cls_rows[i], rollout_rows[i],
+                                          None if relevance_rows is None else relevance_rows[i])
                 if cue.in_crop:
                     scores = localization_scores(maps, cue.coverage)
                     uniform_hit = float((cue.coverage > 0).mean())

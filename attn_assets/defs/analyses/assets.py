@@ -27,6 +27,8 @@ from attn_assets.settings import ENV_ABLATION_FRACTION, ablation_fraction_from_e
 from attn_assets.passes.ablation import compute_ablation_shard
 from attn_assets.passes.localization import cue_images, main_maps, score_images, summarize
 from attn_assets.passes.rollout import compute_rollout_shard
+from attn_assets.core.zero_shot import text_tower_missing_reason
+from attn_assets.defs.country_relevance.assets import classifier_for, country_prompts
 from attn_assets.defs.manifest.assets import image_manifest, shard_image_sets
 from attn_assets.defs.metadata import figure_metadata, model_footer, table_metadata
 from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
@@ -515,7 +517,7 @@ def ablation_summary(context: dg.AssetExecutionContext, pipeline: PipelineResour
     description=("Localization benchmark for the images whose manifest has a cue box (column cue_box, "
                  "'x0,y0,x1,y1' in original pixels; the demo's planted signs): energy in box, its ratio to the box's "
                  "area share, and the pointing game, for the last-layer CLS map, each last-layer head, every layer "
-                 "and rollout, on the model and on a randomized copy of it (Adebayo et al. 2018) -> tables "
+                 "and rollout (and, for a CLIP model with its text tower, the true country's relevance map), on the model and on a randomized copy of it (Adebayo et al. 2018) -> tables "
                  "localization_benchmark and localization_summary, figure attention_analysis/analyses/"
                  "localization.png. Its own forward passes (two per model); no rows when no image has a cue box."),
     **{**_FIGURE, "kinds": {"duckdb", "pytorch", "png"}},
@@ -529,9 +531,12 @@ def localization_benchmark(context: dg.AssetExecutionContext, pipeline: Pipeline
     if images.records:
         encoder = attention_model.encoder()
         device = attention_model.resolved_device()
+        classifier = None
+        if text_tower_missing_reason(attention_model.model) is None:
+            classifier = classifier_for(attention_model, country_prompts())
         frame = score_images(encoder, images, device=device, precision=resolve_precision(attention_model.precision,
                              device), batch_size=attention_model.resolved_batch_size(),
-                             num_workers=attention_model.num_workers, logger=context.log)
+                             num_workers=attention_model.num_workers, logger=context.log, classifier=classifier)
     else:
         frame = pd.DataFrame(columns=[*LOCALIZATION_BENCHMARK.column_names, "uniform_hit"])
     summary = summarize(frame) if len(frame) else pd.DataFrame(columns=LOCALIZATION_SUMMARY.column_names)
