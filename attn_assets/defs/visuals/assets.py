@@ -5,6 +5,7 @@ DuckDB); every file and folder is written atomically.
 """
 
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -199,9 +200,16 @@ REPORT_METRIC = "attention_concentration_top10"
 REPORT_TRIPTYCH_DPI = 60
 
 
+def sql_float(value: object) -> float:
+    """A numeric value read from a DuckDB result as a float; NaN for SQL NULL in any of the forms pandas gives it
+    (None, NaN, pd.NA of a nullable column such as min() of an INTEGER column over zero rows)."""
+    return math.nan if pd.isna(value) else float(value)
+
+
 def _overall_table(store) -> pd.DataFrame:
     """The seed's overall table computed in DuckDB (mean, sample std, min, max per metric; NaN ignored), in the
-    shape of figures.overall_statistics_table, without reading every row into memory."""
+    shape of figures.overall_statistics_table, without reading every row into memory. With no rows (or one, for
+    the std), the aggregates are NULL: NaN cells, which the report shows as n/a, and ``attrs["n"]`` 0."""
     rows = SUMMARY_ROWS
     select = ", ".join(
         f"avg({c}) FILTER (WHERE NOT isnan({c})) AS {c}_mean, stddev_samp({c}) FILTER (WHERE NOT isnan({c})) AS {c}_std, "
@@ -211,11 +219,10 @@ def _overall_table(store) -> pd.DataFrame:
     )
     found = store.query(f'SELECT {select} FROM "{ATTENTION_STATISTICS.name}"').iloc[0]
     table = pd.DataFrame(
-        [[float(found[f"{c}_{s}"]) if found[f"{c}_{s}"] is not None else np.nan for s in ("mean", "std", "min", "max")]
-         for c, _ in rows],
+        [[sql_float(found[f"{c}_{s}"]) for s in ("mean", "std", "min", "max")] for c, _ in rows],
         index=pd.Index([name for _, name in rows], name="Metric"), columns=SUMMARY_COLUMNS,
     )
-    table.attrs["n"] = int(max((found[f"{c}_n"] for c, _ in rows), default=0))
+    table.attrs["n"] = int(max((sql_float(found[f"{c}_n"]) for c, _ in rows), default=0))
     table.attrs["columns"] = {name: c for c, name in rows}
     return table
 
