@@ -16,8 +16,11 @@ Metrics on the two resampled maps (``agreement``):
 
 - ``spearman``: Spearman's rank correlation over the common cells (``scipy.stats.spearmanr``); NaN when either map
   is constant there (ranks undefined);
-- ``top_overlap``: share of the top ``ceil(10%)`` cells of one map that are among the other's top ``ceil(10%)``
-  (ties broken by cell order, row-major), 1 = the same most-attended region;
+- ``top_overlap``: share of the top ``k = ceil(10%)`` cells of one map that are among the other's top ``k``, 1 =
+  the same most-attended region. Tie-aware (``top_membership``): cells whose values are exactly equal at the cut
+  share the places left there, each a fractional member (a uniform map's cells are each ``k / n`` a member), and
+  the overlap is the fuzzy-set intersection ``sum_i min(w_a[i], w_b[i]) / k``. It is therefore the same for any
+  order of the cells, symmetric, 1 for identical maps, and without ties the plain set overlap;
 - ``jensen_shannon``: Jensen-Shannon divergence (base 2, in [0, 1], 0 = identical) of the two maps renormalised to
   sum 1 over the intersection: the square of ``scipy.spatial.distance.jensenshannon(p, q, base=2)``.
 
@@ -117,11 +120,25 @@ def resample_onto(placed: PlacedMap, box: Box, shape: tuple[int, int]) -> np.nda
     return rows.T @ placed.values @ cols
 
 
-def top_cells(values: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
-    """Flat indices of the ``ceil(fraction * n)`` largest cells (at least 1), ties broken by cell order."""
+def top_count(size: int, fraction: float = TOP_FRACTION) -> int:
+    """``k = ceil(fraction * size)``, at least 1: how many cells the top ``fraction`` of ``size`` cells holds."""
+    return max(1, math.ceil(fraction * size - 1e-9))
+
+
+def top_membership(values: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
+    """Each cell's membership in the top ``k = top_count(n, fraction)`` cells, flat ``[n]`` float64 in [0, 1].
+
+    1 above the cut (the ``k``-th largest value), 0 below it; the ``m`` cells whose values equal the cut exactly
+    share the ``r`` places left there, ``r / m`` each. The memberships sum to ``k`` and do not depend on the order
+    of the cells (a ranking that broke ties by position would put a uniform map's top 10% wherever the cell order
+    says). ``values``: finite, any shape."""
     flat = np.asarray(values, dtype=np.float64).ravel()
-    count = max(1, math.ceil(fraction * flat.size - 1e-9))
-    return np.argsort(-flat, kind="stable")[:count]
+    count = top_count(flat.size, fraction)
+    cut = np.partition(flat, flat.size - count)[flat.size - count]  # the k-th largest value
+    above, tied = flat > cut, flat == cut
+    membership = above.astype(np.float64)
+    membership[tied] = (count - int(above.sum())) / int(tied.sum())
+    return membership
 
 
 def compare_maps(a: np.ndarray, b: np.ndarray, fraction: float = TOP_FRACTION) -> tuple[float, float, float]:
@@ -131,8 +148,7 @@ def compare_maps(a: np.ndarray, b: np.ndarray, fraction: float = TOP_FRACTION) -
         raise ValueError(f"maps on different cells: {a.size} vs {b.size} values")
     constant = np.ptp(a) == 0 or np.ptp(b) == 0
     rho = float("nan") if constant or a.size < 2 else float(spearmanr(a, b).statistic)
-    top_a, top_b = top_cells(a, fraction), top_cells(b, fraction)
-    overlap = len(np.intersect1d(top_a, top_b)) / len(top_a)
+    overlap = np.minimum(top_membership(a, fraction), top_membership(b, fraction)).sum() / top_count(a.size, fraction)
     if a.sum() <= 0 or b.sum() <= 0:
         divergence = float("nan")
     else:

@@ -705,7 +705,8 @@ CROSS_MODEL_AGREEMENT = Table(
         Column("status", "VARCHAR", "ok or failed", nullable=False),
         Column("reason", "VARCHAR", "why a failed row has no metrics (NULL when ok)"),
         Column("spearman", "DOUBLE", "Spearman rank correlation over the common cells (NaN if a map is constant)"),
-        Column("top_overlap", "DOUBLE", "share of model_a's top-10% cells among model_b's top-10% cells"),
+        Column("top_overlap", "DOUBLE", "share of model_a's top-10% cells among model_b's top-10% cells; "
+               "cells tied at the cut are fractional members (core.cross_model)"),
         Column("jensen_shannon", "DOUBLE", "Jensen-Shannon divergence, base 2 (0 same, 1 disjoint) of the maps "
                "renormalised over the intersection"),
         Column("mass_inside_a", "DOUBLE", "share of model_a's attention inside the intersection of the views"),

@@ -61,14 +61,18 @@ def reference_resample(placed: PlacedMap, box, shape) -> np.ndarray:
 
 
 def reference_metrics(a: np.ndarray, b: np.ndarray, fraction: float = 0.1):
-    """Spearman as Pearson of average ranks, top-k by a Python sort, JS divergence by its definition (log2)."""
+    """Spearman as Pearson of average ranks, tie-aware top-k overlap by counting per cell, JS divergence by its
+    definition (log2)."""
     from scipy.stats import rankdata
 
     a, b = a.ravel(), b.ravel()
     rho = float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
     k = max(1, math.ceil(fraction * a.size))
-    top_a = set(sorted(range(a.size), key=lambda n: (-a[n], n))[:k])
-    top_b = set(sorted(range(b.size), key=lambda n: (-b[n], n))[:k])
+
+    def membership(x):  # per cell: the places left above it, shared with the cells of its exact value
+        return [min(1.0, max(0.0, (k - int((x > v).sum())) / int((x == v).sum()))) for v in x]
+
+    overlap = sum(min(u, w) for u, w in zip(membership(a), membership(b))) / k
     p, q = a / a.sum(), b / b.sum()
     m = (p + q) / 2
 
@@ -76,7 +80,7 @@ def reference_metrics(a: np.ndarray, b: np.ndarray, fraction: float = 0.1):
         keep = x > 0
         return float(np.sum(x[keep] * np.log2(x[keep] / y[keep])))
 
-    return rho, len(top_a & top_b) / k, 0.5 * kl(p, m) + 0.5 * kl(q, m)
+    return rho, overlap, 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
 
 def _peaked(shape, seed):
@@ -144,7 +148,8 @@ def test_a_map_agrees_perfectly_with_itself_under_two_crops():
 
 def test_compare_maps_edge_cases_and_bad_inputs():
     rho, overlap, divergence = compare_maps(np.ones((2, 2)), np.arange(4.0).reshape(2, 2))
-    assert math.isnan(rho) and overlap == 0.0 and divergence > 0  # constant map: ranks undefined
+    assert math.isnan(rho) and divergence > 0  # constant map: ranks undefined
+    assert overlap == 0.25  # k = 1: each of the constant map's 4 tied cells is 1/4 a member, cell 3 among them
     with pytest.raises(ValueError, match="do not overlap"):
         agreement(PlacedMap(np.ones((2, 2)), (0, 0, 10, 10)), PlacedMap(np.ones((2, 2)), (10, 0, 20, 10)))
     with pytest.raises(ValueError, match="non-negative"):
@@ -153,3 +158,40 @@ def test_compare_maps_edge_cases_and_bad_inputs():
         PlacedMap(np.ones((2, 2)), (5, 0, 5, 10))
     with pytest.raises(ValueError, match="2-D"):
         PlacedMap(np.ones(4), (0, 0, 10, 10))
+
+
+def test_top_overlap_does_not_depend_on_where_ties_lie():
+    """A uniform 14x14 map against a copy with one raised cell: k = 20 of 196 cells. The uniform map's cells are
+    each 20/196 a member; the copy's peak is 1, its other cells share 19 places (19/195 each). The fuzzy
+    intersection is 20/196 + 195 * 19/195 = 19 + 20/196, over k: the same wherever the peak is (a ranking by
+    cell order gave 1.0 for a peak in the first 20 cells and 0.95 elsewhere, and 0 or 1 for a one-cell top)."""
+    from attn_assets.core.cross_model import compare_maps, top_membership
+
+    uniform = np.full((14, 14), 1 / 196)
+    expected = (19 + 20 / 196) / 20
+    for peak in [(0, 0), (7, 7), (13, 13)]:
+        peaked = uniform.copy()
+        peaked[peak] *= 3
+        _, overlap, _ = compare_maps(uniform, peaked)
+        # 196 min() terms of at most 1 summed in float64 and divided by 20: error far below 1e-12
+        assert overlap == pytest.approx(expected, abs=1e-12), peak
+        assert compare_maps(peaked, uniform)[1] == pytest.approx(overlap, abs=1e-12)  # symmetric
+    assert top_membership(uniform).sum() == pytest.approx(20, abs=1e-12)
+    assert compare_maps(uniform, uniform)[1] == pytest.approx(1.0, abs=1e-12)
+
+    # a one-cell top (k = ceil(0.3 * 3) = 1) over a two-way tie: half a member each, the same for either order
+    tie = np.array([0.4, 0.4, 0.2])
+    assert top_membership(tie, fraction=0.3).tolist() == [0.5, 0.5, 0.0]
+    first, second = np.array([0.5, 0.3, 0.2]), np.array([0.3, 0.5, 0.2])
+    assert compare_maps(tie, first, fraction=0.3)[1] == compare_maps(tie, second, fraction=0.3)[1] == 0.5
+
+
+def test_top_overlap_is_the_same_for_any_order_of_the_cells():
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 4, size=60).astype(float)  # few distinct values: ties at the cut
+    b = rng.integers(0, 4, size=60).astype(float)
+    _, overlap, _ = compare_maps(a, b)
+    for _ in range(5):
+        order = rng.permutation(60)
+        assert compare_maps(a[order], b[order])[1] == pytest.approx(overlap, abs=1e-12)
+    assert overlap == pytest.approx(reference_metrics(a + 1, b + 1)[1], abs=1e-12)
