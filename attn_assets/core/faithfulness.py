@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .analyses import image_seed, permutations
+from .confidence import bootstrap_mean_interval
 
 DEFAULT_STEPS = 10
 FILLS = ("mean", "blur")
@@ -124,22 +125,6 @@ def probability_curves(probability_of, pixel_values: torch.Tensor, order: torch.
 def curve_auc(curves: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     """Trapezoid area under each curve ``[B, S]`` over ``fractions[S]`` -> ``[B]`` (NaN rows stay NaN)."""
     return np.trapezoid(curves, fractions, axis=1)
-
-
-BOOTSTRAP_RESAMPLES = 1000
-
-
-def bootstrap_mean_interval(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
-                            ) -> tuple[float, float]:
-    """2.5% and 97.5% percentiles of the mean of ``values`` over seeded bootstrap resamples (NaN for no values)."""
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if not values.size:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(resamples, values.size))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
 
 
 def faithfulness_summary(curves) -> "pd.DataFrame":

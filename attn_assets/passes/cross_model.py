@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from scipy import stats
 
+from attn_assets.core.confidence import bootstrap_mean_interval
 from attn_assets.core.cross_model import AGREEMENT_METRICS, PlacedMap, agreement
 from attn_assets.core.extract import extract_records
 from attn_assets.core.loader import ImageRecord
@@ -31,8 +31,6 @@ from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import write_table_atomic
 from attn_assets.storage.schema import CROSS_MODEL_AGREEMENT, CROSS_MODEL_MAPS
 
-BOOTSTRAP_RESAMPLES = 1000
-BOOTSTRAP_SEED = 0
 
 
 @dataclass
@@ -181,17 +179,6 @@ def shard_is_current(layout: HomeLayout, shard_key: str, specs: tuple[str, ...])
             and set(stored["image_id"]) == {r.image_id for r in records})
 
 
-def bootstrap_interval(values: np.ndarray) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean (scipy.stats.bootstrap, seeded); NaN for fewer than 2 values."""
-    if len(values) < 2:
-        return float("nan"), float("nan")
-    if np.all(values == values[0]):
-        return float(values[0]), float(values[0])
-    result = stats.bootstrap((values,), np.mean, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
-                             confidence_level=0.95, random_state=np.random.default_rng(BOOTSTRAP_SEED))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     """CROSS_MODEL_SUMMARY rows: per model pair, overall and per country, each metric's mean over the ok rows
     with a finite value, and its bootstrap interval."""
@@ -203,7 +190,7 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
             for metric in AGREEMENT_METRICS:
                 values = group[metric].to_numpy(dtype=float)
                 values = values[np.isfinite(values)]
-                low, high = bootstrap_interval(values)
+                low, high = bootstrap_mean_interval(values)
                 out.append({"scope": scope, "country": country, "model_a": model_a, "model_b": model_b,
                             "metric": metric, "images": len(values),
                             "mean": float(values.mean()) if len(values) else float("nan"),

@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from scipy import stats
 
+from attn_assets.core.confidence import bootstrap_mean_interval
 from attn_assets.core.extract import AttentionExtractor
 from attn_assets.core.loader import ImageRecord, iter_batches
 from attn_assets.passes.inputs import image_records
@@ -41,9 +41,6 @@ from attn_assets.storage.schema import LOCALIZATION_BENCHMARK, LOCALIZATION_SUMM
 
 #: The manifest column holding a cue's box ("x0,y0,x1,y1", original-image pixels).
 CUE_BOX_COLUMN = "cue_box"
-#: Bootstrap resamples for the summary's confidence intervals, and their seed.
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 0
 
 
 @dataclass
@@ -178,18 +175,6 @@ def score_images(encoder: Encoder, images: CueImages, *, device: str, precision:
     return frame
 
 
-def _bootstrap_interval(values: np.ndarray) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean (scipy.stats.bootstrap, seeded); NaN for fewer than 2 values."""
-    values = values[~np.isnan(values)]
-    if len(values) < 2:
-        return float("nan"), float("nan")
-    if np.all(values == values[0]):
-        return float(values[0]), float(values[0])
-    result = stats.bootstrap((values,), np.mean, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
-                             confidence_level=0.95, random_state=np.random.default_rng(BOOTSTRAP_SEED))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows of :data:`~attn_assets.storage.schema.LOCALIZATION_SUMMARY`: per (model_spec, weights, map), the
     means over the images whose cue is in the crop, with 95% bootstrap intervals."""
@@ -197,8 +182,8 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     out: list[dict] = []
     for (model_spec, weights, name), group in frame.groupby(keys, sort=False):
         scored = group[group["cue_in_crop"]]
-        ratio_low, ratio_high = _bootstrap_interval(scored["energy_ratio"].to_numpy(dtype=float))
-        hit_low, hit_high = _bootstrap_interval(scored["pointing_hit"].to_numpy(dtype=float))
+        ratio_low, ratio_high = bootstrap_mean_interval(scored["energy_ratio"].to_numpy(dtype=float))
+        hit_low, hit_high = bootstrap_mean_interval(scored["pointing_hit"].to_numpy(dtype=float))
         first = group.iloc[0]
         out.append({
             "model_spec": model_spec, "weights": weights, "map": name, "map_type": first["map_type"],

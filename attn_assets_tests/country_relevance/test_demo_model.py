@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from attn_assets.catalog.demo_data import STYLES, draw_example
+from attn_assets.core.confidence import bootstrap_mean_interval
 from attn_assets.core.faithfulness import (
-    bootstrap_mean_interval,
     curve_auc,
     curve_fractions,
     fill_for,
