@@ -259,8 +259,8 @@ def materialize_all(
     else:
         summary.lines.append("downstream assets: up to date")
 
+    _country_relevance_stage(instance, force, run, summary)  # before geolocation: its error analysis reads these
     _geolocation_stage(instance, force, run, summary)
-    _country_relevance_stage(instance, force, run, summary)
     _cross_model_stage(instance, force, run, summary, layout)
     return summary
 

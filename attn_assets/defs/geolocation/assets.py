@@ -39,10 +39,12 @@ from attn_assets.storage.atomic import remove_abandoned_temporaries
 from attn_assets.storage.parquet import read_maps_and_boxes
 from attn_assets.storage.schema import (
     ATTENTION_STATISTICS,
+    COUNTRY_PREDICTIONS,
     GEOLOCATION_ACCURACY,
     GEOLOCATION_ERROR_ANALYSIS,
     GEOLOCATION_PREDICTIONS,
     IMAGES,
+    RELEVANCE_STATISTICS,
 )
 from attn_assets.metric_names import METRIC_NAMES
 
@@ -140,30 +142,48 @@ def geolocation_accuracy(context: dg.AssetExecutionContext, pipeline: PipelineRe
     return dg.MaterializeResult(metadata=metadata)
 
 
+#: What the error analysis tests besides the attention metrics, where the country_relevance group has rows: the six
+#: metrics of the true country's relevance map (Chefer et al. 2021) and zero-shot correctness (1/0; its Pearson
+#: correlation with the error is the point-biserial one).
+RELEVANCE_ERROR_METRICS = tuple(f"relevance_{m}" for m in METRIC_NAMES)
+ZERO_SHOT_ERROR_METRICS = ("zero_shot_correct", "zero_shot_true_probability")
+
+
 def _predictions_with_metrics(warehouse: WarehouseResource, order_limit: str = "", params=()) -> pd.DataFrame:
+    """PLONK predictions with the image's attention metrics and, where the country_relevance group computed them
+    with the statistics' model, its true-country relevance metrics and zero-shot correctness (NULL otherwise)."""
+    relevance = ", ".join(f"r.{m} AS relevance_{m}" for m in METRIC_NAMES)
     return warehouse.warehouse().query(
-        f'SELECT g.*, i.country_name, i.abs_path, i.member, {", ".join(f"s.{m}" for m in METRIC_NAMES)} '
+        f'SELECT g.*, i.country_name, i.abs_path, i.member, {", ".join(f"s.{m}" for m in METRIC_NAMES)}, '
+        f"{relevance}, CAST(c.correct AS DOUBLE) AS zero_shot_correct, "
+        "c.true_probability AS zero_shot_true_probability "
         f'FROM "{GEOLOCATION_PREDICTIONS.name}" g JOIN "{ATTENTION_STATISTICS.name}" s USING (image_id) '
-        f'LEFT JOIN "{IMAGES.name}" i USING (image_id) WHERE g.error_km IS NOT NULL {order_limit}', list(params))
+        f'LEFT JOIN "{IMAGES.name}" i USING (image_id) '
+        f'LEFT JOIN "{COUNTRY_PREDICTIONS.name}" c ON c.image_id = g.image_id AND c.model_spec = s.model_spec '
+        f'LEFT JOIN "{RELEVANCE_STATISTICS.name}" r ON r.image_id = c.image_id AND r.target = \'true\' '
+        f"WHERE g.error_km IS NOT NULL {order_limit}", list(params))
 
 
 @dg.asset(
     deps=[geolocation_accuracy],
     kinds={"duckdb", "scipy", "matplotlib"},
-    description=("Does attention tell PLONK's failures apart? Per attention metric: Pearson and Spearman correlation "
-                 "with the error, and its mean over the best vs worst decile (Mann-Whitney U) -> table "
-                 "geolocation_error_analysis and attention_analysis/analyses/geolocation_error.png."),
+    description=("Does attention tell PLONK's failures apart? Per attention metric (and, where the country_relevance "
+                 "group has rows, per true-country relevance metric and for zero-shot correctness): Pearson and "
+                 "Spearman correlation with the error, and its mean over the best vs worst decile (Mann-Whitney U) -> "
+                 "table geolocation_error_analysis and attention_analysis/analyses/geolocation_error.png."),
     **_COMMON,
 )
 def geolocation_error_analysis(pipeline: PipelineResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    frame = _predictions_with_metrics(warehouse, "ORDER BY image_id")
-    analysis = error_analysis(frame, METRIC_NAMES)
+    frame = _predictions_with_metrics(warehouse, "ORDER BY g.image_id")
+    extra = [m for m in (*RELEVANCE_ERROR_METRICS, *ZERO_SHOT_ERROR_METRICS) if frame[m].notna().any()]
+    analysis = error_analysis(frame, [*METRIC_NAMES, *extra])
     warehouse.warehouse().replace_table(GEOLOCATION_ERROR_ANALYSIS, analysis)
     target = pipeline.layout.analyses_dir / "geolocation_error.png"
     render_error_analysis(frame, analysis, METRIC_NAMES, target, footer=model_footer(warehouse.warehouse(), len(frame)))
     return dg.MaterializeResult(metadata={
         **table_metadata(GEOLOCATION_ERROR_ANALYSIS, len(analysis)),
         "images": dg.MetadataValue.int(len(frame)),
+        "with_relevance": dg.MetadataValue.int(int(frame["relevance_attention_entropy"].notna().sum())),
         "analysis": dg.MetadataValue.md(analysis.round(4).to_markdown(index=False)),
         **figure_metadata(target),
     })
