@@ -11,7 +11,7 @@ import numpy as np
 
 from attn_assets.core.ablation import ablate
 from attn_assets.core.analyses import image_seed
-from attn_assets.core.extract import AttentionExtractor
+from attn_assets.core.extract import AttentionExtractor, loader_workers
 from attn_assets.core.loader import iter_batches
 from attn_assets.core.preprocess import Preprocessor
 from attn_assets.passes.inputs import shard_images
@@ -43,7 +43,8 @@ def compute_ablation_shard(*, layout: HomeLayout, shard_key: str, encoder, model
     batches = []
     if records:
         extractor = AttentionExtractor(encoder, device=device, precision=precision)
-        batches = iter_batches(records, Preprocessor(encoder.processor), batch_size, num_workers)
+        batches = iter_batches(records, Preprocessor(encoder.processor), batch_size,
+                               loader_workers(num_workers, extractor.device))
     for batch in batches:
         for failure in batch.failures:
             logger.info("%s: ablation skips %s: %s", shard_key, failure.image_id, failure.reason)

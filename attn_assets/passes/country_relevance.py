@@ -23,6 +23,7 @@ from attn_assets.core.faithfulness import (
     random_order,
     ranked_patches,
 )
+from attn_assets.core.extract import loader_workers
 from attn_assets.core.loader import iter_batches
 from attn_assets.core.metrics import attention_metrics, metrics_to_numpy
 from attn_assets.core.preprocess import Preprocessor
@@ -129,7 +130,7 @@ def compute_country_relevance_shard(*, layout: HomeLayout, shard_key: str, class
     names = COUNTRY_RELEVANCE_RESULTS.column_names
     rows: dict[str, list] = {name: [] for name in names}
     failed, sampled = 0, 0
-    for batch in iter_batches(records, preprocess, batch_size, num_workers):
+    for batch in iter_batches(records, preprocess, batch_size, loader_workers(num_workers, classifier.device)):
         for failure in batch.failures:  # recorded in image_failures by attention_statistics
             logger.info("%s: country relevance skips %s: %s", shard_key, failure.image_id, failure.reason)
         failed += len(batch.failures)

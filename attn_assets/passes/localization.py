@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from attn_assets.core.confidence import bootstrap_mean_interval
-from attn_assets.core.extract import AttentionExtractor
+from attn_assets.core.extract import AttentionExtractor, loader_workers
 from attn_assets.core.loader import ImageRecord, iter_batches
 from attn_assets.passes.inputs import image_records
 from attn_assets.core.localization import (
@@ -31,7 +31,7 @@ from attn_assets.core.localization import (
     localization_scores,
     parse_box,
 )
-from attn_assets.core.model import Encoder, randomized_encoder
+from attn_assets.core.model import Encoder, randomized_encoder, resolve_device
 from attn_assets.core.relevance import relevance_maps
 from attn_assets.core.zero_shot import ZeroShotClassifier, randomized_classifier
 from attn_assets.core.preprocess import Preprocessor
@@ -127,7 +127,8 @@ def score_images(encoder: Encoder, images: CueImages, *, device: str, precision:
                    RolloutExtractor(model, device=device, precision=precision)) for weights, model in models]
     preprocess = Preprocessor(encoder.processor)
     rows: list[dict] = []
-    for batch in iter_batches(images.records, preprocess, batch_size, num_workers):
+    for batch in iter_batches(images.records, preprocess, batch_size,
+                              loader_workers(num_workers, resolve_device(device))):
         for failure in batch.failures:
             logger.warning("localization_benchmark skips image %s: %s", failure.image_id, failure.reason)
         if not len(batch):

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from attn_assets.metric_names import METRIC_NAMES
+from attn_assets.core.extract import loader_workers
 from attn_assets.core.loader import iter_batches
 from attn_assets.core.metrics import attention_metrics, metrics_to_numpy
 from attn_assets.core.preprocess import Preprocessor
@@ -34,7 +35,7 @@ def compute_rollout_shard(*, layout: HomeLayout, shard_key: str, encoder, model_
     preprocess = Preprocessor(encoder.processor)
     ids, maps, metrics = [], [], {m: [] for m in METRIC_NAMES}
     failed = 0
-    for batch in iter_batches(records, preprocess, batch_size, num_workers):
+    for batch in iter_batches(records, preprocess, batch_size, loader_workers(num_workers, extractor.device)):
         for failure in batch.failures:  # recorded in image_failures by attention_statistics
             logger.info("%s: rollout skips %s: %s", shard_key, failure.image_id, failure.reason)
         failed += len(batch.failures)
