@@ -129,9 +129,15 @@ def test_trust_remote_code_is_never_enabled(tiny_model_dir, monkeypatch):
 
 
 def test_makefile_ui_binds_localhost_only():
+    """make ui runs `attn-assets ui`, whose `dagster dev` command binds 127.0.0.1 only."""
+    from attn_assets.cli import dagster_dev_command
+
     text = (REPO_ROOT / "Makefile").read_text()
     recipe = re.search(r"^ui:.*\n((?:\t.*\n)+)", text, re.M)
     assert recipe, "Makefile has no ui target"
     commands = recipe.group(1)
-    assert re.search(r"dagster dev .*(-h|--host) 127\.0\.0\.1\b", commands), commands
-    assert "0.0.0.0" not in commands
+    assert re.search(r"attn-assets ui\b", commands), commands
+    assert "0.0.0.0" not in commands and "--host" not in commands and " -h " not in commands
+    command = dagster_dev_command(3000)
+    assert command[1] == "dev" and command[command.index("-h") + 1] == "127.0.0.1"
+    assert "0.0.0.0" not in command
