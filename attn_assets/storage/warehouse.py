@@ -152,6 +152,21 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         raise
 
 
+def _fill_uniform_baselines(con: duckdb.DuckDBPyConnection, table: Table,
+                            uniform_baselines: Callable[[int], Mapping[str, float]], groups_sql: str,
+                            match_sql: str, params: Sequence = ()) -> None:
+    """Set ``table``'s ``<metric>_uniform`` columns (alias ``a``) for every group whose images have N patches, for
+    each N in attention_statistics: ``groups_sql`` selects those groups (its one ``?`` is N; alias ``g``),
+    ``match_sql`` matches them to the table's rows and takes ``params`` after N."""
+    assignments = ", ".join(f'"{m}_uniform" = ?' for m in METRIC_NAMES)
+    patch_counts = con.execute(
+        f'SELECT DISTINCT num_patches FROM "{ATTENTION_STATISTICS.name}" WHERE num_patches IS NOT NULL').fetchall()
+    for (num_patches,) in patch_counts:
+        values = uniform_baselines(int(num_patches))
+        con.execute(f'UPDATE "{table.name}" AS a SET {assignments} FROM ({groups_sql}) AS g WHERE {match_sql}',
+                    [float(values[m]) for m in METRIC_NAMES] + [int(num_patches), *params])
+
+
 class Warehouse:
     """`attention.duckdb` plus the rules for touching it."""
 
@@ -371,19 +386,10 @@ class Warehouse:
                     [UNKNOWN_COUNTRY],
                 )
                 if uniform_baselines is not None:
-                    patch_counts = con.execute(
-                        f'SELECT DISTINCT num_patches FROM "{ATTENTION_STATISTICS.name}" WHERE num_patches IS NOT NULL'
-                    ).fetchall()
-                    for (num_patches,) in patch_counts:
-                        values = uniform_baselines(int(num_patches))
-                        assignments = ", ".join(f'"{m}_uniform" = ?' for m in METRIC_NAMES)
-                        con.execute(
-                            f'UPDATE "{COUNTRY_AGGREGATES.name}" AS a SET {assignments} FROM ('
-                            f'SELECT country FROM "{ATTENTION_STATISTICS.name}" '
-                            "GROUP BY country HAVING max(num_patches) = ?) AS g "
-                            "WHERE a.country IS NOT DISTINCT FROM g.country",
-                            [float(values[m]) for m in METRIC_NAMES] + [int(num_patches)],
-                        )
+                    _fill_uniform_baselines(
+                        con, COUNTRY_AGGREGATES, uniform_baselines,
+                        f'SELECT country FROM "{ATTENTION_STATISTICS.name}" GROUP BY country HAVING max(num_patches) = ?',
+                        "a.country IS NOT DISTINCT FROM g.country")
             return con.execute(f'SELECT count(*) FROM "{COUNTRY_AGGREGATES.name}"').fetchone()[0]
 
     def refresh_group_aggregates(self, uniform_baselines: Callable[[int], Mapping[str, float]] | None = None,
@@ -406,21 +412,11 @@ class Warehouse:
                     con.execute(
                         f'INSERT INTO "{GROUP_AGGREGATES.name}" BY NAME SELECT ? AS dimension, {value} AS "value", '
                         f"count(*) AS image_count, {aggregates} FROM {joined} GROUP BY {value}", [dimension])
-                    if uniform_baselines is None:
-                        continue
-                    patch_counts = con.execute(
-                        f'SELECT DISTINCT num_patches FROM "{ATTENTION_STATISTICS.name}" WHERE num_patches IS NOT NULL'
-                    ).fetchall()
-                    for (num_patches,) in patch_counts:
-                        values = uniform_baselines(int(num_patches))
-                        assignments = ", ".join(f'"{m}_uniform" = ?' for m in METRIC_NAMES)
-                        con.execute(
-                            f'UPDATE "{GROUP_AGGREGATES.name}" AS a SET {assignments} FROM ('
-                            f'SELECT {value} AS "value" FROM {joined} GROUP BY {value} '
-                            "HAVING max(s.num_patches) = ?) AS g "
-                            'WHERE a.dimension = ? AND a."value" IS NOT DISTINCT FROM g."value"',
-                            [float(values[m]) for m in METRIC_NAMES] + [int(num_patches), dimension],
-                        )
+                    if uniform_baselines is not None:
+                        _fill_uniform_baselines(
+                            con, GROUP_AGGREGATES, uniform_baselines,
+                            f'SELECT {value} AS "value" FROM {joined} GROUP BY {value} HAVING max(s.num_patches) = ?',
+                            'a.dimension = ? AND a."value" IS NOT DISTINCT FROM g."value"', [dimension])
             return con.execute(f'SELECT count(*) FROM "{GROUP_AGGREGATES.name}"').fetchone()[0]
 
     def refresh_geolocation_accuracy(self) -> int:
