@@ -2,7 +2,8 @@
 
 The seed did ``Image.open(p).convert('RGB')`` and ``processor(images=img)``; this module
 keeps those pixels exactly, fixes the decodes where ``convert('RGB')`` is wrong (16-bit
-grayscale clipped to white), and offers a faster, verified-identical preprocessing path.
+grayscale clipped to white), and offers a faster, verified-identical preprocessing path (PIL's resize split
+into its two passes, each run only where the centre crop needs it).
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ log = logging.getLogger(__name__)
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
-#: Largest difference, in grey levels, that the crop-region resize may show against the processor on the
-#: verification images (random noise, the hardest case for a bicubic filter).
-CROP_REGION_TOLERANCE = 32
+#: Largest difference, in grey levels, that the crop-region resize may show against the processor. Its float32
+#: box edges move the first pass's fixed-point weights by ~1e-5 of their sum, so an intermediate pixel is at most
+#: one level off (255 * 7 taps * 1e-5 < 1); the second pass sums those with weights whose absolute values add up
+#: to < 2 (bicubic: about 1.14 at most), then rounds once more: at most 2 levels. Random noise, the hardest case,
+#: reaches 2 (benchmarks/bench_preprocess.py states the share on photos).
+CROP_REGION_TOLERANCE = 2
 
 
 def load_rgb(path: str | Path | BinaryIO) -> Image.Image:
@@ -216,24 +220,142 @@ def image_processor_of(processor):
     return processor if inner is None else inner
 
 
-def _crop_region(geometry: CropGeometry, width: int, height: int) -> tuple[float, float, float, float]:
-    """The centre crop's box in the original ``width`` x ``height`` photo's pixels (PIL's ``resize(box=...)``)."""
-    sx, sy = width / geometry.resized_width, height / geometry.resized_height
-    return (geometry.left * sx, geometry.top * sy,
-            (geometry.left + geometry.crop_width) * sx, (geometry.top + geometry.crop_height) * sy)
+# --------------------------------------------------------------------------- resize and crop
+
+#: Half-width of Pillow's resampling filters in input pixels at scale 1 (libImaging/Resample.c ``struct filter``).
+_FILTER_SUPPORT = {
+    Image.Resampling.BOX: 0.5,
+    Image.Resampling.BILINEAR: 1.0,
+    Image.Resampling.HAMMING: 1.0,
+    Image.Resampling.BICUBIC: 2.0,
+    Image.Resampling.LANCZOS: 3.0,
+}
+
+#: Pillow 13 runs the vertical pass first when the height shrinks by more than twice as many pixels as the width
+#: (python-pillow/Pillow#9549); earlier releases always run the horizontal pass first.
+_PILLOW_ORDERS_PASSES = int(Image.__version__.split(".")[0]) >= 13
+
+
+def horizontal_first(width: int, height: int, out_width: int, out_height: int) -> bool:
+    """Whether Pillow resizes ``width`` x ``height`` to ``out_width`` x ``out_height`` horizontal pass first.
+
+    Source: libImaging/Resample.c ``ImagingResampleInner``. The passes round to 8 bits in between, so a resize
+    split into two single-axis calls equals Pillow's own only in Pillow's order.
+    """
+    if not _PILLOW_ORDERS_PASSES:
+        return True
+    shrink = height - out_height
+    return not (shrink > 0 and shrink > (width - out_width) * 2)
+
+
+def source_span(in_size: int, out_size: int, first: int, last: int, support: float) -> tuple[int, int]:
+    """Input pixels ``[lo, hi)`` that Pillow's filter reads for output pixels ``first..last-1`` of a resize of a
+    whole axis from ``in_size`` to ``out_size`` (libImaging/Resample.c ``precompute_coeffs``: output pixel x reads
+    ``int(centre -/+ support + 0.5)`` around ``centre = (x + 0.5) * in_size / out_size``, the support widened by
+    the scale when shrinking, clipped to the axis), widened by one pixel on each side so that a rounding in the
+    last bit of the centre cannot leave a pixel out."""
+    scale = in_size / out_size
+    reach = support * max(scale, 1.0)
+    lo = int((first + 0.5) * scale - reach + 0.5) - 1
+    hi = int((last - 0.5) * scale + reach + 0.5) + 1
+    return max(lo, 0), min(hi, in_size)
+
+
+def exact_resize_crop(image: Image.Image, geometry: CropGeometry, resample) -> Image.Image:
+    """``image.resize((resized_width, resized_height), resample).crop(crop box)`` bit for bit, at lower cost.
+
+    Pillow resizes in two passes, one per axis, rounding to 8 bits in between; a pixel's filter weights depend
+    only on its index in the WHOLE resized axis. So each pass is run here as its own single-axis ``resize`` of the
+    whole axis, in Pillow's order (:func:`horizontal_first`), on only the rows or columns the crop needs: the
+    first pass reads only the input rows (columns) that the crop's rows (columns) read (:func:`source_span`; the
+    rest are left black and never read for the kept pixels), and the second pass runs only on the crop's columns
+    (rows). OSV-5M's 792x512 -> 519x336, crop 336: the vertical pass on 336 of 519 columns. Only the first pass
+    cannot be narrowed: Pillow's ``box`` argument takes float32 edges, which shifts every filter (see README,
+    'The data path'). Filters outside :data:`_FILTER_SUPPORT` (NEAREST) take the plain resize.
+    """
+    width, height = image.size
+    rw, rh = geometry.resized_width, geometry.resized_height
+    left, top = geometry.left, geometry.top
+    right, bottom = left + geometry.crop_width, top + geometry.crop_height
+    support = _FILTER_SUPPORT.get(resample)
+    if support is None:
+        return image.resize((rw, rh), resample=resample).crop((left, top, right, bottom))
+    if rw == width and rh == height:
+        return image.crop((left, top, right, bottom))
+    if rh == height:  # horizontal pass only: rows are independent
+        return image.crop((0, top, width, bottom)).resize((rw, bottom - top), resample).crop(
+            (left, 0, right, bottom - top))
+    if rw == width:  # vertical pass only: columns are independent
+        return image.crop((left, 0, right, height)).resize((right - left, rh), resample).crop(
+            (0, top, right - left, bottom))
+    if horizontal_first(width, height, rw, rh):
+        lo, hi = source_span(height, rh, top, bottom, support)
+        rows = image.crop((0, lo, width, hi)).resize((rw, hi - lo), resample).crop((left, 0, right, hi - lo))
+        return _placed(rows, (right - left, height), (0, lo)).resize((right - left, rh), resample).crop(
+            (0, top, right - left, bottom))
+    lo, hi = source_span(width, rw, left, right, support)
+    columns = image.crop((lo, 0, hi, height)).resize((hi - lo, rh), resample).crop((0, top, hi - lo, bottom))
+    return _placed(columns, (width, bottom - top), (lo, 0)).resize((rw, bottom - top), resample).crop(
+        (left, 0, right, bottom - top))
+
+
+def _placed(part: Image.Image, size: tuple[int, int], offset: tuple[int, int]) -> Image.Image:
+    """``part`` at ``offset`` in a black image of ``size`` (``part`` itself when it already fills it)."""
+    if part.size == size:
+        return part
+    whole = Image.new(part.mode, size)
+    whole.paste(part, offset)
+    return whole
+
+
+def region_resize_crop(image: Image.Image, geometry: CropGeometry, resample) -> Image.Image:
+    """The centre crop resized from only the photo region it covers (PIL ``resize(box=...)``), in Pillow's pass
+    order for the whole resize. Not bit-identical to :func:`exact_resize_crop`: Pillow takes the box edges as
+    float32 (libImaging/Resample.c ``precompute_coeffs(int inSize, float in0, float in1, ...)``), so the filter
+    centres ``in0 + (x + 0.5) * (in1 - in0) / out`` move by up to half a float32 step (about 1e-5 pixel) and
+    the 22-bit fixed-point weights by tens of units: a pixel near a rounding tie lands one grey level off.
+    """
+    width, height = image.size
+    rw, rh = geometry.resized_width, geometry.resized_height
+    crop_w, crop_h = geometry.crop_width, geometry.crop_height
+    sx, sy = width / rw, height / rh
+    x0, x1 = geometry.left * sx, min((geometry.left + crop_w) * sx, width)
+    y0, y1 = geometry.top * sy, min((geometry.top + crop_h) * sy, height)
+    support = _FILTER_SUPPORT.get(resample, 3.0)
+    if horizontal_first(width, height, rw, rh):
+        lo, hi = source_span(height, rh, geometry.top, geometry.top + crop_h, support)
+        rows = image.crop((0, lo, width, hi)).resize((crop_w, hi - lo), resample, box=(x0, 0, x1, hi - lo))
+        return rows.resize((crop_w, crop_h), resample, box=(0, y0 - lo, crop_w, y1 - lo))
+    lo, hi = source_span(width, rw, geometry.left, geometry.left + crop_w, support)
+    columns = image.crop((lo, 0, hi, height)).resize((hi - lo, crop_h), resample, box=(0, y0, hi - lo, y1))
+    return columns.resize((crop_w, crop_h), resample, box=(x0 - lo, 0, x1 - lo, crop_h))
+
+
+def lookup_channels(pixels: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``uint8[B, H, W, C]`` -> ``float32[B, C, H, W]``: channel c's values looked up in ``table[c]`` (``[C, 256]``).
+
+    ``np.take`` per channel, straight into the channels-first result: on one CPU core about five times faster
+    than one gather of the whole batch in torch, and the same values.
+    """
+    out = np.empty((pixels.shape[0], pixels.shape[3], pixels.shape[1], pixels.shape[2]), dtype=table.dtype)
+    for channel in range(pixels.shape[3]):
+        np.take(table[channel], pixels[..., channel], out=out[:, channel])
+    return out
 
 
 class Preprocessor:
     """PIL RGB image -> ``FloatTensor[3, H, W]`` identical to ``processor(images=img)``.
 
-    The fast path (PIL resize with the processor's filter, crop, lookup-table
-    normalisation) is used only when it reproduced the processor bit-for-bit on probe
-    images at construction; otherwise every call goes through the processor itself.
+    The fast path (PIL's resize with the processor's filter, split into its two passes so that each runs only on
+    the rows or columns the centre crop needs (:func:`exact_resize_crop`), then a lookup-table normalisation) is
+    used only when it reproduced the processor bit for bit on probe images at construction; otherwise every
+    call goes through the processor itself.
 
     ``resize="crop_region"`` (``ATTN_ASSETS_RESIZE``) resizes only the part of the photo that lands in the centre
-    crop (PIL ``resize(box=...)``, same filter): not bit-identical (PIL rounds the shifted filter positions
-    differently; deviation measured in benchmarks/bench_preprocess.py and stated in the README), so it is
-    verified against the processor to within :data:`CROP_REGION_TOLERANCE` instead of 1e-6.
+    crop (PIL ``resize(box=...)``, :func:`region_resize_crop`): about a quarter less resize work, not
+    bit-identical (float32 box edges; deviation measured in benchmarks/bench_preprocess.py and stated in the
+    README), so it is verified against the processor to within :data:`CROP_REGION_TOLERANCE` grey levels
+    instead of 1e-6, and falls back to the exact path where it is not.
     """
 
     def __init__(self, processor, verify: bool = True, resize: str = "exact"):
@@ -249,6 +371,11 @@ class Preprocessor:
         self._lut = self._build_lut()
         self._tables: dict[torch.device, torch.Tensor] = {}  # the lookup table on each device normalize() saw
         self.fast = self._lut is not None and (not verify or self._verify())
+        if verify and not self.fast and self._lut is not None and self.resize != "exact":
+            log.warning("resize=%r is outside its bound for %s; using the exact resize", resize,
+                        type(processor).__name__)
+            self.resize = "exact"
+            self.fast = self._verify()
         if not self.fast:
             log.info("preprocessing through %s (fast path not applicable)", type(processor).__name__)
 
@@ -292,6 +419,8 @@ class Preprocessor:
         if self._lut is None:
             raise ValueError("uint8 pixels need the fast path's lookup table; this processor has none")
         device = pixel_values.device
+        if device.type == "cpu":
+            return torch.from_numpy(lookup_channels(pixel_values.numpy(), self._lut))
         table = self._tables.get(device)
         if table is None:
             table = self._tables[device] = torch.from_numpy(self._lut).reshape(-1).to(device)
@@ -336,9 +465,10 @@ class Preprocessor:
         geometry = self.crop_geometry(*image.size)
         if geometry.left < 0 or geometry.top < 0:
             return None  # the processor pads small images; let it
-        if self.do_resize and self.do_center_crop and self.resize == "crop_region":
-            return image.resize((geometry.crop_width, geometry.crop_height), resample=self.resample,
-                                box=_crop_region(geometry, *image.size))
+        if self.do_resize and self.do_center_crop:
+            if self.resize == "crop_region":
+                return region_resize_crop(image, geometry, self.resample)
+            return exact_resize_crop(image, geometry, self.resample)
         if self.do_resize:
             image = image.resize((geometry.resized_width, geometry.resized_height), resample=self.resample)
         if self.do_center_crop:
@@ -358,18 +488,22 @@ class Preprocessor:
         return self.normalize(torch.from_numpy(np.array(cropped, dtype=np.uint8))[None])[0]
 
     def _verify(self) -> bool:
-        """Compare the fast path with the processor on a few odd-sized random images."""
+        """Compare the fast path with the processor on a few odd-sized random images: a landscape, a portrait whose
+        crop drops rows (horizontal pass first), a tall one (vertical pass first), a square and an upscaled one."""
         rng = np.random.default_rng(0)
         side = max(self.output_size)
-        for width, height in ((side + 37, side + 5), (side + 3, 2 * side + 11), (side, side), (97, 61)):
+        probes = ((side + 37, side + 5), (side + 60, 2 * side), (side + 3, 2 * side + 11), (side, side), (97, 61))
+        for width, height in probes:
             pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
             image = Image.fromarray(pixels, mode="RGB")
             fast = self._fast(image)
             if fast is None:
                 continue
             reference = self.reference(image)
-            tolerance = 1e-6 if self.resize == "exact" else CROP_REGION_TOLERANCE * self._grey_level
+            tolerance = 1e-6 if self.resize == "exact" else CROP_REGION_TOLERANCE * self._grey_level + 1e-6
             if fast.shape != reference.shape or float((fast - reference).abs().max()) > tolerance:
-                log.warning("fast preprocessing differs from %s; using the processor", type(self.processor).__name__)
+                if self.resize == "exact":
+                    log.warning("fast preprocessing differs from %s; using the processor",
+                                type(self.processor).__name__)
                 return False
         return True
