@@ -1,9 +1,11 @@
 """Per-core cost of preprocessing against the JPEG decode floor, same process, same images.
 
-Methods (one thread; each over the same OSV-like 792x512 JPEG bytes, alternating rounds, medians):
+Methods (one thread; each over the same OSV-like JPEG bytes, 792x512 landscapes and 512x792 portraits,
+alternating rounds, medians):
   decode        load_rgb: JPEG bytes -> RGB image (the floor)
-  exact         decode + Preprocessor.pixels, exact resize, uint8 out (normalised later, on the device)
-  exact_float   decode + Preprocessor(...) on the CPU: float32 normalised here (what the loader did before)
+  exact         decode + Preprocessor.pixels, exact split-pass resize, uint8 out (normalised later, on the device)
+  whole_resize  decode + PIL resize of the whole photo, then the crop (the exact path before the split), uint8
+  exact_float   decode + Preprocessor(...) on the CPU: float32 normalised here
   crop_region   decode + Preprocessor.pixels with resize='crop_region' (PIL resize(box=...))
   processor     decode + the image processor itself (transformers), for reference
 
@@ -28,11 +30,11 @@ from attn_assets.core.preprocess import Preprocessor, load_rgb
 from gpu_check import OSV_SIZE, street_photo
 
 
-def jpeg_blobs(count: int) -> list[bytes]:
+def jpeg_blobs(count: int, size: tuple[int, int] = OSV_SIZE) -> list[bytes]:
     blobs = []
     for seed in range(count):
         buffer = io.BytesIO()
-        street_photo(seed, *OSV_SIZE).save(buffer, format="JPEG", quality=90)
+        street_photo(seed, *size).save(buffer, format="JPEG", quality=90)
         blobs.append(buffer.getvalue())
     return blobs
 
@@ -46,10 +48,22 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     processor = make_clip_processor(args.size)
     exact, region = Preprocessor(processor), Preprocessor(processor, resize="crop_region")
-    blobs = jpeg_blobs(args.images)
+    for size in (OSV_SIZE, OSV_SIZE[::-1]):
+        measure(processor, exact, region, jpeg_blobs(args.images, size), size, args)
+
+
+def whole_resize(preprocess: Preprocessor, image) -> torch.Tensor:
+    """The exact path before the split passes: PIL resizes the whole photo, then the crop."""
+    g = preprocess.crop_geometry(*image.size)
+    resized = image.resize((g.resized_width, g.resized_height), resample=preprocess.resample)
+    return torch.from_numpy(np.array(resized.crop((g.left, g.top, g.left + g.crop_width, g.top + g.crop_height))))
+
+
+def measure(processor, exact: Preprocessor, region: Preprocessor, blobs: list[bytes], size, args) -> None:
     methods = {
         "decode": lambda blob: load_rgb(io.BytesIO(blob)),
         "exact": lambda blob: exact.pixels(load_rgb(io.BytesIO(blob))),
+        "whole_resize": lambda blob: whole_resize(exact, load_rgb(io.BytesIO(blob))),
         "exact_float": lambda blob: exact(load_rgb(io.BytesIO(blob))),
         "crop_region": lambda blob: region.pixels(load_rgb(io.BytesIO(blob))),
         "processor": lambda blob: processor(images=load_rgb(io.BytesIO(blob)), return_tensors="pt"),
@@ -65,13 +79,15 @@ def main(argv: list[str] | None = None) -> None:
                 methods[name](blob)
             seconds[name].append((time.perf_counter() - start) / len(blobs))
     median = {name: statistics.median(values) for name, values in seconds.items()}
-    print(f"{args.images} JPEGs {OSV_SIZE[0]}x{OSV_SIZE[1]} (~{sum(map(len, blobs)) / len(blobs) / 1024:.0f} KiB), "
+    print(f"\n{args.images} JPEGs {size[0]}x{size[1]} (~{sum(map(len, blobs)) / len(blobs) / 1024:.0f} KiB), "
           f"crop {args.size}, one thread, {args.rounds} alternating rounds, medians; exact path: {exact.fast}")
     print(f"{'method':<13}{'ms/image':>10}{'images/s/core':>15}{'x decode':>10}")
     for name in names:
         print(f"{name:<13}{median[name] * 1e3:>10.2f}{1 / median[name]:>15.0f}{median[name] / median['decode']:>10.2f}")
     levels = [(exact.pixels(load_rgb(io.BytesIO(b))).int() - region.pixels(load_rgb(io.BytesIO(b))).int()).abs()
               for b in blobs]
+    assert all(torch.equal(exact.pixels(load_rgb(io.BytesIO(b))), whole_resize(exact, load_rgb(io.BytesIO(b))))
+               for b in blobs), "the split-pass resize must equal the whole resize"
     print(f"crop_region vs exact pixels: max {max(int(d.max()) for d in levels)} grey levels, "
           f"{float(np.mean([(d > 0).float().mean() for d in levels])):.3%} of values differ")
 
