@@ -39,7 +39,7 @@ from attn_assets.defs.shard_passes import with_recipe_code_versions
 from attn_assets.passes.current import STATISTICS, CurrentState
 from attn_assets.passes.recipe import summarize_reasons
 from attn_assets.path_text import path_to_text
-from attn_assets.settings import ENV_IMAGE_ROOT, ENV_MODEL, Settings
+from attn_assets.settings import ENV_IMAGE_ROOT, ENV_MODEL, Settings, models_setting
 from attn_assets.storage.layout import HomeLayout
 
 
@@ -48,10 +48,11 @@ class MaterializeSummary:
     lines: list[str] = field(default_factory=list)
     failed_runs: list[str] = field(default_factory=list)
     stopped: str | None = None  # why nothing (more) was run, e.g. the model cannot load
+    failed_models: list[str] = field(default_factory=list)  # listed models that could not load (the others ran)
 
     @property
     def ok(self) -> bool:
-        return not self.failed_runs and self.stopped is None
+        return not self.failed_runs and self.stopped is None and not self.failed_models
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,12 @@ def materialize_all(
     instance = instance or dg.DagsterInstance.get()
     summary = MaterializeSummary()
     settings = Settings.from_env()
+    try:
+        models_setting()  # a malformed ATTN_ASSETS_MODELS stops everything before any run
+    except ValueError as error:
+        summary.stopped = f"{error}\nnothing was run and no output was touched"
+        summary.lines.extend(summary.stopped.split("\n"))
+        return summary
     layout = HomeLayout(settings.home)
     logs_dir = Path(instance.root_directory) / "logs"  # beside the runs: a failed run leaves ATTN_ASSETS_HOME as it was
 
@@ -261,7 +268,7 @@ def materialize_all(
 
     _country_relevance_stage(instance, force, run, summary)  # before geolocation: its error analysis reads these
     _geolocation_stage(instance, force, run, summary)
-    _cross_model_stage(instance, force, run, summary, layout)
+    _models_stage(instance, force, run, summary, layout, settings)
     return summary
 
 
@@ -285,24 +292,81 @@ def _geolocation_stage(instance, force: bool, run, summary: MaterializeSummary) 
         summary.lines.append("geolocation summaries: up to date")
 
 
-def _cross_model_stage(instance, force: bool, run, summary: MaterializeSummary, layout: HomeLayout) -> None:
-    """Every model of ATTN_ASSETS_COMPARE_MODELS over each shard whose cross-model file is missing or was made for
-    other models or images, then the cross-model tables and figures; nothing without two or more specs."""
+def _models_stage(instance, force: bool, run, summary: MaterializeSummary, layout: HomeLayout,
+                  settings: Settings) -> None:
+    """With ATTN_ASSETS_MODELS set: each listed model in turn (loaded once, released before the next) over every
+    shard whose file is missing or stale for it; a model that cannot load is reported and skipped, the others run.
+    Then the *_by_model tables, and with two or more models the cross-model comparison."""
+    from attn_assets.core.model import ModelLoadError
+    from attn_assets.defs.needs_run import latest_storage_id
+    from attn_assets.defs.partitions import sync_model_partitions
+    from attn_assets.known_warnings import quiet_hub_retries
     from attn_assets.passes.cross_model import shard_is_current
-    from attn_assets.settings import ENV_COMPARE_MODELS, compare_models_setting
+    from attn_assets.passes.current import model_state, model_statistics_pass
+    from attn_assets.resources import AttentionModelResource, release_other_encoder
+    from attn_assets.settings import ENV_MODELS, is_set, models_setting
 
-    specs = compare_models_setting()
-    if len(specs) < 2:
-        if specs:
-            summary.lines.append(f"cross_model: skipped ({ENV_COMPARE_MODELS} lists one spec; comparing needs two)")
+    if not is_set(ENV_MODELS):
         return
-    keys = [key for key in instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
-            if force or not shard_is_current(layout, key, specs)]
+    entries = models_setting()
+    sync_model_partitions(instance, layout.models_dir)
+    shard_keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
+    resource = AttentionModelResource(model=settings.model, device=settings.device)
+    ran = False
+    for entry in entries:
+        shard_pass, state = model_statistics_pass(entry.key), model_state(layout, settings, entry.spec)
+        keys = list(shard_keys) if force else [key for key in shard_keys if state.reason(shard_pass, key) is not None]
+        if not keys:
+            summary.lines.append(f"model_statistics[{entry.key}]: every shard up to date")
+            continue
+        try:
+            with quiet_hub_retries():
+                resource.encoder_for(entry.spec)  # kept for this model's runs in this process
+        except (ModelLoadError, OSError, ValueError, RuntimeError) as error:
+            summary.failed_models.append(entry.key)
+            summary.lines.append(f"model_statistics[{entry.key}]: model '{entry.spec}' cannot be loaded: "
+                                 f"{_indented(str(error))}")
+            summary.lines.append(f"  its {len(keys)} shards were not run (the other models ran); fix or remove it in "
+                                 f"{ENV_MODELS}")
+            continue
+        for key in keys:  # a failed shard is reported and does not stop the others
+            ran = run("model_statistics_job", f"model_statistics[{entry.key}|{key}]",
+                      partition_key=dg.MultiPartitionKey({"model": entry.key, "shard": key})) or ran
+    release_other_encoder()
+    newest = max(latest_storage_id(instance, dg.AssetKey("model_statistics")),
+                 latest_storage_id(instance, dg.AssetKey("attention_warehouse")))
+    if force or ran or newest > latest_storage_id(instance, dg.AssetKey("model_tables")) \
+            or _listed_in_warehouse(layout) != [entry.key for entry in entries]:
+        run("model_tables_job", "model tables (*_by_model, models)")
+    else:
+        summary.lines.append("model tables: up to date")
+    if len(entries) < 2:
+        return
+    states = {entry.key: model_state(layout, settings, entry.spec) for entry in entries}
+    keys = [key for key in shard_keys if force or not shard_is_current(layout, key, states)]
     for key in keys:  # a failed shard is reported and does not stop the others nor the summary
         run("cross_model_shards_job", f"cross_model_agreement[{key}]", partition_key=key)
     if not keys:
         summary.lines.append("cross_model_agreement: every shard up to date")
-    run("cross_model_job", "cross-model tables and figures")
+    if force or keys or latest_storage_id(instance, dg.AssetKey("cross_model_agreement")) > \
+            latest_storage_id(instance, dg.AssetKey("cross_model_summary")):
+        run("cross_model_job", "cross-model tables and figures")
+    else:
+        summary.lines.append("cross-model tables and figures: up to date")
+
+
+def _listed_in_warehouse(layout: HomeLayout) -> list[str] | None:
+    """The listed model keys the warehouse's models table holds, in list order (None: no table yet)."""
+    from attn_assets.storage.warehouse import Warehouse
+
+    store = Warehouse(layout.warehouse_path)
+    if not store.exists():
+        return None
+    try:
+        frame = store.query("SELECT model_key FROM models WHERE listed ORDER BY position")
+    except Exception:  # a warehouse written before the models table
+        return None
+    return list(frame["model_key"])
 
 
 def _country_relevance_stage(instance, force: bool, run, summary: MaterializeSummary) -> None:

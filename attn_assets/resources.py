@@ -18,6 +18,7 @@ from attn_assets.storage.warehouse import Warehouse
 
 _ENCODER_CACHE: dict[tuple, object] = {}  # per process: encoders and PLONK networks
 _ENCODER_LOCK = threading.Lock()
+_OTHER_ENCODER: dict[str, object] = {}  # per process: the one non-default listed model loaded now
 
 
 def _setting(name: str, default):
@@ -91,6 +92,37 @@ class AttentionModelResource(dg.ConfigurableResource):
             if key not in _ENCODER_CACHE:
                 _ENCODER_CACHE[key] = load_encoder(self.model, device=device)
             return _ENCODER_CACHE[key]
+
+    def encoder_for(self, spec: str):
+        """The encoder of one listed model (ATTN_ASSETS_MODELS): the default one is :meth:`encoder`'s; any other is
+        kept in a one-model slot, so running models one after another holds one extra model at a time (the
+        previous one is released first). Raises ModelLoadError when it cannot load."""
+        if spec == self.model:
+            return self.encoder()
+        from attn_assets.core.model import load_encoder
+
+        device = self.resolved_device()
+        with _ENCODER_LOCK:
+            held = _OTHER_ENCODER.get("key")
+            if held != (spec, device):
+                release_other_encoder()
+                encoder = load_encoder(spec, device=device)
+                _OTHER_ENCODER.update(key=(spec, device), encoder=encoder)
+            return _OTHER_ENCODER["encoder"]
+
+
+def release_other_encoder() -> None:
+    """Drop the one-model slot of :meth:`AttentionModelResource.encoder_for` and return its memory (Python garbage,
+    then CUDA's cached blocks)."""
+    import gc
+
+    device = (_OTHER_ENCODER.get("key") or (None, ""))[1]
+    _OTHER_ENCODER.clear()
+    gc.collect()
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 class GeolocationModelResource(dg.ConfigurableResource):

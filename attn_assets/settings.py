@@ -8,6 +8,7 @@ the CLI and Dagster agree. It imports nothing heavy (no torch, no Dagster), so e
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -47,6 +48,8 @@ ENV_PLONK_CFG = "ATTN_ASSETS_PLONK_CFG"
 ENV_ALLOW_PICKLE = "ATTN_ASSETS_ALLOW_PICKLE"
 ENV_PROGRESS_BAR = "ATTN_ASSETS_PROGRESS_BAR"
 ENV_RESIZE = "ATTN_ASSETS_RESIZE"
+ENV_MODELS = "ATTN_ASSETS_MODELS"
+#: Renamed to ATTN_ASSETS_MODELS (round 2); still read only to say so.
 ENV_COMPARE_MODELS = "ATTN_ASSETS_COMPARE_MODELS"
 ENV_DAGSTER_HOME = "DAGSTER_HOME"
 #: PLONK's model and sampling: the riemannian flow sampler's step count as PlonkPipeline uses it, 16 samples per
@@ -131,7 +134,11 @@ def default_batch_size(device: str) -> int:
 
 
 def model_setting() -> str:
-    """ATTN_ASSETS_MODEL: the model spec (default StreetCLIP)."""
+    """The default model spec: the first of ATTN_ASSETS_MODELS when set, else ATTN_ASSETS_MODEL (default
+    StreetCLIP)."""
+    listed = _env(ENV_MODELS)
+    if listed is not None and (first := listed.split(",", 1)[0].strip()):
+        return _model_item(first)[1]
     return _env(ENV_MODEL) or DEFAULT_MODEL
 
 
@@ -267,11 +274,72 @@ def ablation_fraction_from_env() -> float:
     return value
 
 
-def compare_models_setting() -> tuple[str, ...]:
-    """ATTN_ASSETS_COMPARE_MODELS: the model specs the cross_model group compares, separated by commas, in order
-    (pairs are (earlier, later)); repeated specs are kept once. Empty or unset: nothing to compare."""
-    raw = _env(ENV_COMPARE_MODELS) or ""
-    return tuple(dict.fromkeys(spec.strip() for spec in raw.split(",") if spec.strip()))
+@dataclass(frozen=True)
+class ModelEntry:
+    """One encoder of ATTN_ASSETS_MODELS: ``key`` names it in tables, folders and Dagster partitions; ``spec`` is
+    what ``core.model.load_encoder`` loads."""
+
+    key: str
+    spec: str
+
+
+_MODEL_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def model_key_for(spec: str) -> str:
+    """The default key of a model spec: its last path component, lower-cased, anything outside ``[a-z0-9._-]``
+    replaced by '-' (``geolocal/StreetCLIP`` -> ``streetclip``, ``random:vit-b16`` -> ``random-vit-b16``)."""
+    tail = spec.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] or spec
+    key = re.sub(r"[^a-z0-9._-]+", "-", tail.lower()).strip("-.") or "model"
+    return key[:64]
+
+
+def _model_item(item: str) -> tuple[str, str]:
+    """(key or '', spec) of one ATTN_ASSETS_MODELS item: ``key=spec``, or a spec (a path whose folder names hold
+    '=' is a spec)."""
+    key, sep, spec = item.partition("=")
+    if not sep or "/" in key or "\\" in key:
+        return "", item.strip()
+    return key.strip(), spec.strip()
+
+
+def models_setting() -> tuple[ModelEntry, ...]:
+    """ATTN_ASSETS_MODELS: the encoders to run, comma-separated, the first the default (the one the plain tables,
+    figures and analyses show). Each item is a spec or ``key=spec`` (key: ``[a-z0-9._-]``, at most 64 characters;
+    default :func:`model_key_for`). Unset: the one model of ATTN_ASSETS_MODEL.
+
+    Raises ValueError naming the setting when an item is empty or malformed, two items share a key or a spec, or
+    ATTN_ASSETS_MODEL names a different default; and when the retired ATTN_ASSETS_COMPARE_MODELS is set.
+    """
+    if _env(ENV_COMPARE_MODELS) is not None:
+        raise ValueError(f"{ENV_COMPARE_MODELS} was renamed {ENV_MODELS}: list the encoders there, the default "
+                         f"(first) one included, e.g. {ENV_MODELS}=geolocal/StreetCLIP,openai/clip-vit-large-patch14-336")
+    raw = _env(ENV_MODELS)
+    if raw is None:
+        spec = model_setting()
+        return (ModelEntry(model_key_for(spec), spec),)
+    entries: list[ModelEntry] = []
+    for position, item in enumerate(raw.split(","), start=1):
+        item = item.strip()
+        key, spec = _model_item(item)
+        if not spec:
+            raise ValueError(f"{ENV_MODELS}={raw!r}: item {position} is empty; separate model specs by single commas")
+        key = key or model_key_for(spec)
+        if not _MODEL_KEY.match(key):
+            raise ValueError(f"{ENV_MODELS}: key {key!r} of item {position} must match [a-z0-9][a-z0-9._-]* "
+                             "(at most 64 characters)")
+        for earlier in entries:
+            if earlier.spec == spec:
+                raise ValueError(f"{ENV_MODELS}: {spec!r} is listed twice; list each model once")
+            if earlier.key == key:
+                raise ValueError(f"{ENV_MODELS}: {earlier.spec!r} and {spec!r} both have the key {key!r}; name one, "
+                                 f"e.g. {ENV_MODELS}=...,other-{key}={spec}")
+        entries.append(ModelEntry(key, spec))
+    single = _env(ENV_MODEL)
+    if single is not None and single != entries[0].spec:
+        raise ValueError(f"{ENV_MODEL}={single!r} but {ENV_MODELS} lists {entries[0].spec!r} first (the default): "
+                         f"unset {ENV_MODEL}, or list {single!r} first")
+    return tuple(entries)
 
 
 def country_list_setting() -> tuple[str, ...] | None:

@@ -1,4 +1,4 @@
-"""Per-model cost per image of the cross-model pass on CPU, and whether memory stays flat across models.
+"""Per-model cost per image of the models group on CPU, and whether memory stays flat across models.
 
 The encoders geolocation papers build on, at their published shapes, untrained (built from their configs, saved
 with ``save_pretrained`` into a temp folder and loaded through ``load_encoder`` as the pass does; no download):
@@ -8,8 +8,10 @@ with ``save_pretrained`` into a temp folder and loaded through ``load_encoder`` 
                  (facebook/dinov2-with-registers-base): 16x16 patches
   siglip-b16-224 SiglipVisionModel ViT-B/16 at 224, pooling head (google/siglip-base-patch16-224): 14x14 patches
 
-Each model runs as ``passes.cross_model.run_model`` runs it: load, ``extract_records`` (last layer only, maps
-kept) over the same synthetic 792x512 JPEGs (OSV-5M's size), release. Reported per model: load seconds, seconds
+Each model runs as ``model_statistics`` runs it: loaded into the resource's one-model slot
+(``AttentionModelResource.encoder_for``, which releases the previous model first), ``extract_records`` with every
+layer's CLS row (the statistics pass's forward) over the same synthetic 792x512 JPEGs (OSV-5M's size), then
+``release_other_encoder``. Reported per model: load seconds, seconds
 per image (after one warm-up batch), and the process's resident memory (VmRSS) after release. "Flat" means the
 RSS after each release stays within one model's weights of the RSS after the first; the ratio printed is
 (RSS after the last release - RSS before the first load) / (largest model's weight bytes).
@@ -34,7 +36,8 @@ from PIL import Image
 
 from attn_assets.core.extract import extract_records
 from attn_assets.core.loader import ImageRecord
-from attn_assets.core.model import load_encoder, make_clip_processor
+from attn_assets.core.model import make_clip_processor
+from attn_assets.resources import AttentionModelResource, release_other_encoder
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -96,18 +99,19 @@ def write_images(root: Path, count: int) -> list[ImageRecord]:
 
 def run(folder: Path, records: list[ImageRecord], batch_size: int) -> dict:
     started = time.perf_counter()
-    encoder = load_encoder(str(folder), device="cpu")
+    encoder = AttentionModelResource(model="(default: none of these)", device="cpu").encoder_for(str(folder))
     loaded = time.perf_counter()
     weights = sum(p.numel() * p.element_size() for p in encoder.model.parameters()) / 2**20
     list(extract_records(encoder, records[:batch_size], batch_size=batch_size, device="cpu", precision="fp32"))
     warm = time.perf_counter()
     done = 0
     for batch in extract_records(encoder, records, batch_size=batch_size, device="cpu", precision="fp32",
-                                 layers="last", keep_maps=True):
+                                 analyses=True):
         done += len(batch)
     finished = time.perf_counter()
     peak = rss_mib()
     del encoder
+    release_other_encoder()
     trim_heap()
     return {"load_s": loaded - started, "per_image_s": (finished - warm) / max(done, 1), "weights_mib": weights,
             "rss_loaded_mib": peak, "rss_released_mib": rss_mib()}

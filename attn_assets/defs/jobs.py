@@ -10,7 +10,9 @@
 | geolocation_job | geolocation accuracy, error analysis, gallery | the geolocation summaries |
 | country_relevance_shards_job | country_predictions | one shard per run (needs a model with a text tower) |
 | country_relevance_job | country accuracy, faithfulness, misclassified gallery | the country-relevance summaries |
-| cross_model_shards_job | cross_model_agreement | one shard per run (every model of ATTN_ASSETS_COMPARE_MODELS) |
+| model_statistics_job | model_statistics | one (model, shard) per run (ATTN_ASSETS_MODELS) |
+| model_tables_job | model_tables | the *_by_model tables, models, country_aggregates_by_model |
+| cross_model_shards_job | cross_model_agreement | one shard per run (every pair of ATTN_ASSETS_MODELS) |
 | cross_model_job | cross_model_summary, cross_model_figures | the cross-model tables and figures |
 """
 
@@ -21,6 +23,7 @@ from attn_assets.defs.cross_model.assets import CROSS_MODEL_SUMMARY_ASSETS, cros
 from attn_assets.defs.country_relevance.assets import COUNTRY_RELEVANCE_SUMMARY_ASSETS, country_predictions
 from attn_assets.defs.geolocation.assets import GEOLOCATION_SUMMARY_ASSETS, geolocation_predictions
 from attn_assets.defs.manifest.assets import image_manifest
+from attn_assets.defs.models.assets import MODEL_TABLE_ASSETS, model_statistics
 from attn_assets.defs.statistics.assets import attention_statistics
 
 manifest_job = dg.define_asset_job(
@@ -44,7 +47,7 @@ analysis_shards_job = dg.define_asset_job(
 downstream_selection = (
     dg.AssetSelection.all()
     - dg.AssetSelection.assets(image_manifest, attention_statistics, *SHARD_ANALYSIS_ASSETS)
-    - dg.AssetSelection.groups("geolocation", "country_relevance", "cross_model")
+    - dg.AssetSelection.groups("geolocation", "country_relevance", "cross_model", "models")
 )
 
 downstream_job = dg.define_asset_job(
@@ -74,10 +77,20 @@ country_relevance_job = dg.define_asset_job(
     description="Country accuracy and confusion, relevance faithfulness and the misclassified gallery.",
 )
 
-# several models per shard, only when ATTN_ASSETS_COMPARE_MODELS lists two or more: their own jobs too
+# the model dimension (ATTN_ASSETS_MODELS) and the comparisons built on it: their own jobs
+model_statistics_job = dg.define_asset_job(
+    "model_statistics_job", selection=[model_statistics],
+    description="One listed model's statistics of one shard (models/<model_key>/shards/<shard>.parquet).",
+)
+
+model_tables_job = dg.define_asset_job(
+    "model_tables_job", selection=list(MODEL_TABLE_ASSETS),
+    description="The *_by_model tables, models and country_aggregates_by_model from every model folder.",
+)
+
 cross_model_shards_job = dg.define_asset_job(
     "cross_model_shards_job", selection=[cross_model_agreement],
-    description="Every model of ATTN_ASSETS_COMPARE_MODELS over one shard, maps compared per image and pair.",
+    description="Every pair of ATTN_ASSETS_MODELS over one shard, maps compared per image (no model runs).",
 )
 
 cross_model_job = dg.define_asset_job(

@@ -1,18 +1,21 @@
-"""The cross-model pass: several encoders over one shard's images, their last-layer maps compared pairwise ->
-analyses/cross_model/<shard>.parquet (CROSS_MODEL_AGREEMENT rows) and <shard>.maps.parquet (CROSS_MODEL_MAPS).
-No Dagster here.
+"""The cross-model pass: the listed encoders' last-layer maps of one shard, compared pairwise ->
+analyses/cross_model/<shard>.parquet (CROSS_MODEL_AGREEMENT rows). No Dagster, no model here.
 
-Models run one at a time (``ATTN_ASSETS_COMPARE_MODELS`` order) and each is released (``release_model``) before
-the next loads, so memory stays that of the largest model, not the sum. A model that cannot load fails only its
-own pairs: their rows have status 'failed' and the model's message; the other pairs are compared as usual.
+The maps are the ones each model's statistics pass stored (``models/<model_key>/shards/<shard>.parquet``:
+``cls_map``, the grid and the view box in original pixels), so comparing costs no model time and adding a model
+computes only that model's shards. A model whose file for the shard is missing or not current fails only its own
+pairs: their rows have status 'failed' and say why; the other pairs are compared as usual.
+
+The file records which statistics file version of each model it was built from (their recipe records' tokens), so
+it is current exactly while the listed models and their files are unchanged (``shard_is_current``).
 """
 
 from __future__ import annotations
 
-import gc
 import itertools
-import logging
+import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,27 +26,28 @@ import pyarrow.parquet as pq
 
 from attn_assets.core.confidence import bootstrap_mean_interval
 from attn_assets.core.cross_model import AGREEMENT_METRICS, PlacedMap, agreement
-from attn_assets.core.extract import extract_records
-from attn_assets.core.loader import ImageRecord
-from attn_assets.core.model import ModelLoadError, load_encoder
+from attn_assets.passes.current import CurrentState, model_statistics_pass
 from attn_assets.passes.inputs import shard_images
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import write_table_atomic
-from attn_assets.storage.schema import CROSS_MODEL_AGREEMENT, CROSS_MODEL_MAPS
+from attn_assets.storage.schema import CROSS_MODEL_AGREEMENT
 
+#: Parquet footer key of the agreement file: {model_key: token of the statistics file it was built from}.
+INPUTS_METADATA_KEY = b"attn_assets.cross_model_inputs"
 
 
 @dataclass
 class ModelMaps:
-    """One model's maps of a shard: ``maps[image_id]`` = PlacedMap; ``failed[image_id]`` = reason;
-    ``error`` = why the model produced nothing (it could not load), else None."""
+    """One model's maps of a shard, read from its statistics file: ``maps[image_id]`` = PlacedMap;
+    ``sizes[image_id]`` = original (width, height); ``failed[image_id]`` = reason; ``error`` = why the model has
+    no usable file for the shard, else None; ``token``: the file's record token."""
 
-    spec: str
+    key: str
     maps: dict[str, PlacedMap] = field(default_factory=dict)
-    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # original (width, height)
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     error: str | None = None
-    seconds: float = 0.0
+    token: str | None = None
 
 
 @dataclass
@@ -58,42 +62,32 @@ class CrossModelOutcome:
     path: Path | None = None
 
 
-def release_model(device: str) -> None:
-    """Return a released model's memory: Python garbage, then CUDA's cached blocks on a CUDA device."""
-    gc.collect()
-    if str(device).startswith("cuda"):
-        import torch
-
-        torch.cuda.empty_cache()
+_MAP_COLUMNS = ["image_id", "status", "failure_reason", "cls_map", "grid_height", "grid_width", "crop_left",
+                "crop_top", "crop_right", "crop_bottom", "image_width", "image_height"]
 
 
-def run_model(spec: str, records: list[ImageRecord], *, device: str, precision: str, batch_size: int,
-              num_workers: int, logger: logging.Logger | logging.LoggerAdapter) -> ModelMaps:
-    """Load ``spec``, extract every record's last-layer map and the model's view box, release the model."""
-    started = time.monotonic()
-    result = ModelMaps(spec)
-    try:
-        encoder = load_encoder(spec, device=device)
-    except ModelLoadError as error:
-        result.error = f"model {spec!r} could not load: {error}"
-        logger.error("cross_model: %s", result.error)
+def read_model_maps(key: str, shard_key: str, state: CurrentState) -> ModelMaps:
+    """Model ``key``'s maps of the shard from its statistics file, judged current by ``state`` (that model's)."""
+    shard_pass = model_statistics_pass(key)
+    result = ModelMaps(key)
+    reason = state.reason(shard_pass, shard_key)
+    if reason is not None:
+        result.error = (f"model {key!r} has no current statistics for {shard_key} ({reason}): materialize "
+                        f"model_statistics for model {key}")
         return result
-    try:
-        for batch in extract_records(encoder, records, batch_size=batch_size, device=device, precision=precision,
-                                     num_workers=num_workers, keep_maps=True, layers="last"):
-            for failure in batch.failures:
-                result.failed[failure.image_id] = f"model {spec!r} could not read the image: {failure.reason}"
-            for i, image_id in enumerate(batch.image_ids):
-                box = batch.crop_boxes[i]
-                if box is None:
-                    result.failed[image_id] = f"model {spec!r}: its processor's resize rule has no known view box"
-                    continue
-                result.maps[image_id] = PlacedMap(batch.cls_maps[i], box)
-                result.sizes[image_id] = tuple(batch.image_sizes[i])
-    finally:
-        del encoder
-        release_model(device)
-    result.seconds = time.monotonic() - started
+    path = shard_pass.output(state.layout, shard_key)
+    result.token = state.record(shard_pass, shard_key).token
+    frame = pq.read_table(path, columns=_MAP_COLUMNS).to_pandas()
+    for row in frame.itertuples(index=False):
+        if row.status != "ok":
+            result.failed[row.image_id] = f"model {key!r} could not read the image: {row.failure_reason}"
+        elif pd.isna(row.crop_left):
+            result.failed[row.image_id] = f"model {key!r}: its processor's resize rule has no known view box"
+        else:
+            values = np.asarray(row.cls_map, dtype=np.float32).reshape(int(row.grid_height), int(row.grid_width))
+            result.maps[row.image_id] = PlacedMap(values, (row.crop_left, row.crop_top, row.crop_right,
+                                                           row.crop_bottom))
+            result.sizes[row.image_id] = (int(row.image_width), int(row.image_height))
     return result
 
 
@@ -101,7 +95,7 @@ def pair_rows(first: ModelMaps, second: ModelMaps, image_ids: list[str]) -> list
     """CROSS_MODEL_AGREEMENT rows (without the shard columns) of one model pair over ``image_ids``."""
     rows = []
     for image_id in image_ids:
-        row = {"image_id": image_id, "model_a": first.spec, "model_b": second.spec, "status": "failed",
+        row = {"image_id": image_id, "model_a": first.key, "model_b": second.key, "status": "failed",
                "reason": None, **{m: None for m in (*AGREEMENT_METRICS, "mass_inside_a", "mass_inside_b",
                                                   "intersection_share", "cells")}}
         reason = (first.error or second.error or first.failed.get(image_id) or second.failed.get(image_id))
@@ -126,57 +120,54 @@ def pair_rows(first: ModelMaps, second: ModelMaps, image_ids: list[str]) -> list
     return rows
 
 
-def _maps_table(models: list[ModelMaps], shard_key: str, country: dict[str, str]):
-    columns = {c: [] for c in CROSS_MODEL_MAPS.column_names}
-    for model in models:
-        for image_id, placed in model.maps.items():
-            width, height = model.sizes[image_id]
-            values = {"image_id": image_id, "shard_key": shard_key, "country": country.get(image_id),
-                      "model_spec": model.spec, "grid_height": placed.values.shape[0],
-                      "grid_width": placed.values.shape[1],
-                      "attention_map": placed.values.ravel().astype(np.float32),
-                      "crop_left": placed.box[0], "crop_top": placed.box[1], "crop_right": placed.box[2],
-                      "crop_bottom": placed.box[3], "image_width": width, "image_height": height}
-            for name, value in values.items():
-                columns[name].append(value)
-    return CROSS_MODEL_MAPS.arrow_table(columns)
-
-
-def compute_cross_model_shard(*, layout: HomeLayout, shard_key: str, specs: tuple[str, ...], device: str,
-                              precision: str, batch_size: int, num_workers: int,
-                              logger: logging.Logger | logging.LoggerAdapter) -> CrossModelOutcome:
-    """Run each of ``specs`` over the shard's images (one model in memory at a time) and compare every pair
-    -> analyses/cross_model/<shard>.parquet and <shard>.maps.parquet. Fewer than 2 specs: nothing is written."""
+def compute_cross_model_shard(*, layout: HomeLayout, shard_key: str, states: Mapping[str, CurrentState]
+                              ) -> CrossModelOutcome:
+    """Compare every pair of the models ``states`` lists (model key -> that model's CurrentState, in
+    ATTN_ASSETS_MODELS order) over the shard's images -> analyses/cross_model/<shard>.parquet. Fewer than 2
+    models: nothing is written."""
     started = time.monotonic()
     records, country, _ = shard_images(layout, shard_key)
-    if len(specs) < 2:
+    if len(states) < 2:
         return CrossModelOutcome(shard_key, len(records), 0, 0, 0, time.monotonic() - started, [])
-    models = [run_model(spec, records, device=device, precision=precision, batch_size=batch_size,
-                        num_workers=num_workers, logger=logger) for spec in specs]
+    models = [read_model_maps(key, shard_key, state) for key, state in states.items()]
     image_ids = [r.image_id for r in records]
     rows = [row for first, second in itertools.combinations(models, 2) for row in pair_rows(first, second, image_ids)]
     stamp = datetime.now(timezone.utc).replace(tzinfo=None)
     for row in rows:
         row.update(shard_key=shard_key, country=country.get(row["image_id"]), computed_at=stamp)
     table = CROSS_MODEL_AGREEMENT.arrow_table({c: [row[c] for row in rows] for c in CROSS_MODEL_AGREEMENT.column_names})
-    write_table_atomic(_maps_table(models, shard_key, country), layout.cross_model_maps_parquet(shard_key))
+    inputs = json.dumps({model.key: model.token for model in models}, sort_keys=True)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), INPUTS_METADATA_KEY: inputs})
     path = write_table_atomic(table, layout.cross_model_parquet(shard_key))
     ok = sum(row["status"] == "ok" for row in rows)
     return CrossModelOutcome(shard_key, len(records), len(models) * (len(models) - 1) // 2, ok, len(rows) - ok,
                              time.monotonic() - started, models, path)
 
 
-def shard_is_current(layout: HomeLayout, shard_key: str, specs: tuple[str, ...]) -> bool:
-    """Whether the shard's cross-model file holds exactly the pairs of ``specs`` over the shard's current images
-    (reads two columns of the file and the shard's image list)."""
+def _current_tokens(shard_key: str, states: Mapping[str, CurrentState]) -> dict[str, str | None]:
+    tokens = {}
+    for key, state in states.items():
+        shard_pass = model_statistics_pass(key)
+        current = state.reason(shard_pass, shard_key) is None
+        tokens[key] = state.record(shard_pass, shard_key).token if current else None
+    return tokens
+
+
+def shard_is_current(layout: HomeLayout, shard_key: str, states: Mapping[str, CurrentState]) -> bool:
+    """Whether the shard's cross-model file was built from exactly the listed models' current statistics files
+    (reads the file's footer and each model's record)."""
     path = layout.cross_model_parquet(shard_key)
     if not path.exists():
         return False
-    stored = pq.read_table(path, columns=["image_id", "model_a", "model_b"]).to_pandas()
-    records, _, _ = shard_images(layout, shard_key)
-    pairs = set(itertools.combinations(specs, 2))
-    return (set(zip(stored["model_a"], stored["model_b"])) == pairs
-            and set(stored["image_id"]) == {r.image_id for r in records})
+    raw = (pq.read_schema(path).metadata or {}).get(INPUTS_METADATA_KEY)
+    if raw is None:
+        return False
+    return json.loads(raw) == _current_tokens(shard_key, states)
+
+
+def listed_pairs(keys: Sequence[str]) -> set[tuple[str, str]]:
+    """The (earlier, later) model pairs of ``keys`` in list order."""
+    return set(itertools.combinations(keys, 2))
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:

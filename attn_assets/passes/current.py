@@ -41,6 +41,18 @@ GEOLOCATION = ShardPass("geolocation", "geolocation_predictions", lambda layout,
 COUNTRY_RELEVANCE = ShardPass("country_relevance", "country_predictions",
                               lambda layout, key: layout.country_relevance_parquet(key))
 SHARD_PASSES: tuple[ShardPass, ...] = (STATISTICS, ROLLOUT, ABLATION, GEOLOCATION)
+MODEL_STATISTICS_ASSET = "model_statistics"
+
+
+def model_statistics_pass(model_key: str) -> ShardPass:
+    """The statistics pass of one encoder of ATTN_ASSETS_MODELS: ``models/<model_key>/shards/<shard>.parquet``."""
+    return ShardPass("statistics", MODEL_STATISTICS_ASSET,
+                     lambda layout, key: layout.model_shard_parquet(model_key, key))
+
+
+def model_state(layout: HomeLayout, settings: Settings, spec: str) -> CurrentState:
+    """The current state of one listed encoder: the same rules as the default model's, with its spec."""
+    return CurrentState(layout, settings.with_overrides(model=spec))
 
 
 class CurrentState:

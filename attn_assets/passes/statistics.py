@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from attn_assets.core.extract import extract_records
 from attn_assets.passes.inputs import image_records, shard_rows
 from attn_assets.passes.outcome import ShardOutcome
-from attn_assets.passes.recipe import Recipe, image_set_fingerprint, statistics_recipe, with_record
+from attn_assets.passes.recipe import (
+    Recipe, image_set_fingerprint, read_record, stale_reason, statistics_recipe, with_record,
+)
+from attn_assets.storage.atomic import link_atomic
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import build_shard_results, write_table_atomic
 from attn_assets.metric_names import METRIC_NAMES
@@ -69,16 +74,36 @@ def compute_statistics_shard(
     logger: logging.Logger | logging.LoggerAdapter,
     progress_bar: bool = False,
     recipe: Recipe | None = None,
+    output: Path | None = None,
+    reuse: Sequence[Path] = (),
 ) -> ShardOutcome:
-    """Compute one shard and write it with its recipe record (``recipe``: the current statistics recipe;
-    default: built from ``model_spec``, ``precision`` and ``device``)."""
+    """Compute one shard and write it with its recipe record to ``output`` (default ``shards/<shard>.parquet``;
+    ``recipe``: the current statistics recipe, default built from ``model_spec``, ``precision`` and ``device``).
+
+    When one of ``reuse`` (the same model's file of this shard in another place, e.g. ``models/<key>/shards/``)
+    already holds current results for this recipe and image set, it is linked (or copied) to ``output`` instead of
+    recomputed: listing the default model in ATTN_ASSETS_MODELS, or reordering the list, costs no model time.
+    """
     recipe = recipe or statistics_recipe(model_spec, precision, device)
+    output = output or layout.shard_parquet(shard_key)
     rows = shard_rows(layout, shard_key)
     if rows.empty:
         raise ValueError(
             f"Shard {shard_key} has no images in {layout.images_parquet}. Re-materialize image_manifest, "
             "or delete the partition if its images left the manifest."
         )
+    image_set = image_set_fingerprint(rows["image_id"], rows["path"])
+    for candidate in reuse:
+        record = read_record(candidate)
+        if candidate != output and stale_reason(record, recipe, image_set) is None:
+            logger.info("%s: current results of %s found in %s; linked, not recomputed", shard_key, model_spec,
+                        candidate)
+            started = time.monotonic()
+            counts = pq.read_table(candidate, columns=["status"]).column("status").to_pylist()
+            path = link_atomic(candidate, output)
+            return ShardOutcome(shard_key=shard_key, images=len(counts), computed=counts.count("ok"),
+                                failed=len(counts) - counts.count("ok"), seconds=time.monotonic() - started,
+                                path=path, record=record)
     country_by_id = dict(zip(rows["image_id"], rows["country"]))
     path_by_id = dict(zip(rows["image_id"], rows["path"]))
     records = image_records(rows)
@@ -150,7 +175,7 @@ def compute_statistics_shard(
         computed_at=datetime.now(timezone.utc),
         analyses=analyses.merged(len(ids)),
     )
-    record = recipe.record(image_set_fingerprint(rows["image_id"], rows["path"]))
-    path = write_table_atomic(with_record(table, record), layout.shard_parquet(shard_key))
+    record = recipe.record(image_set)
+    path = write_table_atomic(with_record(table, record), output)
     return ShardOutcome(shard_key=shard_key, images=len(records), computed=len(ids), failed=len(failures),
                         seconds=time.monotonic() - started, path=path, record=record)

@@ -89,6 +89,20 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def link_atomic(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Make ``target`` the same file as ``source`` in one step: a hard link (no bytes copied) where the file
+    system allows one, else a copy; either lands through a temp name and ``os.replace``. Returns ``target``.
+    Later atomic rewrites of either path give it a new file and leave the other as it was."""
+    source, target = Path(source), Path(target)
+    with atomic_file(target) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copy2(source, tmp)
+    return target
+
+
 @contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Build a folder in a temp sibling, then swap it in for ``target`` in one step.

@@ -36,6 +36,18 @@ class HomeLayout:
         return self.shards_dir / f"{shard_key}.parquet"
 
     @property
+    def models_dir(self) -> Path:
+        """One folder per encoder of ATTN_ASSETS_MODELS (and per removed one, until deleted): ``models/<model_key>/``."""
+        return self.home / "models"
+
+    def model_shards_dir(self, model_key: str) -> Path:
+        return self.models_dir / model_key / "shards"
+
+    def model_shard_parquet(self, model_key: str, shard_key: str) -> Path:
+        """One model's statistics of one shard (the same file layout as ``shard_parquet``)."""
+        return self.model_shards_dir(model_key) / f"{shard_key}.parquet"
+
+    @property
     def geolocation_dir(self) -> Path:
         """PLONK predictions, one Parquet file per shard."""
         return self.home / "geolocation"
@@ -69,14 +81,11 @@ class HomeLayout:
 
     @property
     def cross_model_dir(self) -> Path:
-        """Per-shard cross-model files: <shard>.parquet (agreement rows) and <shard>.maps.parquet (maps)."""
+        """Per-shard cross-model agreement files: <shard>.parquet."""
         return self.home / "analyses" / "cross_model"
 
     def cross_model_parquet(self, shard_key: str) -> Path:
         return self.cross_model_dir / f"{shard_key}.parquet"
-
-    def cross_model_maps_parquet(self, shard_key: str) -> Path:
-        return self.cross_model_dir / f"{shard_key}.maps.parquet"
 
     @property
     def warehouse_path(self) -> Path:

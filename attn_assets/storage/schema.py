@@ -671,37 +671,17 @@ FAITHFULNESS_SUMMARY = Table(
 
 # --- cross-model comparison: several encoders' last-layer maps of the same images (core/cross_model.py)
 
-CROSS_MODEL_MAPS = Table(
-    name="cross_model_maps",
-    description=("One Parquet file per shard (analyses/cross_model/<shard>.maps.parquet): each compared model's "
-                 "last-layer CLS map (SigLIP: pooling-probe map) of each image and where it lies in the photo."),
-    columns=(
-        *_IMAGE_KEY,
-        Column("model_spec", "VARCHAR", "model spec (one of ATTN_ASSETS_COMPARE_MODELS)", nullable=False),
-        Column("grid_height", "INTEGER", "patch rows of the map", nullable=False),
-        Column("grid_width", "INTEGER", "patch columns of the map", nullable=False),
-        Column("attention_map", "FLOAT[]", "head-averaged last-layer CLS (or pooling-probe) row over the patches, "
-               "row-major", nullable=False),
-        Column("crop_left", "DOUBLE", "left of the model's view in original pixels", nullable=False),
-        Column("crop_top", "DOUBLE", "top of the model's view in original pixels", nullable=False),
-        Column("crop_right", "DOUBLE", "right of the model's view in original pixels", nullable=False),
-        Column("crop_bottom", "DOUBLE", "bottom of the model's view in original pixels", nullable=False),
-        Column("image_width", "INTEGER", "original width in pixels", nullable=False),
-        Column("image_height", "INTEGER", "original height in pixels", nullable=False),
-    ),
-    key=("image_id", "model_spec"),
-)
-
 CROSS_MODEL_AGREEMENT = Table(
     name="cross_model_agreement",
-    description=("Per image and model pair (model_a before model_b in ATTN_ASSETS_COMPARE_MODELS): agreement of the "
-                 "two last-layer maps on the intersection of the two models' views, both area-weighted onto a common "
-                 "grid (core/cross_model.py). status 'failed' rows carry the reason (a model that could not load, an "
-                 "image one model could not read) and NULL metrics."),
+    description=("Per image and model pair (model_a before model_b in ATTN_ASSETS_MODELS): agreement of the "
+                 "two last-layer maps (each model's statistics file) on the intersection of the two models' views, "
+                 "both area-weighted onto a common grid (core/cross_model.py). status 'failed' rows carry the reason "
+                 "(a model without current statistics for the shard, e.g. one that could not load; an image one "
+                 "model could not read) and NULL metrics."),
     columns=(
         *_IMAGE_KEY,
-        Column("model_a", "VARCHAR", "first model spec", nullable=False),
-        Column("model_b", "VARCHAR", "second model spec", nullable=False),
+        Column("model_a", "VARCHAR", "first model's key (table models gives its spec)", nullable=False),
+        Column("model_b", "VARCHAR", "second model's key", nullable=False),
         Column("status", "VARCHAR", "ok or failed", nullable=False),
         Column("reason", "VARCHAR", "why a failed row has no metrics (NULL when ok)"),
         Column("spearman", "DOUBLE", "Spearman rank correlation over the common cells (NaN if a map is constant)"),
@@ -725,8 +705,8 @@ CROSS_MODEL_SUMMARY = Table(
     columns=(
         Column("scope", "VARCHAR", "overall or country", nullable=False),
         Column("country", "VARCHAR", "true country (NULL for overall)"),
-        Column("model_a", "VARCHAR", "first model spec", nullable=False),
-        Column("model_b", "VARCHAR", "second model spec", nullable=False),
+        Column("model_a", "VARCHAR", "first model's key (table models gives its spec)", nullable=False),
+        Column("model_b", "VARCHAR", "second model's key", nullable=False),
         Column("metric", "VARCHAR", "spearman, top_overlap or jensen_shannon", nullable=False),
         Column("images", "BIGINT", "images with a finite value", nullable=False),
         Column("mean", "DOUBLE", "mean over those images"),
@@ -734,6 +714,56 @@ CROSS_MODEL_SUMMARY = Table(
         Column("ci_high", "DOUBLE", "97.5% bootstrap percentile of the mean"),
     ),
 )
+
+_MODEL_KEY_COLUMN = Column("model_key", "VARCHAR", "the encoder's key in ATTN_ASSETS_MODELS (see table models)",
+                           nullable=False)
+
+
+def by_model(table: Table) -> Table:
+    """``<table>_by_model``: ``table``'s rows for every encoder of ATTN_ASSETS_MODELS (and removed ones not yet
+    deleted), keyed by ``model_key`` first. The plain table holds the default (first) model only."""
+    return Table(name=f"{table.name}_by_model",
+                 description=f"{table.description} One row set per model (model_key); the plain table: the default model.",
+                 columns=(_MODEL_KEY_COLUMN, *table.columns),
+                 key=("model_key", *table.key) if table.key else ())
+
+
+ATTENTION_STATISTICS_BY_MODEL = by_model(ATTENTION_STATISTICS)
+IMAGE_FAILURES_BY_MODEL = by_model(IMAGE_FAILURES)
+LAYER_STATISTICS_BY_MODEL = by_model(LAYER_STATISTICS)
+HEAD_STATISTICS_BY_MODEL = by_model(HEAD_STATISTICS)
+ARTIFACT_STATISTICS_BY_MODEL = by_model(ARTIFACT_STATISTICS)
+SPATIAL_STATISTICS_BY_MODEL = by_model(SPATIAL_STATISTICS)
+SHARD_LOADS_BY_MODEL = by_model(SHARD_LOADS)
+COUNTRY_AGGREGATES_BY_MODEL = by_model(COUNTRY_AGGREGATES)
+
+MODELS = Table(
+    name="models",
+    description="The encoders whose results the *_by_model tables hold: listed in ATTN_ASSETS_MODELS or removed "
+                "from it but not yet deleted (delete ATTN_ASSETS_HOME/models/<model_key>/ and re-materialize "
+                "model_tables).",
+    columns=(
+        _MODEL_KEY_COLUMN,
+        Column("model_spec", "VARCHAR", "what core.model.load_encoder loads (NULL: removed and never loaded here)"),
+        Column("position", "INTEGER", "0-based place in ATTN_ASSETS_MODELS (0 = the default; NULL: removed)"),
+        Column("is_default", "BOOLEAN", "the plain tables show this model", nullable=False),
+        Column("listed", "BOOLEAN", "in ATTN_ASSETS_MODELS now (false: removed, rows kept until deleted)",
+               nullable=False),
+        Column("shards_loaded", "BIGINT", "shard files loaded into the *_by_model tables", nullable=False),
+        Column("shards_excluded", "BIGINT", "shard files left out (stale for the model's current recipe)",
+               nullable=False),
+        Column("images", "BIGINT", "rows in attention_statistics_by_model", nullable=False),
+        Column("failures", "BIGINT", "rows in image_failures_by_model", nullable=False),
+    ),
+    key=("model_key",),
+)
+
+#: The per-model tables one shard file fills (as replace_shard fills their plain tables).
+BY_MODEL_TABLES: dict[str, Table] = {t.name: by_model_t for t, by_model_t in (
+    (ATTENTION_STATISTICS, ATTENTION_STATISTICS_BY_MODEL), (IMAGE_FAILURES, IMAGE_FAILURES_BY_MODEL),
+    (LAYER_STATISTICS, LAYER_STATISTICS_BY_MODEL), (HEAD_STATISTICS, HEAD_STATISTICS_BY_MODEL),
+    (ARTIFACT_STATISTICS, ARTIFACT_STATISTICS_BY_MODEL), (SPATIAL_STATISTICS, SPATIAL_STATISTICS_BY_MODEL),
+    (SHARD_LOADS, SHARD_LOADS_BY_MODEL), (COUNTRY_AGGREGATES, COUNTRY_AGGREGATES_BY_MODEL))}
 
 WAREHOUSE_TABLES: tuple[Table, ...] = (
     IMAGES,
@@ -763,6 +793,8 @@ WAREHOUSE_TABLES: tuple[Table, ...] = (
     FAITHFULNESS_SUMMARY,
     CROSS_MODEL_AGREEMENT,
     CROSS_MODEL_SUMMARY,
+    MODELS,
+    *BY_MODEL_TABLES.values(),
 )
 
 # The seed's attention_statistics.csv columns, in its documented order.

@@ -24,6 +24,12 @@ import pyarrow.parquet as pq
 from attn_assets.metric_names import ACCURACY_THRESHOLDS_KM, METRIC_NAMES
 from attn_assets.osv5m_columns import AS_WRITTEN_PREFIX, GROUP_DIMENSIONS
 from attn_assets.storage.schema import (
+    ATTENTION_STATISTICS_BY_MODEL,
+    BY_MODEL_TABLES,
+    COUNTRY_AGGREGATES_BY_MODEL,
+    IMAGE_FAILURES_BY_MODEL,
+    MODELS,
+    SHARD_LOADS_BY_MODEL,
     ARTIFACT_STATISTICS,
     GEOLOCATION_ACCURACY,
     GEOLOCATION_PREDICTIONS,
@@ -101,28 +107,44 @@ def _add_missing_columns(con: duckdb.DuckDBPyConnection) -> None:
                 con.execute(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {column.sql_type}')
 
 
-def _unnest_insert(table: Table, index: str, prefix: str, first: str) -> str:
+def _target(table: Table, model_key: str | None) -> tuple[Table, dict[str, str]]:
+    """The table one shard file fills (``<table>_by_model`` for a listed model's file) and the select overrides
+    that fill its model_key column."""
+    if model_key is None:
+        return table, {}
+    return BY_MODEL_TABLES[table.name], {"model_key": _sql_string(model_key)}
+
+
+def _model_filter(model_key: str | None) -> str:
+    """`` AND model_key = '<key>'`` for a listed model's rows; nothing for the plain tables."""
+    return "" if model_key is None else f" AND model_key = {_sql_string(model_key)}"
+
+
+def _unnest_insert(table: Table, index: str, prefix: str, first: str, model_key: str | None = None) -> str:
     """INSERT the per-layer / per-head list columns of the shard file as one row per list element."""
     lists = ", ".join(f'unnest(s."{prefix}{m}") AS "{m}"' for m in METRIC_NAMES)
+    table, model = _target(table, model_key)
     return (
-        f'INSERT INTO "{table.name}" BY NAME SELECT s.image_id, s.shard_key, {_MANIFEST_COUNTRY} AS country, '
+        f'INSERT INTO "{table.name}" BY NAME SELECT {"".join(f"{v} AS {k}, " for k, v in model.items())}'
+        f's.image_id, s.shard_key, {_MANIFEST_COUNTRY} AS country, '
         f'unnest(range(len(s."{first}"))) AS "{index}", {lists} '
         f"FROM read_parquet(?) s {_WITH_MANIFEST} WHERE s.status = 'ok' AND s.shard_key = ? AND s.\"{first}\" IS NOT NULL"
     )
 
 
-def _same_pass_inserts(present: set[str]) -> list[str]:
+def _same_pass_inserts(present: set[str], model_key: str | None = None) -> list[str]:
     """INSERTs of the same-pass analysis tables from one shard file (none for a file written before the shard
     files held the per-layer, per-head, artifact and spatial statistics)."""
     statements = []
     if f"layer_{METRIC_NAMES[0]}" in present:
-        statements.append(_unnest_insert(LAYER_STATISTICS, "layer", "layer_", f"layer_{METRIC_NAMES[0]}"))
+        statements.append(_unnest_insert(LAYER_STATISTICS, "layer", "layer_", f"layer_{METRIC_NAMES[0]}", model_key))
     if f"head_{METRIC_NAMES[0]}" in present:
-        statements.append(_unnest_insert(HEAD_STATISTICS, "head", "head_", f"head_{METRIC_NAMES[0]}"))
+        statements.append(_unnest_insert(HEAD_STATISTICS, "head", "head_", f"head_{METRIC_NAMES[0]}", model_key))
     for table, marker in ((ARTIFACT_STATISTICS, "artifact_count"), (SPATIAL_STATISTICS, "attention_com_x")):
         if marker in present:
+            table, model = _target(table, model_key)
             select = _select_list(table, overrides={"num_patches": "s.grid_height * s.grid_width",
-                                                    "country": _MANIFEST_COUNTRY})
+                                                    "country": _MANIFEST_COUNTRY, **model})
             statements.append(
                 f'INSERT INTO "{table.name}" BY NAME SELECT {select} FROM read_parquet(?) s {_WITH_MANIFEST} '
                 f"WHERE s.status = 'ok' AND s.shard_key = ? AND s.\"{marker}\" IS NOT NULL"
@@ -154,13 +176,13 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 
 def _fill_uniform_baselines(con: duckdb.DuckDBPyConnection, table: Table,
                             uniform_baselines: Callable[[int], Mapping[str, float]], groups_sql: str,
-                            match_sql: str, params: Sequence = ()) -> None:
+                            match_sql: str, params: Sequence = (), statistics: Table = ATTENTION_STATISTICS) -> None:
     """Set ``table``'s ``<metric>_uniform`` columns (alias ``a``) for every group whose images have N patches, for
-    each N in attention_statistics: ``groups_sql`` selects those groups (its one ``?`` is N; alias ``g``),
+    each N in ``statistics``: ``groups_sql`` selects those groups (its one ``?`` is N; alias ``g``),
     ``match_sql`` matches them to the table's rows and takes ``params`` after N."""
     assignments = ", ".join(f'"{m}_uniform" = ?' for m in METRIC_NAMES)
     patch_counts = con.execute(
-        f'SELECT DISTINCT num_patches FROM "{ATTENTION_STATISTICS.name}" WHERE num_patches IS NOT NULL').fetchall()
+        f'SELECT DISTINCT num_patches FROM "{statistics.name}" WHERE num_patches IS NOT NULL').fetchall()
     for (num_patches,) in patch_counts:
         values = uniform_baselines(int(num_patches))
         con.execute(f'UPDATE "{table.name}" AS a SET {assignments} FROM ({groups_sql}) AS g WHERE {match_sql}',
@@ -298,27 +320,31 @@ class Warehouse:
                     )
             return con.execute(f'SELECT count(*) FROM "{MANIFEST_REJECTIONS.name}"').fetchone()[0]
 
-    def replace_shard(self, con: duckdb.DuckDBPyConnection, shard_key: str, shard_parquet: Path) -> tuple[int, int]:
-        """Swap one shard's rows for the file's, in ONE transaction: readers see old or new, never a gap."""
+    def replace_shard(self, con: duckdb.DuckDBPyConnection, shard_key: str, shard_parquet: Path,
+                      model_key: str | None = None) -> tuple[int, int]:
+        """Swap one shard's rows for the file's, in ONE transaction: readers see old or new, never a gap.
+        ``model_key``: the file is that listed model's, and fills the ``*_by_model`` tables (its rows only)."""
         stat = shard_parquet.stat()
         source = "read_parquet(?) s"
         present = {row[0] for row in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(shard_parquet)]).fetchall()}
         # shards written before the same-pass analyses lack their columns: NULL there, no per-layer/head/... rows
         absent = {c: "NULL" for c in ATTENTION_STATISTICS.column_names if c not in present and c != "num_patches"}
+        statistics, model = _target(ATTENTION_STATISTICS, model_key)
+        failures, _ = _target(IMAGE_FAILURES, model_key)
+        loads, _ = _target(SHARD_LOADS, model_key)
         with transaction(con):
-            for table in (ATTENTION_STATISTICS, IMAGE_FAILURES, *SAME_PASS_TABLES):
-                con.execute(f'DELETE FROM "{table.name}" WHERE shard_key = ?', [shard_key])
+            self._delete_shard(con, shard_key, model_key, include_loads=False)
             con.execute(
-                f'INSERT INTO "{ATTENTION_STATISTICS.name}" BY NAME SELECT '
-                f"{_select_list(ATTENTION_STATISTICS, overrides={'num_patches': 's.grid_height * s.grid_width', 'country': _MANIFEST_COUNTRY, **absent})} "
+                f'INSERT INTO "{statistics.name}" BY NAME SELECT '
+                f"{_select_list(statistics, overrides={'num_patches': 's.grid_height * s.grid_width', 'country': _MANIFEST_COUNTRY, **absent, **model})} "
                 f"FROM {source} {_WITH_MANIFEST} WHERE s.status = 'ok' AND s.shard_key = ?",
                 [str(shard_parquet), shard_key],
             )
-            for sql in _same_pass_inserts(present):
+            for sql in _same_pass_inserts(present, model_key):
                 con.execute(sql, [str(shard_parquet), shard_key])
             con.execute(
-                f'INSERT INTO "{IMAGE_FAILURES.name}" BY NAME SELECT '
-                f"{_select_list(IMAGE_FAILURES, overrides={'reason': 's.failure_reason'})} "
+                f'INSERT INTO "{failures.name}" BY NAME SELECT '
+                f"{_select_list(failures, overrides={'reason': 's.failure_reason', **model})} "
                 f"FROM {source} WHERE s.status = 'failed' AND s.shard_key = ?",
                 [str(shard_parquet), shard_key],
             )
@@ -327,28 +353,39 @@ class Warehouse:
                 f"FROM {source} WHERE s.shard_key = ?",
                 [str(shard_parquet), shard_key],
             ).fetchone()
-            con.execute(f'DELETE FROM "{SHARD_LOADS.name}" WHERE shard_key = ?', [shard_key])
+            con.execute(f'DELETE FROM "{loads.name}" WHERE shard_key = ?{_model_filter(model_key)}', [shard_key])
             con.execute(
-                f'INSERT INTO "{SHARD_LOADS.name}" VALUES (?, ?, ?, ?, ?, ?, ?)',
-                [shard_key, str(shard_parquet), stat.st_mtime_ns, stat.st_size, ok_rows, failed_rows,
-                 datetime.now(timezone.utc).replace(tzinfo=None)],
+                f'INSERT INTO "{loads.name}" VALUES ({"?, " * (model_key is not None)}?, ?, ?, ?, ?, ?, ?)',
+                [*([model_key] if model_key is not None else []), shard_key, str(shard_parquet), stat.st_mtime_ns,
+                 stat.st_size, ok_rows, failed_rows, datetime.now(timezone.utc).replace(tzinfo=None)],
             )
         return ok_rows, failed_rows
 
-    def drop_shard(self, con: duckdb.DuckDBPyConnection, shard_key: str) -> None:
+    @staticmethod
+    def _delete_shard(con: duckdb.DuckDBPyConnection, shard_key: str, model_key: str | None,
+                      include_loads: bool = True) -> None:
+        tables = (ATTENTION_STATISTICS, IMAGE_FAILURES, *SAME_PASS_TABLES, *((SHARD_LOADS,) if include_loads else ()))
+        for table in tables:
+            target, _ = _target(table, model_key)
+            con.execute(f'DELETE FROM "{target.name}" WHERE shard_key = ?{_model_filter(model_key)}', [shard_key])
+
+    def drop_shard(self, con: duckdb.DuckDBPyConnection, shard_key: str, model_key: str | None = None) -> None:
         """Remove a shard that no longer has a Parquet file (e.g. its partition was deleted)."""
         with transaction(con):
-            for table in (ATTENTION_STATISTICS, IMAGE_FAILURES, SHARD_LOADS, *SAME_PASS_TABLES):
-                con.execute(f'DELETE FROM "{table.name}" WHERE shard_key = ?', [shard_key])
+            self._delete_shard(con, shard_key, model_key)
 
-    def sync_shards(self, shard_files: Mapping[str, Path]) -> dict[str, list[str]]:
-        """Bring the warehouse in line with the shard files: reload changed ones, drop vanished ones."""
+    def sync_shards(self, shard_files: Mapping[str, Path], model_key: str | None = None) -> dict[str, list[str]]:
+        """Bring the warehouse in line with the shard files: reload changed ones, drop vanished ones.
+        ``model_key``: the files are that model's (``models/<model_key>/shards/``) and fill the ``*_by_model``
+        tables; only that model's rows are touched."""
         report: dict[str, list[str]] = {"loaded": [], "unchanged": [], "dropped": []}
+        loads, _ = _target(SHARD_LOADS, model_key)
         with self.writer() as con:
             held = {
                 key: (mtime, size)
                 for key, mtime, size in con.execute(
-                    f'SELECT shard_key, parquet_mtime_ns, parquet_size FROM "{SHARD_LOADS.name}"'
+                    f'SELECT shard_key, parquet_mtime_ns, parquet_size FROM "{loads.name}" WHERE true'
+                    f"{_model_filter(model_key)}"
                 ).fetchall()
             }
             for shard_key in sorted(shard_files):
@@ -357,12 +394,61 @@ class Warehouse:
                 if held.get(shard_key) == (stat.st_mtime_ns, stat.st_size):
                     report["unchanged"].append(shard_key)
                     continue
-                self.replace_shard(con, shard_key, path)
+                self.replace_shard(con, shard_key, path, model_key)
                 report["loaded"].append(shard_key)
             for shard_key in sorted(set(held) - set(shard_files)):
-                self.drop_shard(con, shard_key)
+                self.drop_shard(con, shard_key, model_key)
                 report["dropped"].append(shard_key)
         return report
+
+    def drop_model(self, model_key: str) -> None:
+        """Remove every row of one model from the ``*_by_model`` tables and ``models`` (its folder was deleted)."""
+        with self.writer() as con:
+            with transaction(con):
+                for table in (*BY_MODEL_TABLES.values(), MODELS):
+                    con.execute(f'DELETE FROM "{table.name}" WHERE model_key = ?', [model_key])
+
+    def refresh_models(self, listed: Sequence[tuple[str, str]], present: Sequence[str],
+                       excluded: Mapping[str, int], uniform_baselines: Callable[[int], Mapping[str, float]] | None = None
+                       ) -> int:
+        """Replace ``models`` (``listed``: (key, spec) in ATTN_ASSETS_MODELS order; ``present``: every model key
+        with a folder under models/; ``excluded``: stale files left out per key) and
+        ``country_aggregates_by_model`` (country_aggregates per model, with the uniform baselines), in one
+        transaction."""
+        position = {key: i for i, (key, _) in enumerate(listed)}
+        specs = dict(listed)
+        aggregates = _metric_aggregates_sql()
+        statistics = ATTENTION_STATISTICS_BY_MODEL.name
+        with self.writer() as con:
+            with transaction(con):
+                con.execute(f'DELETE FROM "{MODELS.name}"')
+                for key in [*specs, *sorted(set(present) - set(specs))]:
+                    loaded, images = con.execute(
+                        f'SELECT count(*), coalesce(sum(ok_rows), 0) FROM "{SHARD_LOADS_BY_MODEL.name}" '
+                        "WHERE model_key = ?", [key]).fetchone()
+                    failures = con.execute(f'SELECT count(*) FROM "{IMAGE_FAILURES_BY_MODEL.name}" WHERE model_key = ?',
+                                           [key]).fetchone()[0]
+                    spec = specs.get(key) or con.execute(
+                        f'SELECT any_value(model_spec) FROM "{statistics}" WHERE model_key = ?', [key]).fetchone()[0]
+                    con.execute(f'INSERT INTO "{MODELS.name}" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                                [key, spec, position.get(key), position.get(key) == 0, key in specs, loaded,
+                                 excluded.get(key, 0), images, failures])
+                table = COUNTRY_AGGREGATES_BY_MODEL.name
+                con.execute(f'DELETE FROM "{table}"')
+                con.execute(
+                    f'INSERT INTO "{table}" BY NAME SELECT s.model_key, s.country AS country, '
+                    "CASE WHEN s.country IS NULL THEN ? ELSE any_value(i.country_name) END AS country_name, "
+                    f'count(*) AS image_count, {aggregates} FROM "{statistics}" s '
+                    f'LEFT JOIN "{IMAGES.name}" i USING (image_id) GROUP BY s.model_key, s.country',
+                    [UNKNOWN_COUNTRY])
+                if uniform_baselines is not None:
+                    _fill_uniform_baselines(
+                        con, COUNTRY_AGGREGATES_BY_MODEL, uniform_baselines,
+                        f'SELECT model_key, country FROM "{statistics}" GROUP BY model_key, country '
+                        "HAVING max(num_patches) = ?",
+                        "a.model_key = g.model_key AND a.country IS NOT DISTINCT FROM g.country",
+                        statistics=ATTENTION_STATISTICS_BY_MODEL)
+            return con.execute(f'SELECT count(*) FROM "{MODELS.name}"').fetchone()[0]
 
     def refresh_country_aggregates(self, uniform_baselines: Callable[[int], Mapping[str, float]] | None = None) -> int:
         """The seed's groupby('country').agg(...), in SQL, replacing the table in one transaction.

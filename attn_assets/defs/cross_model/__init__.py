@@ -1,1 +1,1 @@
-"""Cross-model comparison: the encoders of ATTN_ASSETS_COMPARE_MODELS over the same images, maps compared."""
+"""Cross-model comparison: every pair of ATTN_ASSETS_MODELS, maps compared per image from each model's statistics."""

@@ -22,7 +22,7 @@ from attn_assets.catalog.manifest import ManifestError, find_manifest_files, rea
 from attn_assets.catalog.sharding import plan_shards, shard_sort_key
 from attn_assets.path_text import path_to_text, text_to_path
 from attn_assets.defs.metadata import frame_preview, table_metadata
-from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
+from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions, sync_model_partitions
 from attn_assets.passes.current import SHARD_PASSES
 from attn_assets.passes.recipe import image_sets_of
 from attn_assets.resources import PipelineResource
@@ -166,8 +166,11 @@ def _write_frame(frame: pd.DataFrame, path) -> None:
 def drop_shard_outputs(layout: HomeLayout, shard_key: str) -> list[str]:
     """Remove every file a shard pass wrote for ``shard_key``; returns the removed paths."""
     removed = []
-    for shard_pass in SHARD_PASSES:
-        path = shard_pass.output(layout, shard_key)
+    models = sorted(layout.models_dir.glob("*/shards")) if layout.models_dir.exists() else []
+    outputs = [shard_pass.output(layout, shard_key) for shard_pass in SHARD_PASSES]
+    outputs += [folder / f"{shard_key}.parquet" for folder in models]
+    outputs += [layout.cross_model_parquet(shard_key), layout.country_relevance_parquet(shard_key)]
+    for path in outputs:
         if path.exists():
             path.unlink()
             removed.append(str(path))
@@ -230,6 +233,7 @@ def image_manifest(context: dg.AssetExecutionContext, pipeline: PipelineResource
         context.instance.delete_dynamic_partition(SHARD_PARTITIONS_NAME, key)
         context.log.warning("%s: every image left the manifest; partition deleted, %d files removed", key,
                             len(removed_files))
+    sync_model_partitions(context.instance, layout.models_dir)
     # a new data version per shard whose image set changed: those partitions show as stale in the UI
     changed_sets = [key for key in shard_keys if previous_sets.get(key) != current_sets[key]]
     sizes = images["shard_key"].value_counts()

@@ -12,6 +12,7 @@ from attn_assets.defs.shard_passes import recipe_metadata, run_data_version
 from attn_assets.passes.statistics import compute_statistics_shard
 from attn_assets.process_identity import worker_identity
 from attn_assets.resources import AttentionModelResource, PipelineResource
+from attn_assets.settings import models_setting
 from attn_assets.storage.atomic import remove_abandoned_temporaries
 
 STATISTICS_CODE_VERSION = PASS_CODE_VERSIONS["statistics"]  # bump it there (passes/recipe.py)
@@ -70,6 +71,9 @@ def attention_statistics(
             logger=context.log,
             progress_bar=attention_model.progress_bar,
             recipe=recipe,
+            # the default model's current file of the models group (e.g. after the list was reordered): linked
+            reuse=[layout.model_shard_parquet(entry.key, shard_key) for entry in models_setting()
+                   if entry.spec == attention_model.model],
         )
         context.add_asset_metadata(recipe_metadata(outcome.record), partition_key=shard_key)
         context.log.info(
