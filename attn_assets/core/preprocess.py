@@ -281,22 +281,29 @@ def exact_resize_crop(image: Image.Image, geometry: CropGeometry, resample) -> I
     if support is None:
         return image.resize((rw, rh), resample=resample).crop((left, top, right, bottom))
     if rw == width and rh == height:
-        return image.crop((left, top, right, bottom))
+        return _cropped(image, (left, top, right, bottom))
     if rh == height:  # horizontal pass only: rows are independent
-        return image.crop((0, top, width, bottom)).resize((rw, bottom - top), resample).crop(
-            (left, 0, right, bottom - top))
+        rows = _cropped(image, (0, top, width, bottom)).resize((rw, bottom - top), resample)
+        return _cropped(rows, (left, 0, right, bottom - top))
     if rw == width:  # vertical pass only: columns are independent
-        return image.crop((left, 0, right, height)).resize((right - left, rh), resample).crop(
-            (0, top, right - left, bottom))
+        columns = _cropped(image, (left, 0, right, height)).resize((right - left, rh), resample)
+        return _cropped(columns, (0, top, right - left, bottom))
     if horizontal_first(width, height, rw, rh):
         lo, hi = source_span(height, rh, top, bottom, support)
-        rows = image.crop((0, lo, width, hi)).resize((rw, hi - lo), resample).crop((left, 0, right, hi - lo))
-        return _placed(rows, (right - left, height), (0, lo)).resize((right - left, rh), resample).crop(
-            (0, top, right - left, bottom))
+        rows = _cropped(image, (0, lo, width, hi)).resize((rw, hi - lo), resample)
+        rows = _cropped(rows, (left, 0, right, hi - lo))
+        resized = _placed(rows, (right - left, height), (0, lo)).resize((right - left, rh), resample)
+        return _cropped(resized, (0, top, right - left, bottom))
     lo, hi = source_span(width, rw, left, right, support)
-    columns = image.crop((lo, 0, hi, height)).resize((hi - lo, rh), resample).crop((0, top, hi - lo, bottom))
-    return _placed(columns, (width, bottom - top), (lo, 0)).resize((rw, bottom - top), resample).crop(
-        (left, 0, right, bottom - top))
+    columns = _cropped(image, (lo, 0, hi, height)).resize((hi - lo, rh), resample)
+    columns = _cropped(columns, (0, top, hi - lo, bottom))
+    resized = _placed(columns, (width, bottom - top), (lo, 0)).resize((rw, bottom - top), resample)
+    return _cropped(resized, (left, 0, right, bottom - top))
+
+
+def _cropped(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
+    """``image.crop(box)``, without the copy when ``box`` is the whole image."""
+    return image if box == (0, 0, *image.size) else image.crop(box)
 
 
 def _placed(part: Image.Image, size: tuple[int, int], offset: tuple[int, int]) -> Image.Image:
