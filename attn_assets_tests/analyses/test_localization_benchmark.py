@@ -93,3 +93,29 @@ def test_a_clip_model_with_text_tower_adds_the_true_countrys_relevance(demo_env,
     assert rows["map_type"].unique().tolist() == ["relevance"]
     ratio = rows.groupby("weights")["energy_ratio"].mean()
     assert ratio["trained"] > 3.0 and ratio["randomized"] < 2.0
+
+
+def test_every_listed_model_is_scored_and_one_that_cannot_load_is_left_out(demo_env, monkeypatch, tmp_path,
+                                                                           tiny_model_dir, tiny_encoder):
+    """With ATTN_ASSETS_MODELS the benchmark gains the model dimension: rows per model_spec, the same images."""
+    from attn_assets_tests.core.test_siglip import build_tiny_siglip
+
+    siglip = str(build_tiny_siglip(tmp_path / "siglip"))
+    monkeypatch.delenv("ATTN_ASSETS_MODEL")
+    monkeypatch.setenv("ATTN_ASSETS_MODELS", f"{tiny_model_dir},{siglip},broken={tmp_path / 'no_such_model'}")
+    with dg.DagsterInstance.get() as instance:
+        materialize_all(instance=instance)  # not ok: 'broken' cannot load (the models stage says so)
+        result = dg.materialize([localization_benchmark], instance=instance, resources=resources_from_env())
+        assert result.success
+        metadata = instance.get_latest_materialization_event(
+            dg.AssetKey("localization_benchmark")).asset_materialization.metadata
+    assert "broken" in metadata["models_left_out"].value
+    rows = _query(demo_env, "SELECT * FROM localization_benchmark")
+    assert set(rows["model_spec"]) == {str(tiny_model_dir), siglip}
+    assert not rows.duplicated(["image_id", "model_spec", "weights", "map"]).any()
+    per_model = rows.groupby("model_spec")["image_id"].nunique()
+    assert (per_model == 10).all()
+    # each model's own maps: the SigLIP rows have its layer count and no rollout row of the CLIP model's shape
+    assert rows.loc[rows["model_spec"] == siglip, "map"].str.startswith("cls_attention/layer").any()
+    summary = _query(demo_env, "SELECT * FROM localization_summary")
+    assert set(summary["model_spec"]) == {str(tiny_model_dir), siglip}

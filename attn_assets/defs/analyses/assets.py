@@ -53,7 +53,9 @@ from attn_assets.figures.analyses import (
     render_rollout_gallery,
     render_spatial,
 )
-from attn_assets.resources import AttentionModelResource, PipelineResource, WarehouseResource
+from attn_assets.core.model import ModelLoadError
+from attn_assets.resources import AttentionModelResource, PipelineResource, WarehouseResource, release_other_encoder
+from attn_assets.settings import models_setting
 from attn_assets.storage.atomic import remove_abandoned_temporaries
 from attn_assets.storage.parquet import read_cls_maps, read_head_map_sum
 from attn_assets.storage.schema import (
@@ -519,7 +521,9 @@ def ablation_summary(context: dg.AssetExecutionContext, pipeline: PipelineResour
                  "area share, and the pointing game, for the last-layer CLS map, each last-layer head, every layer "
                  "and rollout (and, for a CLIP model with its text tower, the true country's relevance map), on the model and on a randomized copy of it (Adebayo et al. 2018) -> tables "
                  "localization_benchmark and localization_summary, figure attention_analysis/analyses/"
-                 "localization.png. Its own forward passes (two per model); no rows when no image has a cue box."),
+                 "localization.png (the default model). Every model of ATTN_ASSETS_MODELS is scored (rows keyed by "
+                 "model_spec; one that cannot load is left out and named in the metadata). Its own forward passes "
+                 "(two per model); no rows when no image has a cue box."),
     **{**_FIGURE, "kinds": {"duckdb", "pytorch", "png"}},
 )
 def localization_benchmark(context: dg.AssetExecutionContext, pipeline: PipelineResource,
@@ -528,21 +532,33 @@ def localization_benchmark(context: dg.AssetExecutionContext, pipeline: Pipeline
     for problem in images.invalid:  # unreadable text; boxes that do not fit their image are logged while scoring
         context.log.warning("localization_benchmark: %s; fix the value or leave it empty", problem)
     target = _figure_path(pipeline, "localization.png")
-    if images.records:
-        encoder = attention_model.encoder()
-        device = attention_model.resolved_device()
+    frames, unavailable = [], {}
+    device = attention_model.resolved_device()
+    for entry in (models_setting() if images.records else ()):  # every listed model; the default first
+        try:
+            encoder = attention_model.encoder_for(entry.spec)
+        except (ModelLoadError, OSError, ValueError) as error:
+            if entry.spec == attention_model.model:
+                raise
+            unavailable[entry.key] = str(error)
+            context.log.error("localization_benchmark: model %s (%s) cannot be loaded, left out: %s", entry.key,
+                              entry.spec, error)
+            continue
         classifier = None
-        if text_tower_missing_reason(attention_model.model) is None:
-            classifier = classifier_for(attention_model, country_prompts())
-        frame = score_images(encoder, images, device=device, precision=resolve_precision(attention_model.precision,
-                             device), batch_size=attention_model.resolved_batch_size(),
-                             num_workers=attention_model.num_workers, logger=context.log, classifier=classifier)
-    else:
-        frame = pd.DataFrame(columns=[*LOCALIZATION_BENCHMARK.column_names, "uniform_hit"])
+        if text_tower_missing_reason(entry.spec) is None:
+            classifier = classifier_for(attention_model, country_prompts(), spec=entry.spec)
+        frames.append(score_images(encoder, images, device=device, precision=resolve_precision(
+            attention_model.precision, device), batch_size=attention_model.resolved_batch_size(),
+            num_workers=attention_model.num_workers, logger=context.log, classifier=classifier))
+        del encoder, classifier
+        release_other_encoder()
+    frame = (pd.concat(frames, ignore_index=True) if frames
+             else pd.DataFrame(columns=[*LOCALIZATION_BENCHMARK.column_names, "uniform_hit"]))
     summary = summarize(frame) if len(frame) else pd.DataFrame(columns=LOCALIZATION_SUMMARY.column_names)
     counts = warehouse.warehouse(context.log).replace_tables({LOCALIZATION_BENCHMARK: frame,
                                                               LOCALIZATION_SUMMARY: summary})
-    render_localization(summary, target, model_spec=attention_model.model)
+    render_localization(summary[summary["model_spec"] == attention_model.model], target,
+                        model_spec=attention_model.model)  # the plain figure: the default model
     headline = main_maps(summary)
     metadata = {
         **table_metadata(LOCALIZATION_SUMMARY, counts[LOCALIZATION_SUMMARY.name], headline.round(4)),
@@ -555,6 +571,8 @@ def localization_benchmark(context: dg.AssetExecutionContext, pipeline: Pipeline
         metadata["invalid_cue_box_examples"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in images.invalid[:10]))
     if not images.records:
         metadata["note"] = dg.MetadataValue.text("no manifest image has a cue_box: nothing to score")
+    if unavailable:
+        metadata["models_left_out"] = dg.MetadataValue.md("\n".join(f"- {k}: {v}" for k, v in unavailable.items()))
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -78,9 +78,14 @@ def country_prompts() -> CountryPrompts:
                                      caption_template_setting() or DEFAULT_TEMPLATE)
 
 
-def classifier_for(attention_model: AttentionModelResource, prompts: CountryPrompts) -> ZeroShotClassifier:
-    """Load (or reuse) the CLIPModel and embed the captions once per process; fails before any output is touched."""
+def classifier_for(attention_model: AttentionModelResource, prompts: CountryPrompts,
+                   spec: str | None = None) -> ZeroShotClassifier:
+    """Load (or reuse) the CLIPModel and embed the captions once per process; fails before any output is touched.
+    ``spec``: another listed model's (ATTN_ASSETS_MODELS), built fresh and not kept (the caller releases it)."""
     device = attention_model.resolved_device()
+    if spec is not None and spec != attention_model.model:
+        encoder, model, tokenizer = load_clip_classifier(spec, device)
+        return ZeroShotClassifier(encoder, model, tokenizer, prompts, attention_model.precision)
     key = (attention_model.model, device, attention_model.precision, prompts)
     with _LOCK:
         if key not in _CLASSIFIERS:
