@@ -62,8 +62,11 @@ OSV_METADATA_COLUMNS: tuple[OsvColumn, ...] = (
 )
 
 #: The columns ``group_aggregates`` groups by, one ``dimension`` each (categorical columns only; continuous
-#: ones such as road_index and dist_sea would need bins, and names such as city are better read per country).
-GROUP_DIMENSIONS: tuple[str, ...] = ("drive_side", "climate", "land_cover", "soil")
+#: ones such as road_index and dist_sea would need bins). Place names are grouped within their country
+#: (:data:`NAMES_WITHIN_COUNTRY`): a 'Springfield' of two countries is two groups.
+GROUP_DIMENSIONS: tuple[str, ...] = ("drive_side", "climate", "land_cover", "soil", "region", "sub_region", "city")
+#: Dimensions whose group value is ``'<country>/<name>'`` (e.g. 'FR/Bretagne'; NULL when the name is unknown).
+NAMES_WITHIN_COUNTRY: frozenset[str] = frozenset({"region", "sub_region", "city"})
 
 OSV_METADATA_NAMES: tuple[str, ...] = tuple(c.name for c in OSV_METADATA_COLUMNS)
 

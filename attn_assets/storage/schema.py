@@ -384,7 +384,8 @@ GROUP_AGGREGATES = Table(
     columns=(
         Column("dimension", "VARCHAR", f"images column grouped by: one of {', '.join(GROUP_DIMENSIONS)}",
                nullable=False),
-        Column("value", "VARCHAR", "the group's value as text (climate 15 -> '15'; NULL: the value is unknown)"),
+        Column("value", "VARCHAR", "the group's value as text (climate 15 -> '15'; region, sub_region and city "
+               "within their country: 'FR/Bretagne'; NULL: the value is unknown)"),
         Column("image_count", "BIGINT", "images with statistics", nullable=False),
         *_aggregate_columns("group"),
     ),

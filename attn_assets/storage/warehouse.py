@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from attn_assets.metric_names import ACCURACY_THRESHOLDS_KM, METRIC_NAMES
-from attn_assets.osv5m_columns import AS_WRITTEN_PREFIX, GROUP_DIMENSIONS
+from attn_assets.osv5m_columns import AS_WRITTEN_PREFIX, GROUP_DIMENSIONS, NAMES_WITHIN_COUNTRY
 from attn_assets.storage.schema import (
     ATTENTION_STATISTICS_BY_MODEL,
     BY_MODEL_TABLES,
@@ -495,6 +495,8 @@ class Warehouse:
                 con.execute(f'DELETE FROM "{GROUP_AGGREGATES.name}"')
                 for dimension in dimensions:
                     value = f"i.{_sql_identifier(dimension)}::VARCHAR"
+                    if dimension in NAMES_WITHIN_COUNTRY:  # NULL name -> NULL group (|| propagates NULL)
+                        value = f"(coalesce(i.country, '?') || '/' || {value})"
                     con.execute(
                         f'INSERT INTO "{GROUP_AGGREGATES.name}" BY NAME SELECT ? AS dimension, {value} AS "value", '
                         f"count(*) AS image_count, {aggregates} FROM {joined} GROUP BY {value}", [dimension])

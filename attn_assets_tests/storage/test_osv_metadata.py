@@ -12,7 +12,7 @@ import pytest
 
 from attn_assets.catalog.manifest import read_manifest
 from attn_assets.metric_names import METRIC_NAMES
-from attn_assets.osv5m_columns import GROUP_DIMENSIONS, OSV_METADATA_COLUMNS
+from attn_assets.osv5m_columns import GROUP_DIMENSIONS, NAMES_WITHIN_COUNTRY, OSV_METADATA_COLUMNS
 from attn_assets.storage.parquet import build_shard_results, write_table_atomic
 from attn_assets.storage.warehouse import Warehouse
 
@@ -183,8 +183,14 @@ def test_group_aggregates_by_hand_and_rerun_without_duplicates(tmp_path):
     rows = store.refresh_group_aggregates(uniform_baselines=uniform)
     assert seen_patches and set(seen_patches) == {12}  # 3 x 4 maps
     table = store.query("SELECT * FROM group_aggregates")
-    expected_rows = sum(images[d].nunique(dropna=True) + int(images[d].isna().any()) for d in GROUP_DIMENSIONS)
+    named = {d: (images["country"].fillna("?") + "/" + images[d]) if d in NAMES_WITHIN_COUNTRY else images[d]
+             for d in GROUP_DIMENSIONS}
+    expected_rows = sum(v.nunique(dropna=True) + int(v.isna().any()) for v in named.values())
     assert rows == len(table) == expected_rows
+    # place names are grouped within their country: 'NZ/<city>', counted by hand
+    cities = table[table.dimension == "city"].set_index("value")["image_count"]
+    for (country, city), n in images.groupby(["country", "city"]).size().items():
+        assert cities[f"{country}/{city}"] == n
 
     climate = table[table.dimension == "climate"].set_index("value", drop=False)
     assert sorted(climate["value"].fillna("NULL")) == ["15", "8", "NULL"]
@@ -207,8 +213,8 @@ def test_group_aggregates_by_hand_and_rerun_without_duplicates(tmp_path):
     store.refresh_group_aggregates(uniform_baselines=uniform)
     again = store.query("SELECT * FROM group_aggregates")
     assert len(again) == len(table)
-    with pytest.raises(ValueError, match=r"no grouped aggregates by \['city'\]"):
-        store.refresh_group_aggregates(dimensions=["city"])
+    with pytest.raises(ValueError, match=r"no grouped aggregates by \['road_index'\]"):
+        store.refresh_group_aggregates(dimensions=["road_index"])
 
 
 def test_images_file_written_before_the_typed_columns_loads_with_nulls(tmp_path):
