@@ -30,7 +30,8 @@ from attn_assets.passes.current import CurrentState, model_statistics_pass
 from attn_assets.passes.inputs import shard_images
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.parquet import write_table_atomic
-from attn_assets.storage.schema import CROSS_MODEL_AGREEMENT
+from attn_assets.metric_names import METRIC_NAMES
+from attn_assets.storage.schema import CROSS_MODEL_AGREEMENT, MODEL_DIFFERENCES
 
 #: Parquet footer key of the agreement file: {model_key: token of the statistics file it was built from}.
 INPUTS_METADATA_KEY = b"attn_assets.cross_model_inputs"
@@ -136,7 +137,7 @@ def compute_cross_model_shard(*, layout: HomeLayout, shard_key: str, states: Map
     for row in rows:
         row.update(shard_key=shard_key, country=country.get(row["image_id"]), computed_at=stamp)
     table = CROSS_MODEL_AGREEMENT.arrow_table({c: [row[c] for row in rows] for c in CROSS_MODEL_AGREEMENT.column_names})
-    inputs = json.dumps({model.key: model.token for model in models}, sort_keys=True)
+    inputs = json.dumps({model.key: model.token for model in models})  # in list order: model_a/model_b follow it
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), INPUTS_METADATA_KEY: inputs})
     path = write_table_atomic(table, layout.cross_model_parquet(shard_key))
     ok = sum(row["status"] == "ok" for row in rows)
@@ -162,7 +163,8 @@ def shard_is_current(layout: HomeLayout, shard_key: str, states: Mapping[str, Cu
     raw = (pq.read_schema(path).metadata or {}).get(INPUTS_METADATA_KEY)
     if raw is None:
         return False
-    return json.loads(raw) == _current_tokens(shard_key, states)
+    # compared as ordered lists: a reordered ATTN_ASSETS_MODELS swaps model_a and model_b, so the file is rebuilt
+    return list(json.loads(raw).items()) == list(_current_tokens(shard_key, states).items())
 
 
 def listed_pairs(keys: Sequence[str]) -> set[tuple[str, str]]:
@@ -188,3 +190,31 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
                             "ci_low": low, "ci_high": high})
     return pd.DataFrame(out, columns=["scope", "country", "model_a", "model_b", "metric", "images", "mean",
                                       "ci_low", "ci_high"])
+
+
+def paired_differences(statistics: pd.DataFrame, keys: Sequence[str],
+                       metrics: Sequence[str] = METRIC_NAMES) -> pd.DataFrame:
+    """MODEL_DIFFERENCES rows from attention_statistics_by_model rows (columns model_key, image_id, country and
+    ``metrics``): per pair of ``keys`` (in list order), overall and per country, each metric over the images both
+    models computed, with the paired difference's bootstrap interval (core.confidence)."""
+    columns = [c.name for c in MODEL_DIFFERENCES.columns]
+    out = []
+    for model_a, model_b in itertools.combinations(keys, 2):
+        a = statistics[statistics["model_key"] == model_a].set_index("image_id")
+        b = statistics[statistics["model_key"] == model_b].set_index("image_id")
+        both = a.join(b[list(metrics)], how="inner", lsuffix="_a", rsuffix="_b")
+        scopes = [("overall", None, both)] + [("country", c, g) for c, g in both.groupby("country", sort=True)]
+        for scope, country, part in scopes:
+            for metric in metrics:
+                first = part[f"{metric}_a"].to_numpy(dtype=float)
+                second = part[f"{metric}_b"].to_numpy(dtype=float)
+                finite = np.isfinite(first) & np.isfinite(second)
+                first, second = first[finite], second[finite]
+                low, high = bootstrap_mean_interval(first - second)
+                out.append({"scope": scope, "country": country, "model_a": model_a, "model_b": model_b,
+                            "metric": metric, "images": int(finite.sum()),
+                            "mean_a": float(first.mean()) if first.size else float("nan"),
+                            "mean_b": float(second.mean()) if second.size else float("nan"),
+                            "mean_difference": float((first - second).mean()) if first.size else float("nan"),
+                            "ci_low": low, "ci_high": high})
+    return pd.DataFrame(out, columns=columns)

@@ -759,6 +759,27 @@ MODELS = Table(
     key=("model_key",),
 )
 
+MODEL_DIFFERENCES = Table(
+    name="model_differences",
+    description=("Per pair of listed models (model_a before model_b in ATTN_ASSETS_MODELS), overall and per country, "
+                 "each attention metric's mean for both models over the images both computed, and the mean of the "
+                 "paired per-image difference a - b with a 95% percentile-bootstrap interval (scipy.stats.bootstrap, "
+                 "1000 resamples, seed 0): 'does StreetCLIP concentrate more than CLIP on Brazil, and how sure?'."),
+    columns=(
+        Column("scope", "VARCHAR", "overall or country", nullable=False),
+        Column("country", "VARCHAR", "manifest country (NULL for overall)"),
+        Column("model_a", "VARCHAR", "first model's key", nullable=False),
+        Column("model_b", "VARCHAR", "second model's key", nullable=False),
+        Column("metric", "VARCHAR", "one of the six attention metrics", nullable=False),
+        Column("images", "BIGINT", "images with a finite value from both models", nullable=False),
+        Column("mean_a", "DOUBLE", "model_a's mean over those images"),
+        Column("mean_b", "DOUBLE", "model_b's mean over those images"),
+        Column("mean_difference", "DOUBLE", "mean of (a - b) per image = mean_a - mean_b"),
+        Column("ci_low", "DOUBLE", "2.5% bootstrap percentile of mean_difference (NULL for fewer than 2 images)"),
+        Column("ci_high", "DOUBLE", "97.5% bootstrap percentile of mean_difference"),
+    ),
+)
+
 #: The per-model tables one shard file fills (as replace_shard fills their plain tables).
 BY_MODEL_TABLES: dict[str, Table] = {t.name: by_model_t for t, by_model_t in (
     (ATTENTION_STATISTICS, ATTENTION_STATISTICS_BY_MODEL), (IMAGE_FAILURES, IMAGE_FAILURES_BY_MODEL),
@@ -795,6 +816,7 @@ WAREHOUSE_TABLES: tuple[Table, ...] = (
     CROSS_MODEL_AGREEMENT,
     CROSS_MODEL_SUMMARY,
     MODELS,
+    MODEL_DIFFERENCES,
     *BY_MODEL_TABLES.values(),
 )
 

@@ -127,6 +127,19 @@ def test_three_families_keyed_by_model_and_a_broken_model_fails_only_its_own(cro
     # rounds by at most eps32 / 2 = 6e-8 relative, so the sum is within 64 * 6e-8 < 4e-6 of log(n)
     np.testing.assert_allclose(uniform.loc["dinov2"], np.log(64), rtol=4e-6)
     np.testing.assert_allclose(uniform.loc["siglip"], np.log(16), rtol=4e-6)
+    # paired per-model differences, checked by hand against the per-model rows
+    differences = _query(home, "SELECT * FROM model_differences")
+    overall = differences[(differences["scope"] == "overall") & (differences["metric"] == "attention_entropy")]
+    pair = overall[(overall["model_a"] == "clip") & (overall["model_b"] == "dinov2")].iloc[0]
+    by_image = stats.pivot(index="image_id", columns="model_key", values="attention_entropy")
+    assert pair.images == IMAGES
+    # both sides are float64 means of the same 8 stored values: equal up to summation order (a few ulps)
+    assert pair.mean_difference == pytest.approx((by_image["clip"] - by_image["dinov2"]).mean(), rel=1e-12, abs=1e-15)
+    assert pair.mean_a - pair.mean_b == pytest.approx(pair.mean_difference, rel=1e-12, abs=1e-15)
+    assert pair.ci_low <= pair.mean_difference <= pair.ci_high
+    broken = differences[differences["model_b"] == "broken"]
+    assert len(broken) and (broken["images"] == 0).all()  # no rows from the model that could not load
+    assert set(differences.loc[differences["scope"] == "country", "country"]) == set(stats["country"])
     models = _query(home, "SELECT * FROM models ORDER BY position")
     assert list(models["model_key"]) == [*specs, "broken"] and list(models["is_default"]) == [True] + [False] * 3
     assert list(models["images"]) == [IMAGES] * 3 + [0]

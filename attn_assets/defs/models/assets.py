@@ -5,7 +5,8 @@
       A current file of the same recipe elsewhere (the default model's shards/<shard>.parquet) is linked, not
       recomputed. A model that cannot load fails its own partitions with its own message.
   model_tables: every model folder's current files -> the *_by_model tables (attention_statistics_by_model, ...,
-      keyed by model_key), the table models and country_aggregates_by_model.
+      keyed by model_key), the table models, country_aggregates_by_model and model_differences (per pair and
+      country, each metric's paired per-image difference with a bootstrap interval).
 
 Why a two-dimensional partition (model x shard) and not one asset per model: the UI then shows one grid with a
 row per model (per-model status at a glance), a backfill selects one model's row, the lineage keeps one node
@@ -33,7 +34,9 @@ from attn_assets.passes.statistics import compute_statistics_shard
 from attn_assets.resources import AttentionModelResource, PipelineResource, WarehouseResource, release_other_encoder
 from attn_assets.settings import ENV_MODELS, Settings, models_setting
 from attn_assets.storage.atomic import remove_abandoned_temporaries
-from attn_assets.storage.schema import ATTENTION_STATISTICS_BY_MODEL, MODELS
+from attn_assets.metric_names import METRIC_NAMES
+from attn_assets.passes.cross_model import paired_differences
+from attn_assets.storage.schema import ATTENTION_STATISTICS_BY_MODEL, MODEL_DIFFERENCES, MODELS
 
 _COMMON = dict(group_name="models", owners=["team:attn-assets"], tags={"domain": "models"})
 
@@ -89,7 +92,10 @@ def model_statistics(context: dg.AssetExecutionContext, pipeline: PipelineResour
                 layout=layout, shard_key=shard_key, encoder=encoder, model_spec=entry.spec, device=device,
                 precision=precision, batch_size=batch_size, num_workers=attention_model.num_workers,
                 logger=context.log, progress_bar=attention_model.progress_bar, recipe=recipe,
-                output=layout.model_shard_parquet(key, shard_key), reuse=[layout.shard_parquet(shard_key)])
+                output=layout.model_shard_parquet(key, shard_key),
+                # the same spec under another key (a renamed key, a removed-but-kept folder) is linked too
+                reuse=[layout.shard_parquet(shard_key), *(layout.model_shard_parquet(other, shard_key)
+                                                          for other in model_folders(layout) if other != key)])
             context.add_asset_metadata(recipe_metadata(outcome.record),
                                        partition_key=dg.MultiPartitionKey({"model": key, "shard": shard_key}))
             rows.append({"model": key, "shard": shard_key, "images": outcome.images, "computed": outcome.computed,
@@ -163,11 +169,18 @@ def model_tables(context: dg.AssetExecutionContext, pipeline: PipelineResource,
                             summarize_reasons(excluded_all))
     count = store.refresh_models([(e.key, e.spec) for e in entries], present, excluded_count,
                                  uniform_baselines=uniform_baselines)
+    keys = [entry.key for entry in entries]
+    statistics = store.query(
+        f'SELECT model_key, image_id, country, {", ".join(METRIC_NAMES)} FROM "{ATTENTION_STATISTICS_BY_MODEL.name}" '
+        f"WHERE model_key IN ({', '.join('?' * len(keys))})", keys)
+    differences = paired_differences(statistics, keys)
+    store.replace_table(MODEL_DIFFERENCES, differences)
     models = store.query(f'SELECT * FROM "{MODELS.name}" ORDER BY position NULLS LAST, model_key')
     return dg.MaterializeResult(metadata={
         **table_metadata(MODELS, count, models),
         "per_model": dg.MetadataValue.md(pd.DataFrame(loaded).to_markdown(index=False) if loaded else "_none_"),
         **excluded_metadata(excluded_all),
+        "model_differences_rows": dg.MetadataValue.int(len(differences)),
     })
 
 
