@@ -240,3 +240,14 @@ def test_cpu_lookup_equals_the_device_gather():
     gathered = table[pixels.to(torch.int32) + torch.tensor([0, 256, 512], dtype=torch.int32)].permute(0, 3, 1, 2)
     assert torch.equal(torch.from_numpy(lookup_channels(pixels.numpy(), preprocess._lut)), gathered)
     assert torch.equal(preprocess.normalize(pixels), gathered)
+
+
+def test_crop_region_outside_its_bound_falls_back_to_the_exact_resize():
+    """A box filter (support 0.5) turns the float32 box edges into whole-pixel jumps, far past the bound: the
+    setting is then dropped for the exact resize, still fast, instead of for the processor."""
+    processor = make_clip_processor(48)
+    processor.resample = Image.Resampling.BOX
+    region = Preprocessor(processor, resize="crop_region")
+    assert region.resize == "exact" and region.fast
+    image = Image.fromarray(np.random.default_rng(4).integers(0, 256, (61, 97, 3), dtype=np.uint8))
+    assert torch.equal(region(image), processor(images=image, return_tensors="pt")["pixel_values"][0])
