@@ -101,13 +101,13 @@ class Layout:
 
 def _build_dinov2(root):
     model = _dinov2()
-    _sharpen(model)
+    _sharpen(model, 30.0, 8.0)
     return _save(root, model, _bit_processor(36, 32)), Layout((8, 8), 1, 0, "Dinov2Model")
 
 
 def _build_dinov2_registers(root):
     model = _dinov2(registers=4)
-    _sharpen(model)
+    _sharpen(model, 30.0, 8.0)
     return _save(root, model, _bit_processor(36, 32)), Layout((8, 8), 5, 4, "Dinov2WithRegistersModel")
 
 
@@ -117,7 +117,7 @@ def _build_deit(root):
     config = DeiTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                         image_size=32, patch_size=8)
     model = _seeded(lambda: DeiTModel(config, add_pooling_layer=False))
-    _sharpen(model)
+    _sharpen(model, 30.0, 8.0)
     processor = DeiTImageProcessor(size={"height": 36, "width": 36}, crop_size={"height": 32, "width": 32},
                                    image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
     return _save(root, model, processor), Layout((4, 4), 2, 0, "DeiTModel")
@@ -135,7 +135,7 @@ def _build_vit(root):
     config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                        image_size=32, patch_size=8)
     model = _seeded(lambda: ViTModel(config, add_pooling_layer=False))
-    _sharpen(model)
+    _sharpen(model, 30.0, 8.0)
     processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
     return _save(root, model, processor), Layout((4, 4), 1, 0, "ViTModel")
 
@@ -210,6 +210,9 @@ def test_layout_and_cls_row_match_eager(name, layout_models, six_images):
     assert attention.shape[-1] == layout.prefix + encoder.num_patches
     bound = cls_row_bound(hidden_ref, captured[0], encoder.attention_sites[-1], attention)  # [B, T]
     expected = attention[:, :, layout.prefix:].mean(dim=1).double()  # patch columns only
+    # peaked attention: on a near-uniform row a layout bug (registers counted as patches) would pass unnoticed
+    ratio = expected.amax(-1) / expected.amin(-1)
+    assert (ratio > 10).all(), f"{name}: CLS row not peaked enough to catch a layout error: max/min {ratio}"
     got = torch.from_numpy(result.cls_maps.reshape(len(records), -1)).double()
     excess = (got - expected).abs() - bound[:, layout.prefix:]
     assert excess.max() <= 0, f"{name}: CLS row off by more than the float32 bound ({excess.max():.3g})"
