@@ -158,7 +158,7 @@ RESIZE_MODES = ("exact", "crop_region")
 
 def resize_setting() -> str:
     """ATTN_ASSETS_RESIZE: ``exact`` (default; the processor's pixels bit for bit) or ``crop_region`` (resizes only the
-    region that lands in the centre crop: faster, a few grey levels off on some pixels; see README 'Preprocessing')."""
+    region that lands in the centre crop: faster, within 2 grey levels on a few pixels; see README 'The data path')."""
     value = (_env(ENV_RESIZE) or "exact").lower()
     if value not in RESIZE_MODES:
         raise ValueError(f"{ENV_RESIZE}={value!r}: use one of {', '.join(RESIZE_MODES)}")
