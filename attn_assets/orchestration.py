@@ -175,13 +175,13 @@ def materialize_all(
     defs = with_recipe_code_versions(build_definitions())
     instance = instance or dg.DagsterInstance.get()
     summary = MaterializeSummary()
-    settings = Settings.from_env()
     try:
         models_setting()  # a malformed ATTN_ASSETS_MODELS stops everything before any run
     except ValueError as error:
         summary.stopped = f"{error}\nnothing was run and no output was touched"
         summary.lines.extend(summary.stopped.split("\n"))
         return summary
+    settings = Settings.from_env()
     layout = HomeLayout(settings.home)
     logs_dir = Path(instance.root_directory) / "logs"  # beside the runs: a failed run leaves ATTN_ASSETS_HOME as it was
 
@@ -298,6 +298,7 @@ def _models_stage(instance, force: bool, run, summary: MaterializeSummary, layou
     shard whose file is missing or stale for it; a model that cannot load is reported and skipped, the others run.
     Then the *_by_model tables, and with two or more models the cross-model comparison."""
     from attn_assets.core.model import ModelLoadError
+    from attn_assets.defs.models.assets import model_folders
     from attn_assets.defs.needs_run import latest_storage_id
     from attn_assets.defs.partitions import sync_model_partitions
     from attn_assets.known_warnings import quiet_hub_retries
@@ -336,11 +337,14 @@ def _models_stage(instance, force: bool, run, summary: MaterializeSummary, layou
     newest = max(latest_storage_id(instance, dg.AssetKey("model_statistics")),
                  latest_storage_id(instance, dg.AssetKey("attention_warehouse")))
     if force or ran or newest > latest_storage_id(instance, dg.AssetKey("model_tables")) \
-            or _listed_in_warehouse(layout) != [entry.key for entry in entries]:
+            or _listed_in_warehouse(layout) != [entry.key for entry in entries] \
+            or _held_in_warehouse(layout) != {entry.key for entry in entries} | set(model_folders(layout)):
         run("model_tables_job", "model tables (*_by_model, models)")
     else:
         summary.lines.append("model tables: up to date")
     if len(entries) < 2:
+        if _warehouse_column(layout, "SELECT DISTINCT model_a FROM cross_model_agreement"):
+            run("cross_model_job", "cross-model tables and figures")  # pairs of models no longer listed leave
         return
     states = {entry.key: model_state(layout, settings, entry.spec) for entry in entries}
     keys = [key for key in shard_keys if force or not shard_is_current(layout, key, states)]
@@ -355,18 +359,29 @@ def _models_stage(instance, force: bool, run, summary: MaterializeSummary, layou
         summary.lines.append("cross-model tables and figures: up to date")
 
 
-def _listed_in_warehouse(layout: HomeLayout) -> list[str] | None:
-    """The listed model keys the warehouse's models table holds, in list order (None: no table yet)."""
+def _warehouse_column(layout: HomeLayout, sql: str) -> list | None:
+    """The first column of ``sql`` on the warehouse (None: no warehouse, or one written before that table)."""
     from attn_assets.storage.warehouse import Warehouse
 
     store = Warehouse(layout.warehouse_path)
     if not store.exists():
         return None
     try:
-        frame = store.query("SELECT model_key FROM models WHERE listed ORDER BY position")
-    except Exception:  # a warehouse written before the models table
+        frame = store.query(sql)
+    except Exception:  # a warehouse written before the table
         return None
-    return list(frame["model_key"])
+    return list(frame.iloc[:, 0])
+
+
+def _listed_in_warehouse(layout: HomeLayout) -> list[str] | None:
+    """The listed model keys the warehouse's models table holds, in list order (None: no table yet)."""
+    return _warehouse_column(layout, "SELECT model_key FROM models WHERE listed ORDER BY position")
+
+
+def _held_in_warehouse(layout: HomeLayout) -> set[str] | None:
+    """Every model key the warehouse's models table holds, listed or removed-but-kept (None: no table yet)."""
+    keys = _warehouse_column(layout, "SELECT model_key FROM models")
+    return None if keys is None else set(keys)
 
 
 def _country_relevance_stage(instance, force: bool, run, summary: MaterializeSummary) -> None:

@@ -134,11 +134,11 @@ def default_batch_size(device: str) -> int:
 
 
 def model_setting() -> str:
-    """The default model spec: the first of ATTN_ASSETS_MODELS when set, else ATTN_ASSETS_MODEL (default
-    StreetCLIP)."""
-    listed = _env(ENV_MODELS)
-    if listed is not None and (first := listed.split(",", 1)[0].strip()):
-        return _model_item(first)[1]
+    """The default model spec: the first of ATTN_ASSETS_MODELS when set (validated as :func:`models_setting`
+    does: ATTN_ASSETS_MODEL, e.g. from ``--model``, naming another model is an error, never silently ignored),
+    else ATTN_ASSETS_MODEL (default StreetCLIP)."""
+    if _env(ENV_MODELS) is not None:
+        return models_setting()[0].spec
     return _env(ENV_MODEL) or DEFAULT_MODEL
 
 
@@ -316,7 +316,7 @@ def models_setting() -> tuple[ModelEntry, ...]:
                          f"(first) one included, e.g. {ENV_MODELS}=geolocal/StreetCLIP,openai/clip-vit-large-patch14-336")
     raw = _env(ENV_MODELS)
     if raw is None:
-        spec = model_setting()
+        spec = _env(ENV_MODEL) or DEFAULT_MODEL
         return (ModelEntry(model_key_for(spec), spec),)
     entries: list[ModelEntry] = []
     for position, item in enumerate(raw.split(","), start=1):
