@@ -48,6 +48,7 @@ ENV_PLONK_CFG = "ATTN_ASSETS_PLONK_CFG"
 ENV_ALLOW_PICKLE = "ATTN_ASSETS_ALLOW_PICKLE"
 ENV_PROGRESS_BAR = "ATTN_ASSETS_PROGRESS_BAR"
 ENV_RESIZE = "ATTN_ASSETS_RESIZE"
+ENV_DECODE = "ATTN_ASSETS_DECODE"
 ENV_MODELS = "ATTN_ASSETS_MODELS"
 #: Renamed to ATTN_ASSETS_MODELS (round 2); still read only to say so.
 ENV_COMPARE_MODELS = "ATTN_ASSETS_COMPARE_MODELS"
@@ -162,6 +163,19 @@ def resize_setting() -> str:
     value = (_env(ENV_RESIZE) or "exact").lower()
     if value not in RESIZE_MODES:
         raise ValueError(f"{ENV_RESIZE}={value!r}: use one of {', '.join(RESIZE_MODES)}")
+    return value
+
+
+DECODE_MODES = ("exact", "device")
+
+
+def decode_setting() -> str:
+    """ATTN_ASSETS_DECODE: ``exact`` (default; PIL decodes and resizes, the processor's pixels bit for bit) or
+    ``device`` (JPEGs decoded and resized on the model's device with torchvision; a grey level off on some pixels,
+    see attn_assets.core.device_decode and README 'The data path')."""
+    value = (_env(ENV_DECODE) or "exact").lower()
+    if value not in DECODE_MODES:
+        raise ValueError(f"{ENV_DECODE}={value!r}: use one of {', '.join(DECODE_MODES)}")
     return value
 
 
@@ -325,11 +339,12 @@ def models_setting() -> tuple[ModelEntry, ...]:
         if not spec:
             raise ValueError(f"{ENV_MODELS}={raw!r}: item {position} is empty; separate model specs by single commas")
         key = key or model_key_for(spec)
-        if not _MODEL_KEY.match(key):
+        if not _MODEL_KEY.match(key) or "..." in key:
             raise ValueError(f"{ENV_MODELS}: key {key!r} of item {position} must match [a-z0-9][a-z0-9._-]* "
-                             "(at most 64 characters)")
+                             "(at most 64 characters, no '...': Dagster reads it as a partition range); name the "
+                             f"model with key=spec, e.g. my-model={spec}")
         for earlier in entries:
-            if earlier.spec == spec:
+            if earlier.spec.rstrip("/\\") == spec.rstrip("/\\"):  # a folder with and without its trailing '/'
                 raise ValueError(f"{ENV_MODELS}: {spec!r} is listed twice; list each model once")
             if earlier.key == key:
                 raise ValueError(f"{ENV_MODELS}: {earlier.spec!r} and {spec!r} both have the key {key!r}; name one, "

@@ -37,10 +37,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from attn_assets.metric_names import METRIC_NAMES
-from attn_assets.settings import resize_setting
+from attn_assets.settings import DECODE_MODES, decode_setting, resize_setting
 
 from .analyses import same_pass_analyses
-from .loader import ImageFailure, ImageRecord, iter_batches
+from .device_decode import check_supported, decode_on_device, load_encoded_batch
+from .loader import ImageFailure, ImageRecord, iter_batches, load_batch
 from .metrics import attention_metrics, metrics_to_numpy
 from .model import AttentionSite, Encoder, resolve_device
 from .preprocess import Preprocessor
@@ -465,12 +466,15 @@ def extract_records(
     layers: LayerSpec = "last",
     analyses: bool = False,
     resize: str | None = None,
+    decode: str | None = None,
 ) -> Iterator[BatchResult]:
     """Stream records through the encoder; one BatchResult per loader batch, in record order.
 
     Pixels cross to the device as uint8 and are normalised there (``Preprocessor.normalize``). ``resize``:
     ``exact`` or ``crop_region`` (see ``Preprocessor``; None reads ATTN_ASSETS_RESIZE). On a CPU device the loader
-    decodes inline whatever ``num_workers`` says (see :func:`loader_workers`).
+    decodes inline whatever ``num_workers`` says (see :func:`loader_workers`). ``decode``: ``exact`` (PIL in the
+    loader) or ``device`` (JPEGs decoded and resized on the model's device, see ``core.device_decode``; None reads
+    ATTN_ASSETS_DECODE); ``device`` raises DeviceDecodeUnavailable (a ValueError) where it cannot run.
 
     ``analyses=True`` captures every layer and the output-token norms in the same forward and
     attaches ``core.analyses.same_pass_analyses`` (layer/head/artifact/spatial statistics) to each
@@ -480,12 +484,20 @@ def extract_records(
         layers = "all"
     extractor = AttentionExtractor(encoder, device=device, precision=precision, layers=layers, token_norms=analyses)
     preprocess = Preprocessor(encoder.processor, resize=resize or resize_setting())
+    decode = decode or decode_setting()
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
+    on_device = decode == "device"
+    if on_device:
+        check_supported(preprocess)
     total = len(records) if hasattr(records, "__len__") else None
     done = 0
     workers = loader_workers(num_workers, extractor.device)
     batches = iter_batches(records, preprocess, batch_size, workers, pin_memory=extractor.device.type == "cuda",
-                           uint8=True)
+                           uint8=True, load=load_encoded_batch if on_device else load_batch)
     for batch in batches:
+        if on_device:
+            batch = decode_on_device(batch, preprocess, extractor.device)
         if len(batch):
             pixels = batch.pixel_values.to(extractor.device, non_blocking=True)
             output = extractor(preprocess.normalize(pixels))  # uint8 crosses to the device, normalised there

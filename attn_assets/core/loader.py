@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -169,15 +169,17 @@ def load_batch(records: Sequence[ImageRecord], preprocess: Preprocessor, uint8: 
 class _BatchDataset(Dataset):
     """Map-style dataset whose item k is the k-th batch of ``records`` (batched in the worker)."""
 
-    def __init__(self, records: Sequence[ImageRecord], batch_size: int, preprocess: Preprocessor, uint8: bool):
+    def __init__(self, records: Sequence[ImageRecord], batch_size: int, preprocess: Preprocessor, uint8: bool,
+                 load: Callable = load_batch):
         self.records, self.batch_size, self.preprocess, self.uint8 = records, batch_size, preprocess, uint8
+        self.load = load
 
     def __len__(self) -> int:
         return math.ceil(len(self.records) / self.batch_size)
 
     def __getitem__(self, index: int) -> Batch:
         start = index * self.batch_size
-        return load_batch(self.records[start : start + self.batch_size], self.preprocess, self.uint8)
+        return self.load(self.records[start : start + self.batch_size], self.preprocess, self.uint8)
 
 
 def _keep(batch: Batch) -> Batch:
@@ -201,16 +203,19 @@ def iter_batches(
     pin_memory: bool = False,
     prefetch_factor: int = 2,
     uint8: bool = False,
+    load: Callable = load_batch,
 ) -> Iterator[Batch]:
     """Yield Batches in record order; decoding runs in ``num_workers`` processes (0 = inline).
 
     ``uint8``: pixel values stay ``uint8[B, H, W, 3]`` until ``preprocess.normalize`` on the device (see load_batch).
+    ``load``: what turns a batch of records into a batch, ``load(records, preprocess, uint8)`` (a module-level
+    function, so worker processes can receive it); ``device_decode.load_encoded_batch`` hands over encoded JPEGs.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     try:
         for window in _windows(records, batch_size * WINDOW_BATCHES):
-            dataset = _BatchDataset(window, batch_size, preprocess, uint8)
+            dataset = _BatchDataset(window, batch_size, preprocess, uint8, load)
             options = {"prefetch_factor": prefetch_factor} if num_workers > 0 else {}
             loader = DataLoader(
                 dataset,

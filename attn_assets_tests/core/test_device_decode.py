@@ -1,0 +1,192 @@
+"""ATTN_ASSETS_DECODE=device: JPEGs decoded and resized by torch (torchvision.io.decode_jpeg) instead of PIL.
+
+Without torchvision the setting is refused with a message saying what to do (runs in every venv). The rest needs
+torchvision (the plonk venv has it: `make test-plonk`) and runs on the CPU, where decode_jpeg is libjpeg-turbo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import io
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from attn_assets.core.device_decode import (
+    RESIZE_TOLERANCE,
+    DeviceDecodeUnavailable,
+    decode_on_device,
+    load_encoded_batch,
+    normalisation_table,
+    resize_crop,
+)
+from attn_assets.core.extract import extract_records
+from attn_assets.core.loader import ImageRecord, load_batch
+from attn_assets.core.preprocess import Preprocessor
+from attn_assets.settings import decode_setting
+from attn_assets_tests.conftest import street_scene
+
+needs_torchvision = pytest.mark.skipif(
+    importlib.util.find_spec("torchvision") is None,
+    reason="torchvision is not installed (the core venv); `make test-plonk` runs these in the plonk venv")
+
+# Odd sizes: landscape, portrait, a panorama whose crop drops most columns, a tall one (Pillow runs its vertical
+# pass first there), a square just above the crop and a small image the 48-px resize enlarges.
+ODD_SIZES = ((301, 227), (227, 301), (1001, 333), (225, 999), (53, 53), (97, 61))
+
+
+def records_of(paths) -> list[ImageRecord]:
+    return [ImageRecord(path.name, str(path)) for path in paths]
+
+
+@pytest.fixture(scope="module")
+def pil_encoder(tiny_encoder, tiny_model_dir):
+    """The tiny model with transformers' PIL image processor: the exact path is then the uint8 fast path, the
+    pixels the device path mirrors (with torchvision installed transformers would pick its torchvision backend)."""
+    from transformers import AutoImageProcessor
+
+    return dataclasses.replace(tiny_encoder, processor=AutoImageProcessor.from_pretrained(tiny_model_dir, backend="pil"))
+
+
+@pytest.fixture(scope="module")
+def preprocess(pil_encoder) -> Preprocessor:
+    preprocess = Preprocessor(pil_encoder.processor)
+    assert preprocess.fast
+    return preprocess
+
+
+@pytest.fixture(scope="module")
+def odd_jpegs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("odd_jpegs")
+    paths = []
+    for seed, (width, height) in enumerate(ODD_SIZES):
+        paths.append(root / f"scene_{width}x{height}.jpg")
+        street_scene(width, height, seed).save(paths[-1], quality=90)  # 4:2:0, the chroma upsampling path
+        noise = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        paths.append(root / f"noise_{width}x{height}.jpg")
+        Image.fromarray(noise).save(paths[-1], quality=95, subsampling=0)  # the hardest case for the resize
+    return paths
+
+
+def grey_levels(difference: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """A normalised difference in grey levels of the coarsest channel's step (an upper bound in levels)."""
+    step = float((table[:, 1:] - table[:, :-1]).abs().min())
+    return difference.abs() / step
+
+
+def test_without_torchvision_the_setting_says_what_to_do(tiny_encoder, sample_images, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # as if not installed (the core venv has none)
+    monkeypatch.setitem(sys.modules, "torchvision.io", None)
+    monkeypatch.setenv("ATTN_ASSETS_DECODE", "device")
+    records = records_of([sample_images["wide_792x512.jpg"]])
+    with pytest.raises(DeviceDecodeUnavailable, match=r"ATTN_ASSETS_DECODE=device .*torchvision.*pip install "
+                                                      r"torchvision.*ATTN_ASSETS_DECODE=exact"):
+        next(extract_records(tiny_encoder, records, device="cpu"))
+
+
+def test_unknown_decode_values_are_refused(tiny_encoder, sample_images, monkeypatch):
+    monkeypatch.setenv("ATTN_ASSETS_DECODE", "gpu")
+    with pytest.raises(ValueError, match=r"ATTN_ASSETS_DECODE='gpu': use one of exact, device"):
+        decode_setting()
+    with pytest.raises(ValueError, match="decode must be one of exact, device, got 'gpu'"):
+        next(extract_records(tiny_encoder, records_of([sample_images["wide_792x512.jpg"]]), decode="gpu"))
+    monkeypatch.delenv("ATTN_ASSETS_DECODE")
+    assert decode_setting() == "exact"
+
+
+def test_normalisation_table_is_the_exact_paths(preprocess):
+    exact = preprocess.normalize(torch.arange(256, dtype=torch.uint8).repeat(3, 1).T.reshape(1, 1, 256, 3))
+    assert torch.equal(normalisation_table(preprocess.processor), exact[0, :, 0, :])
+
+
+@needs_torchvision
+def test_cpu_decode_is_pils_and_the_resize_within_its_bound(odd_jpegs, preprocess):
+    """decode_jpeg on the CPU and PIL are both libjpeg-turbo with the integer (islow) IDCT and fancy upsampling,
+    which are exactly specified: same bits. The resize on the same decoded pixels stays within RESIZE_TOLERANCE."""
+    from torchvision.io import decode_jpeg
+
+    exceeding = []
+    for path in odd_jpegs:
+        decoded = decode_jpeg(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8))
+        pil = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+        assert torch.equal(decoded, pil), path.name
+        difference = (resize_crop(decoded, preprocess).int() - preprocess.pixels(Image.open(path)).int()).abs()
+        if int(difference.max()) > RESIZE_TOLERANCE:
+            exceeding.append((path.name, int(difference.max())))
+    assert not exceeding
+
+
+@needs_torchvision
+def test_device_path_matches_the_exact_path(pil_encoder, preprocess, odd_jpegs):
+    """Same images, order, sizes and crop boxes as decode=exact; pixels within RESIZE_TOLERANCE grey levels (the
+    decode being PIL's on the CPU); the six metrics of the same images then agree closely."""
+    records = records_of(odd_jpegs)
+    exact = load_batch(records, preprocess, uint8=True)
+    device = decode_on_device(load_encoded_batch(records, preprocess), preprocess, "cpu")
+    assert device.image_ids == exact.image_ids and device.image_sizes == exact.image_sizes
+    table = normalisation_table(preprocess.processor)
+    levels = grey_levels(device.pixel_values - preprocess.normalize(exact.pixel_values), table)
+    assert float(levels.max()) <= RESIZE_TOLERANCE + 1e-3  # + float32 rounding of the table's values
+
+    runs = {decode: list(extract_records(pil_encoder, records, batch_size=5, device="cpu", precision="fp32",
+                                         decode=decode)) for decode in ("exact", "device")}
+    boxes = {decode: [box for result in results for box in result.crop_boxes] for decode, results in runs.items()}
+    assert boxes["device"] == boxes["exact"]
+    assert [i for r in runs["device"] for i in r.image_ids] == [i for r in runs["exact"] for i in r.image_ids]
+
+
+@needs_torchvision
+def test_other_formats_take_the_exact_path_bit_for_bit(preprocess, sample_images):
+    """PNG, CMYK JPEG, 16-bit PNG, GIF, palette: the exact path's own pixels, normalised by the same table."""
+    names = ["landscape_1024x768.png", "square_300.png", "cmyk.jpg", "gray16.png", "animated.gif",
+             "palette_transparent.png", "rgba.png", "small_97x61.png"]
+    records = records_of([sample_images[name] for name in names])
+    encoded = load_encoded_batch(records, preprocess)
+    assert all(source.ndim == 3 for source in encoded.sources)  # none handed over encoded
+    device = decode_on_device(encoded, preprocess, "cpu")
+    exact = load_batch(records, preprocess, uint8=True)
+    assert device.image_ids == exact.image_ids
+    assert torch.equal(device.pixel_values, preprocess.normalize(exact.pixel_values))
+
+
+@needs_torchvision
+def test_unreadable_files_are_the_exact_paths_failure_rows(preprocess, bad_images, sample_images):
+    """Missing, empty, truncated (a JPEG header decode_jpeg then refuses), not an image, a directory, a bomb."""
+    records = [ImageRecord(name, str(path)) for name, (path, _) in bad_images.items()]
+    records.append(ImageRecord("good", str(sample_images["wide_792x512.jpg"])))
+    device = decode_on_device(load_encoded_batch(records, preprocess), preprocess, "cpu")
+    exact = load_batch(records, preprocess, uint8=True)
+    assert device.image_ids == exact.image_ids == ["good"]
+    assert sorted(device.failures, key=lambda f: f.image_id) == sorted(exact.failures, key=lambda f: f.image_id)
+    for failure in device.failures:
+        assert bad_images[failure.image_id][1] in failure.reason
+
+
+@needs_torchvision
+def test_zip_members_decode_on_the_device(preprocess, odd_jpegs, tmp_path):
+    archive = tmp_path / "00.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in odd_jpegs[:4]:
+            out.write(path, path.name)
+        whole = odd_jpegs[0].read_bytes()
+        out.writestr("truncated.jpg", whole[: len(whole) // 2])  # the header reads; decode_jpeg refuses the rest
+        buffer = io.BytesIO()
+        street_scene(120, 90, 3).save(buffer, format="PNG")
+        out.writestr("scene.png", buffer.getvalue())
+    names = [path.name for path in odd_jpegs[:4]] + ["truncated.jpg", "scene.png", "missing.jpg"]
+    records = [ImageRecord(name, str(archive), name) for name in names]
+    encoded = load_encoded_batch(records, preprocess)
+    assert [source.ndim for source in encoded.sources] == [1, 1, 1, 1, 1, 3]  # JPEG bytes; the PNG's pixels
+    device = decode_on_device(encoded, preprocess, "cpu")
+    exact = load_batch(records, preprocess, uint8=True)
+    assert device.image_ids == exact.image_ids and device.image_sizes == exact.image_sizes
+    assert sorted(device.failures, key=lambda f: f.image_id) == sorted(exact.failures, key=lambda f: f.image_id)
+    levels = grey_levels(device.pixel_values - preprocess.normalize(exact.pixel_values),
+                         normalisation_table(preprocess.processor))
+    assert float(levels.max()) <= RESIZE_TOLERANCE + 1e-3
+    assert torch.equal(device.pixel_values[-1], preprocess.normalize(exact.pixel_values)[-1])  # the PNG
