@@ -45,7 +45,8 @@ lint-imports: setup
 	$(VENV)/bin/lint-imports
 
 test-plonk: setup-plonk
-	ATTN_ASSETS_REQUIRE_PLONK=1 $(PLONK_VENV)/bin/python -m pytest -q -rs --durations=5 attn_assets_tests/geolocation
+	ATTN_ASSETS_REQUIRE_PLONK=1 $(PLONK_VENV)/bin/python -m pytest -q -rs --durations=5 attn_assets_tests/geolocation \
+		attn_assets_tests/core/test_device_decode.py
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
