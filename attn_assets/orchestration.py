@@ -303,23 +303,27 @@ def _models_stage(instance, force: bool, run, summary: MaterializeSummary, layou
     from attn_assets.defs.partitions import sync_model_partitions
     from attn_assets.known_warnings import quiet_hub_retries
     from attn_assets.passes.cross_model import shard_is_current
-    from attn_assets.passes.current import model_state, model_statistics_pass
+    from attn_assets.defs.needs_run import model_shards_needing_run
+    from attn_assets.passes.current import model_state
     from attn_assets.resources import AttentionModelResource, release_other_encoder
     from attn_assets.settings import ENV_MODELS, is_set, models_setting
 
-    if not is_set(ENV_MODELS):
-        return
+    if not is_set(ENV_MODELS) and not _held_in_warehouse(layout):
+        return  # a list unset after use still runs: its one model becomes the default of models and the pairs go
     entries = models_setting()
     sync_model_partitions(instance, layout.models_dir)
     shard_keys = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
     resource = AttentionModelResource(model=settings.model, device=settings.device)
     ran = False
+    needed = {} if force else model_shards_needing_run(instance, settings)
     for entry in entries:
-        shard_pass, state = model_statistics_pass(entry.key), model_state(layout, settings, entry.spec)
-        keys = list(shard_keys) if force else [key for key in shard_keys if state.reason(shard_pass, key) is not None]
+        keys = list(shard_keys) if force else list(needed.get(entry.key, {}))
         if not keys:
             summary.lines.append(f"model_statistics[{entry.key}]: every shard up to date")
             continue
+        if not force:
+            summary.lines.append(f"model_statistics[{entry.key}]: {len(keys)} shards to run: "
+                                 f"{summarize_reasons(needed[entry.key])}")
         try:
             with quiet_hub_retries():
                 resource.encoder_for(entry.spec)  # kept for this model's runs in this process

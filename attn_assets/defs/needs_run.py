@@ -10,6 +10,8 @@ was materialized, failed, or is in progress) and the shard files (``passes/curre
                 latest attempt failed, or that this instance never materialized; geolocation also waits
                 until the shard's statistics are materialized and current. ``shards_to_fill``,
                 ``analysis_shards_needing_run`` and ``geolocation_shards_to_fill`` are its views per job.
+  models        ``model_shards_needing_run``: per model of ATTN_ASSETS_MODELS, the shards whose
+                ``models/<key>/shards`` file is not current for that model's own recipe (not in progress)
   downstream    ``downstream_stale``: a warehouse-side asset never built, older than the newest shard or
                 manifest materialization (``newest_downstream_input``), or built for another statistics
                 recipe; ``geolocation_summaries_stale`` likewise for the geolocation summaries.
@@ -26,11 +28,19 @@ import dagster as dg
 from attn_assets.defs.analyses.assets import SHARD_ANALYSIS_ASSETS
 from attn_assets.defs.geolocation.assets import geolocation_accuracy, geolocation_predictions
 from attn_assets.defs.manifest.assets import image_manifest, manifest_fingerprint
-from attn_assets.defs.partitions import SHARD_PARTITIONS_NAME, shard_partitions
+from attn_assets.defs.partitions import (
+    MODEL_PARTITIONS_NAME, SHARD_PARTITIONS_NAME, model_shard_partitions, shard_partitions,
+)
 from attn_assets.defs.shard_passes import asset_key
 from attn_assets.defs.statistics.assets import attention_statistics
 from attn_assets.defs.warehouse.assets import attention_warehouse
-from attn_assets.passes.current import ABLATION, GEOLOCATION, ROLLOUT, STATISTICS, CurrentState, ShardPass
+from attn_assets.defs.models.assets import model_statistics
+from attn_assets.passes.current import (
+    ABLATION, GEOLOCATION, NO_MANIFEST_ROWS, ROLLOUT, STATISTICS, CurrentState, ShardPass, model_state,
+    model_statistics_pass,
+)
+from attn_assets.settings import ENV_MODELS, Settings, is_set, models_setting
+from attn_assets.storage.layout import HomeLayout
 
 # --------------------------------------------------------------------------- materializations
 
@@ -93,6 +103,34 @@ def shards_needing_run(
             reason = "never materialized in this Dagster instance"
         if reason is not None:
             needed[key] = reason
+    return needed
+
+
+def model_shards_needing_run(instance: dg.DagsterInstance, settings: Settings | None = None
+                             ) -> dict[str, dict[str, str]]:
+    """{model key: {shard_key: reason}} for the listed models (ATTN_ASSETS_MODELS order) and the registered shards
+    whose model_statistics file is not current for that model (missing, another recipe or image set), leaving
+    out partitions in progress. Empty when ATTN_ASSETS_MODELS is not set."""
+    if not is_set(ENV_MODELS):
+        return {}
+    settings = settings or Settings.from_env()
+    layout = HomeLayout(settings.home)
+    keys = list(instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME))
+    entries = models_setting()
+    partitions = [dg.MultiPartitionKey({"model": e.key, "shard": k}) for e in entries for k in keys]
+    registered = set(instance.get_dynamic_partitions(MODEL_PARTITIONS_NAME))
+    status = (instance.get_status_by_partition(model_statistics.key, partitions, model_shard_partitions) or {}
+              if partitions and {e.key for e in entries} <= registered else {})
+    needed: dict[str, dict[str, str]] = {}
+    for entry in entries:
+        shard_pass, state = model_statistics_pass(entry.key), model_state(layout, settings, entry.spec)
+        for key in keys:
+            partition = dg.MultiPartitionKey({"model": entry.key, "shard": key})
+            if status.get(partition) == dg.AssetPartitionStatus.IN_PROGRESS:
+                continue
+            reason = state.reason(shard_pass, key)
+            if reason is not None and reason != NO_MANIFEST_ROWS:
+                needed.setdefault(entry.key, {})[key] = reason
     return needed
 
 

@@ -263,3 +263,26 @@ def _run_group(instance) -> None:
             instance=instance, partition_key=key, raise_on_error=False)
         assert result.success
     assert defs.resolve_job_def("cross_model_job").execute_in_process(instance=instance).success
+
+
+def test_the_schedule_fills_every_listed_models_missing_shards(cross_env, monkeypatch):
+    home, specs = cross_env
+    _list_models(monkeypatch, specs)
+    from attn_assets.defs.schedules import missing_model_shards_schedule
+    from attn_assets.definitions import build_definitions
+
+    with dg.DagsterInstance.get() as instance:
+        assert build_definitions().resolve_job_def("manifest_job").execute_in_process(instance=instance).success
+        import datetime
+
+        when = datetime.datetime(2026, 11, 30, 3, 30, tzinfo=datetime.timezone.utc)
+        requests = missing_model_shards_schedule(dg.build_schedule_context(instance=instance,
+                                                                           scheduled_execution_time=when))
+        shards = instance.get_dynamic_partitions(SHARD_PARTITIONS_NAME)
+        assert sorted(r.partition_key for r in requests) == sorted(
+            f"{model}|{shard}" for model in specs for shard in shards)
+        assert all(r.tags["attn_assets/reason"] == "not computed" for r in requests)
+        assert materialize_all(instance=instance).ok
+        again = missing_model_shards_schedule(dg.build_schedule_context(instance=instance,
+                                                                        scheduled_execution_time=when))
+        assert isinstance(again, dg.SkipReason)
