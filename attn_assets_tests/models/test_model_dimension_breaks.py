@@ -100,3 +100,38 @@ def test_renamed_reordered_shortened_and_deleted_models(home_env, monkeypatch):
             assert "vit" not in held, table
         assert set(_query(home, "SELECT model_key FROM models")["model_key"]) == {"clip", "vit2", "siglip"}
         _no_duplicates(home)
+
+
+@pytest.mark.slow
+def test_unsetting_the_list_makes_its_one_model_the_default_everywhere(home_env, monkeypatch):
+    home, specs = home_env
+    _list(monkeypatch, [("clip", specs["clip"]), ("vit", specs["vit"])])
+    with dg.DagsterInstance.get() as instance:
+        _materialize(instance)
+        assert len(_query(home, "SELECT * FROM cross_model_agreement")) == IMAGES
+        # back to one model the pre-list way: the plain tables switch to it, and so must models and the pairs
+        monkeypatch.delenv("ATTN_ASSETS_MODELS")
+        monkeypatch.setenv("ATTN_ASSETS_MODEL", specs["vit"])
+        _materialize(instance)
+    assert set(_query(home, "SELECT model_spec FROM attention_statistics")["model_spec"]) == {specs["vit"]}
+    default = _query(home, "SELECT model_spec FROM models WHERE is_default")
+    assert list(default["model_spec"]) == [specs["vit"]]
+    assert len(_query(home, "SELECT * FROM cross_model_agreement")) == 0
+
+
+def test_the_same_folder_with_a_trailing_slash_is_listed_twice(monkeypatch, tmp_path):
+    from attn_assets.settings import models_setting
+
+    monkeypatch.delenv("ATTN_ASSETS_MODEL", raising=False)
+    monkeypatch.setenv("ATTN_ASSETS_MODELS", f"a={tmp_path}/clip,b={tmp_path}/clip/")
+    with pytest.raises(ValueError, match="listed twice"):
+        models_setting()
+
+
+def test_a_key_holding_three_dots_is_refused_with_its_reason(monkeypatch):
+    from attn_assets.settings import models_setting
+
+    monkeypatch.delenv("ATTN_ASSETS_MODEL", raising=False)
+    monkeypatch.setenv("ATTN_ASSETS_MODELS", "clip...v2=/models/clip")  # a range 'a...b' in the Dagster UI
+    with pytest.raises(ValueError, match=r"key 'clip\.\.\.v2' of item 1 .*partition range.*my-model=/models/clip"):
+        models_setting()
