@@ -24,6 +24,7 @@ Measured, in this order:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import math
@@ -320,34 +321,32 @@ def report_metric_deviation(report: Report, section: str, label: str, ours: dict
 
 
 def device_decode_pixels(blobs: list[bytes], preprocess: Preprocessor, device: torch.device) -> torch.Tensor:
-    """Decode on the GPU (torchvision.io.decode_jpeg, batched), resize there (bicubic, antialias), centre-crop,
-    normalise: what a device-side decode setting would feed the model. ``float32[B, 3, H, W]`` on ``device``."""
-    from torchvision.io import decode_jpeg
-    from torchvision.transforms.v2 import functional as TF
+    """ATTN_ASSETS_DECODE=device's pixels for JPEG ``blobs`` (attn_assets.core.device_decode: decode_jpeg batched on
+    ``device``, Pillow's resize passes in torch, the exact path's crop, the processor's normalisation):
+    ``float32[B, 3, H, W]`` on ``device``."""
+    from attn_assets.core.device_decode import EncodedBatch, decode_on_device
 
-    decoded = decode_jpeg([torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs], device=device)
-    crops = []
-    for image in decoded:
-        g = preprocess.crop_geometry(image.shape[-1], image.shape[-2])
-        resized = TF.resize(image[None].float(), [g.resized_height, g.resized_width],
-                            interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-        crop = resized[..., g.top : g.top + g.crop_height, g.left : g.left + g.crop_width]
-        crops.append(crop.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0))
-    return preprocess.normalize(torch.stack(crops))
+    ids = [str(index) for index in range(len(blobs))]
+    sizes = [Image.open(io.BytesIO(blob)).size for blob in blobs]
+    sources = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in blobs]
+    batch = EncodedBatch(ids, ids, [ImageRecord(i, i) for i in ids], sources, [], sizes)
+    return decode_on_device(batch, preprocess, device).pixel_values
 
 
 def measure_setting_deviation(report: Report, encoder, blobs: list[bytes], preprocess: Preprocessor, plan: Plan) -> None:
-    """The fast settings against the exact path on the six metrics (fp32, same photos): crop_region resize, and a
-    device-side decode + resize (when torchvision decodes JPEG on this GPU)."""
+    """The fast settings against the exact path on the six metrics (fp32, same photos): crop_region resize, and
+    decode=device (decode + resize with torchvision and torch on this device; not measured without torchvision)."""
     device = torch.device(plan.device)
     chosen = [blobs[i % len(blobs)] for i in range(plan.deviation_images)]
     exact = six_metrics(encoder, torch.stack([preprocess(load_rgb(io.BytesIO(b))) for b in chosen]), device)
     region = Preprocessor(encoder.processor, resize="crop_region")
     ours = six_metrics(encoder, torch.stack([region(load_rgb(io.BytesIO(b))) for b in chosen]), device)
     report_metric_deviation(report, "deviation", "crop_region vs exact", ours, exact)
-    if device.type == "cuda":
-        ours = six_metrics(encoder, device_decode_pixels(chosen, preprocess, device), device)
-        report_metric_deviation(report, "deviation", "GPU decode+resize vs exact", ours, exact)
+    if importlib.util.find_spec("torchvision") is None:
+        report.add("deviation", "decode=device vs exact", "not measured (no torchvision)")
+        return
+    ours = six_metrics(encoder, device_decode_pixels(chosen, preprocess, device), device)
+    report_metric_deviation(report, "deviation", f"decode=device ({device.type}) vs exact", ours, exact)
 
 
 def measure_processor_deviation(report: Report, encoder, blobs: list[bytes], default: Preprocessor,
@@ -377,13 +376,14 @@ def measure_bf16_weights(report: Report, encoder, plan: Plan, model_rates: dict)
 
 
 def end_to_end_rate(encoder, records: list[ImageRecord], plan: Plan, workers: int,
-                    resize: str = "exact") -> tuple[float, float, int]:
+                    resize: str = "exact", decode: str = "exact") -> tuple[float, float, int]:
     """(images/s after the first batch, images/s overall, failures) for extract_records in bf16."""
     start = time.perf_counter()
     first = None
     done = failed = 0
     for result in extract_records(encoder, records, batch_size=plan.e2e_batch, device=plan.device,
-                                  precision="bf16", num_workers=workers, keep_maps=False, resize=resize):
+                                  precision="bf16", num_workers=workers, keep_maps=False, resize=resize,
+                                  decode=decode):
         done += len(result)
         failed += len(result.failures)
         if first is None:
@@ -421,6 +421,21 @@ def measure_crop_region_end_to_end(report: Report, encoder, paths: list[Path], p
     model = model_rates.get(("bf16", plan.e2e_batch))
     share = f"; {steady / model:.0%} of model-only" if model else ""
     report.add("end_to_end", f"files, {workers} workers, crop_region resize",
+               f"{steady:.1f} images/s steady ({overall:.1f} incl. start-up){share}; failures {failed}")
+
+
+def measure_device_decode_end_to_end(report: Report, encoder, paths: list[Path], plan: Plan,
+                                     model_rates: dict) -> None:
+    """End to end from files with decode='device' (ATTN_ASSETS_DECODE) and the most loader workers (CUDA only)."""
+    if torch.device(plan.device).type != "cuda" or importlib.util.find_spec("torchvision") is None:
+        report.add("device_decode", "end to end, files, decode=device", "not measured (needs CUDA and torchvision)")
+        return
+    records = [ImageRecord(p.stem, str(p)) for p in paths]
+    workers = plan.workers[0]
+    steady, overall, failed = end_to_end_rate(encoder, records, plan, workers, decode="device")
+    model = model_rates.get(("bf16", plan.e2e_batch))
+    share = f"; {steady / model:.0%} of model-only" if model else ""
+    report.add("end_to_end", f"files, {workers} workers, decode=device",
                f"{steady:.1f} images/s steady ({overall:.1f} incl. start-up){share}; failures {failed}")
 
 
@@ -507,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         report.run("device_decode", measure_device_decode, blobs, plan)
         report.run("deviation", measure_setting_deviation, exact_encoder, blobs, exact_preprocess, plan)
         report.run("end_to_end", measure_crop_region_end_to_end, exact_encoder, paths, plan, model_rates)
+        report.run("end_to_end", measure_device_decode_end_to_end, exact_encoder, paths, plan, model_rates)
         report.run("memory", measure_memory, plan)
         report.run("model", measure_bf16_weights, encoder, plan, model_rates)
     report.add("total", "wall time", f"{time.monotonic() - started:.0f} s; {len(report.errors)} errors")
