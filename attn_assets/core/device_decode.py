@@ -205,24 +205,37 @@ def resize_axis(image: torch.Tensor, size: int, axis: int, mode: str) -> torch.T
     return F.interpolate(image, size=tuple(shape), mode=mode, antialias=True).round_().clamp_(0, 255)
 
 
-def resize_crop(image: torch.Tensor, preprocess: Preprocessor) -> torch.Tensor:
-    """``uint8[3, H, W]`` (decoded, on any device) -> the processor's resize and centre crop, ``uint8[h, w, 3]``.
+def resize_crop(images: torch.Tensor, preprocess: Preprocessor) -> torch.Tensor:
+    """``uint8[N, 3, H, W]`` (decoded images of one size, on any device) -> the processor's resize and centre crop,
+    ``uint8[N, h, w, 3]``.
 
     Pillow's two passes in Pillow's order, each rounded to 8 bits; the first pass's output is cut to the crop's
     columns (rows) before the second pass, which treats them independently. Geometry from
     ``preprocess.crop_geometry``, the exact path's.
     """
-    height, width = int(image.shape[-2]), int(image.shape[-1])
+    height, width = int(images.shape[-2]), int(images.shape[-1])
     g = preprocess.crop_geometry(width, height)
     mode = INTERPOLATION_MODES[preprocess.resample]
-    x = image[None].float()
+    x = images.float()
     if horizontal_first(width, height, g.resized_width, g.resized_height):
         x = resize_axis(x, g.resized_width, -1, mode)[..., g.left : g.left + g.crop_width]
         x = resize_axis(x, g.resized_height, -2, mode)[..., g.top : g.top + g.crop_height, :]
     else:
         x = resize_axis(x, g.resized_height, -2, mode)[..., g.top : g.top + g.crop_height, :]
         x = resize_axis(x, g.resized_width, -1, mode)[..., g.left : g.left + g.crop_width]
-    return x[0].to(torch.uint8).permute(1, 2, 0)
+    return x.to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def resize_crop_by_size(images: dict[int, torch.Tensor], preprocess: Preprocessor) -> dict[int, torch.Tensor]:
+    """:func:`resize_crop` of each image (``uint8[3, H, W]`` by position), images of one size in one call
+    (OSV-5M's photos are mostly 792x512: one call per batch) -> ``uint8[h, w, 3]`` by position."""
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for position, image in images.items():
+        by_size.setdefault(tuple(image.shape), []).append(position)
+    cropped: dict[int, torch.Tensor] = {}
+    for positions in by_size.values():
+        cropped.update(zip(positions, resize_crop(torch.stack([images[i] for i in positions]), preprocess)))
+    return cropped
 
 
 def decode_all(encoded: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
@@ -254,18 +267,19 @@ def decode_on_device(batch: EncodedBatch, preprocess: Preprocessor, device: torc
     table = normalisation_table(preprocess.processor).to(device)
     positions = [i for i, source in enumerate(batch.sources) if source.ndim == 1]
     decoded = dict(zip(positions, decode_all([batch.sources[i] for i in positions], device)))
+    usable = {i: image for i, image in decoded.items()
+              if image is not None and tuple(image.shape[-2:]) == batch.image_sizes[i][::-1]}
+    cropped = resize_crop_by_size(usable, preprocess)
     kept = Batch([], [], torch.empty(0), list(batch.failures), [])
     pixels: list[torch.Tensor] = []
     for i, source in enumerate(batch.sources):
-        image = decoded.get(i, source)
-        if i in decoded and (image is None or tuple(image.shape[-2:]) != batch.image_sizes[i][::-1]):
+        image = cropped.get(i, source)
+        if i in decoded and i not in cropped:
             result = load_one(batch.records[i], preprocess, uint8=True)
             if isinstance(result, ImageFailure):
                 kept.failures.append(result)
                 continue
             image = result[0]
-        elif i in decoded:
-            image = resize_crop(image, preprocess)
         kept.image_ids.append(batch.image_ids[i])
         kept.paths.append(batch.paths[i])
         kept.image_sizes.append(batch.image_sizes[i])

@@ -115,7 +115,7 @@ def test_cpu_decode_is_pils_and_the_resize_within_its_bound(odd_jpegs, preproces
         decoded = decode_jpeg(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8))
         pil = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
         assert torch.equal(decoded, pil), path.name
-        difference = (resize_crop(decoded, preprocess).int() - preprocess.pixels(Image.open(path)).int()).abs()
+        difference = (resize_crop(decoded[None], preprocess)[0].int() - preprocess.pixels(Image.open(path)).int()).abs()
         if int(difference.max()) > RESIZE_TOLERANCE:
             exceeding.append((path.name, int(difference.max())))
     assert not exceeding
@@ -190,3 +190,17 @@ def test_zip_members_decode_on_the_device(preprocess, odd_jpegs, tmp_path):
                          normalisation_table(preprocess.processor))
     assert float(levels.max()) <= RESIZE_TOLERANCE + 1e-3
     assert torch.equal(device.pixel_values[-1], preprocess.normalize(exact.pixel_values)[-1])  # the PNG
+
+
+@needs_torchvision
+def test_loader_workers_hand_over_encoded_batches(preprocess, odd_jpegs, sample_images):
+    """In a worker process, the loader's ``load`` (load_encoded_batch) and its batches cross as pickles."""
+    from attn_assets.core.device_decode import EncodedBatch
+    from attn_assets.core.loader import iter_batches
+
+    records = records_of([*odd_jpegs[:3], sample_images["square_300.png"]])
+    batches = list(iter_batches(records, preprocess, 2, num_workers=1, uint8=True, load=load_encoded_batch))
+    assert all(isinstance(batch, EncodedBatch) for batch in batches)
+    assert [source.ndim for batch in batches for source in batch.sources] == [1, 1, 1, 3]
+    inline = load_encoded_batch(records, preprocess)
+    assert all(torch.equal(a, b) for a, b in zip([s for b in batches for s in b.sources], inline.sources))
