@@ -171,8 +171,9 @@ DECODE_MODES = ("exact", "device")
 
 def decode_setting() -> str:
     """ATTN_ASSETS_DECODE: ``exact`` (default; PIL decodes and resizes, the processor's pixels bit for bit) or
-    ``device`` (JPEGs decoded and resized on the model's device with torchvision; a grey level off on some pixels,
-    see attn_assets.core.device_decode and README 'The data path')."""
+    ``device`` (JPEGs decoded and resized on the model's device with torchvision: up to 2 grey levels off on a few
+    pixels on the CPU, more where nvJPEG decodes on CUDA; see attn_assets.core.device_decode and README 'The data
+    path')."""
     value = (_env(ENV_DECODE) or "exact").lower()
     if value not in DECODE_MODES:
         raise ValueError(f"{ENV_DECODE}={value!r}: use one of {', '.join(DECODE_MODES)}")
