@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
                     "resize=crop_region (for scale)": metrics_of(encoder, records, "exact", "crop_region")}
         for label, ours in settings.items():
             print(f"\nsix metrics of the demo model, fp32 CPU, {label} vs exact ({len(records)} images):")
-            print("| metric | max abs difference (relative to max exact) | median abs difference | images that differ |")
+            print("| metric | max abs difference (relative to max exact) | median abs difference "
+                  "| images that differ |")
             print("|---|---|---|---|")
             for name in METRIC_NAMES:
                 diff = np.abs(ours[name] - exact[name])

@@ -50,7 +50,8 @@ def pil_encoder(tiny_encoder, tiny_model_dir):
     pixels the device path mirrors (with torchvision installed transformers would pick its torchvision backend)."""
     from transformers import AutoImageProcessor
 
-    return dataclasses.replace(tiny_encoder, processor=AutoImageProcessor.from_pretrained(tiny_model_dir, backend="pil"))
+    processor = AutoImageProcessor.from_pretrained(tiny_model_dir, backend="pil")
+    return dataclasses.replace(tiny_encoder, processor=processor)
 
 
 @pytest.fixture(scope="module")
