@@ -156,7 +156,7 @@ def test_other_formats_take_the_exact_path_bit_for_bit(preprocess, sample_images
 
 
 @needs_torchvision
-def test_unreadable_files_are_the_exact_paths_failure_rows(preprocess, bad_images, sample_images):
+def test_unreadable_files_are_the_exact_paths_failure_rows(pil_encoder, preprocess, bad_images, sample_images):
     """Missing, empty, truncated (a JPEG header decode_jpeg then refuses), not an image, a directory, a bomb."""
     records = [ImageRecord(name, str(path)) for name, (path, _) in bad_images.items()]
     records.append(ImageRecord("good", str(sample_images["wide_792x512.jpg"])))
@@ -166,6 +166,9 @@ def test_unreadable_files_are_the_exact_paths_failure_rows(preprocess, bad_image
     assert sorted(device.failures, key=lambda f: f.image_id) == sorted(exact.failures, key=lambda f: f.image_id)
     for failure in device.failures:
         assert bad_images[failure.image_id][1] in failure.reason
+    rows = {decode: sorted((f for r in extract_records(pil_encoder, records, batch_size=3, decode=decode)
+                            for f in r.failures), key=lambda f: f.image_id) for decode in ("exact", "device")}
+    assert rows["device"] == rows["exact"] and len(rows["exact"]) == len(bad_images)
 
 
 @needs_torchvision
