@@ -8,8 +8,8 @@ adds its own IDCT and chroma rounding (benchmarks/gpu_check.py measures that one
   share of values that differ);
 - the six metrics of the committed demo model (spec ``demo``, a small CLIP trained on the demo scenes) over the
   demo photos, fp32 on the CPU: per metric the largest absolute difference, relative to the largest exact value,
-  the median, and the share of images that differ (as the README states bf16's), beside resize=crop_region's for
-  scale;
+  the median, and the share of images that differ (as the README states bf16's), beside resize=crop_region's and
+  bf16 autocast's (on the CPU) for scale;
 - cost: images/s of each path's decode + resize + crop + normalise on one thread (time.thread_time, the CPU time
   of the working thread: the cost per core), alternating rounds, medians, and the device path's time over the
   exact path's.
@@ -59,8 +59,9 @@ def pixel_deviation(records: list[ImageRecord], preprocess: Preprocessor) -> tup
     return float(levels.max()), float((levels > 0).float().mean())
 
 
-def metrics_of(encoder, records: list[ImageRecord], decode: str, resize: str = "exact") -> dict[str, np.ndarray]:
-    results = list(extract_records(encoder, records, batch_size=12, device="cpu", precision="fp32",
+def metrics_of(encoder, records: list[ImageRecord], decode: str, resize: str = "exact",
+               precision: str = "fp32") -> dict[str, np.ndarray]:
+    results = list(extract_records(encoder, records, batch_size=12, device="cpu", precision=precision,
                                    keep_maps=False, decode=decode, resize=resize))
     assert not any(result.failures for result in results), [r.failures for r in results]
     return {name: np.concatenate([r.metrics[name] for r in results]).astype(np.float64) for name in METRIC_NAMES}
@@ -99,12 +100,18 @@ def main(argv: list[str] | None = None) -> None:
         worst, share = pixel_deviation(records, preprocess)
         print(f"\npixels, device vs exact over {len(records)} demo photos: max {worst:.0f} grey levels, "
               f"{share:.2%} of values differ")
+        default = Preprocessor(load_encoder("demo", "cpu").processor)
+        if type(default.processor) is not type(encoder.processor):
+            worst, share = pixel_deviation(records, default)
+            print(f"against transformers' default processor here ({type(default.processor).__name__}, the exact "
+                  f"path where torchvision is installed): max {worst:.0f} grey levels, {share:.2%} of values differ")
 
         exact = metrics_of(encoder, records, "exact")
         settings = {"decode=device": metrics_of(encoder, records, "device"),
-                    "resize=crop_region (for scale)": metrics_of(encoder, records, "exact", "crop_region")}
+                    "resize=crop_region (for scale)": metrics_of(encoder, records, "exact", "crop_region"),
+                    "bf16 autocast (for scale)": metrics_of(encoder, records, "exact", precision="bf16")}
         for label, ours in settings.items():
-            print(f"\nsix metrics of the demo model, fp32 CPU, {label} vs exact ({len(records)} images):")
+            print(f"\nsix metrics of the demo model on the CPU, {label} vs exact fp32 ({len(records)} images):")
             print("| metric | max abs difference (relative to max exact) | median abs difference "
                   "| images that differ |")
             print("|---|---|---|---|")
