@@ -18,8 +18,8 @@ sums 22-bit fixed-point weights and rounds half up, torch sums float32 weights a
 within about 1e-5 of a half lands one level apart, and the second pass can carry that level on
 (:data:`RESIZE_TOLERANCE`). The decode itself is bit-identical to PIL's on the CPU (both libjpeg-turbo, islow IDCT,
 fancy upsampling); nvJPEG on CUDA rounds its IDCT and chroma upsampling differently: benchmarks/gpu_check.py
-measured up to 50 grey levels on 19.5% of the decoded values of synthetic photos on an H200 (before the resize,
-which averages much of it away), and reports the six metrics' deviation there.
+measured up to 50 grey levels on 19.5% of the decoded values (before the resize) of its synthetic photos on an
+H200, and reports the six metrics' deviation of this whole path there.
 
 torchvision 0.29 deprecates its image decoders in favour of TorchCodec (a DeprecationWarning per call); this module
 is where a TorchCodec decode would go.
