@@ -35,6 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from attn_assets.settings import (
+    decode_setting,
+    resize_setting,
     DEFAULT_MODEL,
     Settings,
     ablation_fraction_from_env,
@@ -309,10 +311,26 @@ def resolved_precision(precision: str, device: str) -> str:
         return f"{precision or 'auto'} on {device or 'auto'}"
 
 
+def _pixel_parts(*, decode: bool = False) -> dict[str, str]:
+    """The pixel-path settings that change the model's input, named only when not the exact default (so the
+    recipes of exact runs keep their fingerprints): ATTN_ASSETS_RESIZE, and ATTN_ASSETS_DECODE for the passes that
+    honour it (``decode``). A bad value is left for the run to report."""
+    parts = {}
+    try:
+        if (resize := resize_setting()) != "exact":
+            parts["resize"] = resize
+        if decode and (mode := decode_setting()) != "exact":
+            parts["decode"] = mode
+    except ValueError:
+        pass
+    return parts
+
+
 def model_recipe(pass_name: str, model: str, precision: str, device: str, **settings: object) -> Recipe:
     """Recipe of a pass that runs the encoder (statistics, rollout, ablation)."""
     return Recipe.build(pass_name, model.strip(), code_version=PASS_CODE_VERSIONS[pass_name],
-                        precision=resolved_precision(precision, device), **model_parts(model), **settings)
+                        precision=resolved_precision(precision, device), **model_parts(model),
+                        **_pixel_parts(decode=pass_name == "statistics"), **settings)
 
 
 def statistics_recipe(model: str, precision: str, device: str) -> Recipe:

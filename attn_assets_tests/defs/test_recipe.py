@@ -139,3 +139,21 @@ def test_code_version_never_fails_the_definitions_load(monkeypatch, setting):
     monkeypatch.setenv("ATTN_ASSETS_MODEL", "random:tiny")
     monkeypatch.setenv("ATTN_ASSETS_DEVICE", setting)
     assert R.code_version_from_env("statistics").startswith(R.PASS_CODE_VERSIONS["statistics"] + "+")
+
+
+def test_pixel_path_settings_make_results_stale_only_when_they_change_pixels(monkeypatch):
+    """crop_region and device decode change the model's input, so a shard computed with them is not the exact
+    path's; the exact default adds nothing, so recipes recorded before these settings existed stay current."""
+    monkeypatch.delenv("ATTN_ASSETS_RESIZE", raising=False)
+    monkeypatch.delenv("ATTN_ASSETS_DECODE", raising=False)
+    exact = {name: R.model_recipe(name, "random:tiny", "fp32", "cpu") for name in ("statistics", "rollout")}
+    assert "resize" not in exact["statistics"].parts_dict and "decode" not in exact["statistics"].parts_dict
+    monkeypatch.setenv("ATTN_ASSETS_RESIZE", "crop_region")
+    for name, recipe in exact.items():
+        changed = R.model_recipe(name, "random:tiny", "fp32", "cpu")
+        assert changed.fingerprint != recipe.fingerprint and "resize (none) -> crop_region" in R.stale_reason(
+            recipe.record("set"), changed, None)
+    monkeypatch.delenv("ATTN_ASSETS_RESIZE")
+    monkeypatch.setenv("ATTN_ASSETS_DECODE", "device")  # only the statistics pass decodes on the device
+    assert R.model_recipe("statistics", "random:tiny", "fp32", "cpu").parts_dict["decode"] == "device"
+    assert R.model_recipe("rollout", "random:tiny", "fp32", "cpu").fingerprint == exact["rollout"].fingerprint
