@@ -169,18 +169,18 @@ def materialize_all(
 
     ``log_level``: Dagster's console logger (CRITICAL: quiet; the summary gives each failed step's cause and
     the run's warnings). ``verbose``: also put each failed step's full trace in the summary."""
-    from attn_assets.definitions import build_definitions
-
-    # code versions from the environment now (the definitions module may have been imported under another one)
-    defs = with_recipe_code_versions(build_definitions())
-    instance = instance or dg.DagsterInstance.get()
     summary = MaterializeSummary()
     try:
-        models_setting()  # a malformed ATTN_ASSETS_MODELS stops everything before any run
+        models_setting()  # a malformed ATTN_ASSETS_MODELS stops everything, before the definitions read it
     except ValueError as error:
         summary.stopped = f"{error}\nnothing was run and no output was touched"
         summary.lines.extend(summary.stopped.split("\n"))
         return summary
+    from attn_assets.definitions import build_definitions  # its import builds the definitions (reads settings)
+
+    # code versions from the environment now (the definitions module may have been imported under another one)
+    defs = with_recipe_code_versions(build_definitions())
+    instance = instance or dg.DagsterInstance.get()
     settings = Settings.from_env()
     layout = HomeLayout(settings.home)
     logs_dir = Path(instance.root_directory) / "logs"  # beside the runs: a failed run leaves ATTN_ASSETS_HOME as it was
