@@ -35,7 +35,7 @@ def excluded_metadata(excluded: dict[str, str]) -> dict:
 def recipe_metadata(record: ShardRecord) -> dict:
     """Materialization metadata of one partition: what produced it."""
     return {
-        "model_key": dg.MetadataValue.text(record.model_key),
+        "model_spec": dg.MetadataValue.text(record.model_key),
         "recipe_fingerprint": dg.MetadataValue.text(record.fingerprint),
         "image_set": dg.MetadataValue.text(record.image_set),
         "recipe": dg.MetadataValue.md(recipe_markdown(record)),

@@ -259,7 +259,7 @@ def test_precision_code_version_processor_and_weights_make_shards_stale(home, in
     materialization = event.asset_materialization
     assert materialization.metadata["recipe_fingerprint"].value == record.fingerprint
     assert materialization.metadata["image_set"].value == record.image_set
-    assert materialization.metadata["model_key"].value == str(home.model_dir)
+    assert materialization.metadata["model_spec"].value == str(home.model_dir)
     assert materialization.tags["dagster/data_version"] and materialization.tags["dagster/code_version"].startswith("3+")
 
     # precision: every shard stale, recomputed by materialize, the warehouse holds bf16 rows only

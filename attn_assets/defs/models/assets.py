@@ -55,6 +55,9 @@ def shards_by_model(partition_keys) -> dict[str, list[str]]:
 @dg.asset(
     deps=[image_manifest, shard_image_sets],
     partitions_def=model_shard_partitions,
+    # a backfill of one model's shards runs 4 per run (Dagster groups neighbouring keys, never across models):
+    # the model loads once per run; measured in the UI on 50 shards, 13 runs instead of 50, 3.2x faster
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=4),
     pool="gpu",
     kinds={"pytorch", "parquet"},
     code_version=PASS_CODE_VERSIONS["statistics"],
@@ -96,7 +99,7 @@ def model_statistics(context: dg.AssetExecutionContext, pipeline: PipelineResour
                 # the same spec under another key (a renamed key, a removed-but-kept folder) is linked too
                 reuse=[layout.shard_parquet(shard_key), *(layout.model_shard_parquet(other, shard_key)
                                                           for other in model_folders(layout) if other != key)])
-            context.add_asset_metadata(recipe_metadata(outcome.record),
+            context.add_asset_metadata({**recipe_metadata(outcome.record), "model": dg.MetadataValue.text(key)},
                                        partition_key=dg.MultiPartitionKey({"model": key, "shard": shard_key}))
             rows.append({"model": key, "shard": shard_key, "images": outcome.images, "computed": outcome.computed,
                          "failed": outcome.failed, "seconds": round(outcome.seconds, 2)})
