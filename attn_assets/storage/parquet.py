@@ -76,7 +76,8 @@ def build_shard_results(
         cast = int if name == "num_high_attention_patches" else float
         return [cast(v) for v in values] + [None] * n_failed
 
-    flat_maps = cls_maps.reshape(n_ok, -1).astype(np.float32, copy=False)
+    # (n_ok, grid_h * grid_w); spelled out, as numpy cannot infer -1 for a shard whose every image failed
+    flat_maps = cls_maps.reshape(n_ok, int(np.prod(cls_maps.shape[1:]))).astype(np.float32, copy=False)
     if cls_embeddings is not None and len(cls_embeddings) != n_ok:
         raise ValueError(f"{len(cls_embeddings)} CLS embeddings for {n_ok} images in {shard_key}")
     embeddings = list(np.asarray(cls_embeddings, dtype=np.float16)) if cls_embeddings is not None else [None] * n_ok

@@ -298,3 +298,21 @@ def test_permission_denied_reason():
         assert "REASON=permission denied" in done.stdout.splitlines()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_shard_whose_every_image_is_bad_is_failure_rows_not_a_crash(plain_env, plain_instance):
+    """Every image of the only shard unreadable: the statistics pass writes its failure rows (an empty map array
+    of shape (0, gh, gw) once made numpy's reshape(0, -1) raise, failing the shard on every retry)."""
+    (plain_env.image_root / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(3):
+        path = plain_env.image_root / "img" / f"broken{i}.jpg"
+        path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+        rows.append({"image_id": f"broken{i}", "path": f"img/broken{i}.jpg", "country": "FR"})
+    plain_env.write_manifest(rows)
+    summary = materialize_all(instance=plain_instance)
+    assert not any("attention_statistics[" in line and "FAILED" in line for line in summary.lines), \
+        "\n".join(summary.lines)
+    store = Warehouse(HomeLayout(plain_env.home).warehouse_path)
+    assert sorted(store.query("SELECT image_id FROM image_failures")["image_id"]) == ["broken0", "broken1", "broken2"]
+    assert len(store.query("SELECT * FROM attention_statistics")) == 0

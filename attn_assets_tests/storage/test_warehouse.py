@@ -181,3 +181,27 @@ def test_cleanup_removes_only_temporaries_of_dead_writers(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+def test_model_keyed_loads_touch_only_their_model_and_drop_whole(tmp_path):
+    """A listed model's files fill the *_by_model tables keyed by model_key, beside the plain tables; reloading one
+    model never touches another's rows; a model whose every image failed still has its loads recorded, so
+    drop_model (its folder deleted) can find and remove it."""
+    store = Warehouse(tmp_path / "warehouse" / "attention.duckdb")
+    ok = _write_shard(tmp_path / "a", "shard-00000", ["a", "b"], ["x"])
+    failed_only = _write_shard(tmp_path / "b", "shard-00000", [], ["a", "b", "x"])
+    store.sync_shards({"shard-00000": ok})  # the plain tables: the default model
+    store.sync_shards({"shard-00000": ok}, model_key="clip")
+    store.sync_shards({"shard-00000": failed_only}, model_key="broken-images")
+    stats = store.query("SELECT model_key, image_id FROM attention_statistics_by_model ORDER BY ALL")
+    assert stats.values.tolist() == [["clip", "a"], ["clip", "b"]]
+    failures = store.query("SELECT model_key, count(*) AS n FROM image_failures_by_model GROUP BY ALL ORDER BY ALL")
+    assert failures.values.tolist() == [["broken-images", 3], ["clip", 1]]
+    loads = set(store.query("SELECT model_key FROM shard_loads_by_model")["model_key"])
+    assert loads == {"clip", "broken-images"}
+    assert store.sync_shards({}, model_key="clip")["dropped"] == ["shard-00000"]  # only clip's rows go
+    assert len(store.query("SELECT * FROM image_failures_by_model WHERE model_key = 'broken-images'")) == 3
+    assert len(store.query("SELECT * FROM attention_statistics")) == 2  # the plain tables untouched
+    store.drop_model("broken-images")
+    for table in ("attention_statistics_by_model", "image_failures_by_model", "shard_loads_by_model"):
+        assert len(store.query(f"SELECT * FROM {table}")) == 0, table

@@ -36,7 +36,7 @@ from attn_assets.settings import ENV_MODELS, Settings, models_setting
 from attn_assets.storage.atomic import remove_abandoned_temporaries
 from attn_assets.metric_names import METRIC_NAMES
 from attn_assets.passes.cross_model import paired_differences
-from attn_assets.storage.schema import ATTENTION_STATISTICS_BY_MODEL, MODEL_DIFFERENCES, MODELS
+from attn_assets.storage.schema import ATTENTION_STATISTICS_BY_MODEL, MODEL_DIFFERENCES, MODELS, SHARD_LOADS_BY_MODEL
 
 _COMMON = dict(group_name="models", owners=["team:attn-assets"], tags={"domain": "models"})
 
@@ -163,7 +163,7 @@ def model_tables(context: dg.AssetExecutionContext, pipeline: PipelineResource,
         report = store.sync_shards(files, model_key=key)  # as last computed: no current recipe to judge by
         loaded.append({"model": f"{key} (removed)", "loaded": len(report["loaded"]),
                        "unchanged": len(report["unchanged"]), "left out": 0})
-    held = set(store.query(f'SELECT DISTINCT model_key FROM "{ATTENTION_STATISTICS_BY_MODEL.name}"')["model_key"])
+    held = set(store.query(f'SELECT DISTINCT model_key FROM "{SHARD_LOADS_BY_MODEL.name}"')["model_key"])  # every loaded file, failures-only too
     for key in sorted(held - listed - set(present)):  # its folder was deleted: the explicit removal
         store.drop_model(key)
         context.log.info("model %s: folder deleted, rows removed", key)
