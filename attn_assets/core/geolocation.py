@@ -78,7 +78,7 @@ def spherical_medoid(lat_deg: np.ndarray, lon_deg: np.ndarray) -> tuple[np.ndarr
     if lat_deg.shape[1] < 2:
         return chosen, np.zeros(len(chosen))
     others = ~np.eye(lat_deg.shape[1], dtype=bool)[chosen]
-    spread = np.median(to_chosen[others].reshape(len(chosen), -1), axis=1)
+    spread = np.median(to_chosen[others].reshape(len(chosen), lat_deg.shape[1] - 1), axis=1)
     return chosen, spread
 
 
