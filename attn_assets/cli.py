@@ -74,7 +74,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
     print(f"attn-assets: DAGSTER_HOME={path_to_text(dagster_home)}  ATTN_ASSETS_HOME={path_to_text(settings.home)}",
           file=sys.stderr)
-    print(f"attn-assets: manifest={path_to_text(settings.manifest)}  model={path_to_text(settings.model)}"
+    models = (f"  models={', '.join(entry.key for entry in S.models_setting())} (first: the default)"
+              if S.is_set(S.ENV_MODELS) else "")
+    print(f"attn-assets: manifest={path_to_text(settings.manifest)}  model={path_to_text(settings.model)}{models}"
           + (f"  (from flags: {', '.join(applied)})" if applied else ""), file=sys.stderr)
     summary = materialize_all(force=args.force, log_level="DEBUG" if args.verbose else "CRITICAL",
                               verbose=args.verbose)

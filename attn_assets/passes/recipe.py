@@ -269,9 +269,11 @@ def _hub_parts(repo: str, revision: str | None) -> dict[str, str]:
 
 def model_parts(spec: str) -> dict[str, str]:
     """The weights' identity and the processor config behind a model spec, cheaply (see the module doc)."""
-    from attn_assets.core.model import DEFAULT_REVISIONS, RANDOM_SEED, RANDOM_SHAPES
+    from attn_assets.core.model import DEFAULT_REVISIONS, DEMO_MODEL_DIR, DEMO_SPEC, RANDOM_SEED, RANDOM_SHAPES
 
     spec = spec.strip()
+    if spec == DEMO_SPEC:  # the repository's models/demo, as load_encoder reads it (never a folder of the cwd)
+        spec = str(DEMO_MODEL_DIR)
     try:
         if spec.startswith("random:"):
             name = spec.split(":", 1)[1]

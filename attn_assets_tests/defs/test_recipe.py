@@ -157,3 +157,17 @@ def test_pixel_path_settings_make_results_stale_only_when_they_change_pixels(mon
     monkeypatch.setenv("ATTN_ASSETS_DECODE", "device")  # only the statistics pass decodes on the device
     assert R.model_recipe("statistics", "random:tiny", "fp32", "cpu").parts_dict["decode"] == "device"
     assert R.model_recipe("rollout", "random:tiny", "fp32", "cpu").fingerprint == exact["rollout"].fingerprint
+
+
+def test_the_demo_spec_is_the_repositorys_demo_model_wherever_it_runs(tmp_path, monkeypatch):
+    """'demo' names models/demo for the loader; its recipe must identify those files too, not a hub id nor a
+    folder called demo under the working directory (data/demo holds the demo images)."""
+    from attn_assets.core.model import DEMO_MODEL_DIR
+
+    if not (DEMO_MODEL_DIR / "config.json").is_file():
+        pytest.skip("models/demo is not in this checkout")
+    expected = R.model_parts(str(DEMO_MODEL_DIR))
+    assert R.model_parts("demo") == expected and expected["weights"].startswith("local ")
+    (tmp_path / "demo").mkdir()  # a decoy folder in the working directory
+    monkeypatch.chdir(tmp_path)
+    assert R.model_parts("demo") == expected
