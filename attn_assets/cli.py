@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import sys
 from collections.abc import Sequence
@@ -381,6 +382,15 @@ def cmd_sql(args: argparse.Namespace) -> int:
         if "read-only" in message.lower() or "read only" in message.lower():
             message += (f"\n`attn-assets sql` opens {path} read-only; the warehouse is changed only by "
                         "materializing its assets")
+        if isinstance(error, duckdb.CatalogException):
+            from attn_assets.storage.schema import WAREHOUSE_TABLES
+
+            known = {table.name for table in WAREHOUSE_TABLES}
+            named = [name for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", args.query) if name in known]
+            message += ("\nthe warehouse has not built " + (", ".join(sorted(set(named))) + " yet: "
+                        if named else "that table: ") +
+                        "`attn-assets materialize` builds every table (*_by_model, models, model_differences and the "
+                        "cross_model tables need ATTN_ASSETS_MODELS; README 'Outputs' lists the tables)")
         return _fail(f"query failed: {message}", EXIT_FAILED)
     if args.csv:
         frame.to_csv(sys.stdout, index=False)

@@ -54,3 +54,14 @@ def test_keys_and_the_default(monkeypatch):
     monkeypatch.delenv("ATTN_ASSETS_MODELS")
     assert models_setting() == (ModelEntry("streetclip", "geolocal/StreetCLIP"),)
     assert model_key_for("C:\\models\\My Model") == "my-model"
+
+
+def test_querying_a_table_an_older_warehouse_lacks_says_how_to_build_it(tmp_path):
+    import duckdb
+
+    database = tmp_path / "attention.duckdb"
+    with duckdb.connect(str(database)) as con:  # a warehouse written before the models group existed
+        con.execute("CREATE TABLE attention_statistics (image_id VARCHAR)")
+    result = _cli(tmp_path, "sql", "--database", str(database), "SELECT * FROM models JOIN model_differences USING (model_key)")
+    assert result.returncode != 0
+    assert "the warehouse has not built model_differences, models yet: `attn-assets materialize`" in result.stderr
