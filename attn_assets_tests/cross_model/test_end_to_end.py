@@ -56,19 +56,26 @@ def build_tiny_vit(directory: Path) -> Path:
     return directory
 
 
-@pytest.fixture
-def cross_env(tmp_path, monkeypatch, tiny_model_dir):
-    manifest = write_demo_data(tmp_path / "demo", n_images=IMAGES)
+def demo_home(tmp_path: Path, monkeypatch, images: int) -> Path:
+    """A demo manifest of ``images`` photos in 2 shards, a temp ATTN_ASSETS_HOME and DAGSTER_HOME, CPU settings; no
+    model set (the tests list theirs in ATTN_ASSETS_MODELS). Returns the home."""
+    manifest = write_demo_data(tmp_path / "demo", n_images=images)
     home, dagster_home = tmp_path / "home", tmp_path / "dagster_home"
     dagster_home.mkdir()
-    specs = {"clip": str(tiny_model_dir), "dinov2": str(build_tiny_dinov2_registers(tmp_path / "dinov2_registers")),
-             "siglip": str(build_tiny_siglip(tmp_path / "siglip"))}
     env = {"ATTN_ASSETS_HOME": home, "DAGSTER_HOME": dagster_home, "ATTN_ASSETS_MANIFEST": manifest,
-           "ATTN_ASSETS_DEVICE": "cpu", "ATTN_ASSETS_NUM_WORKERS": 0, "ATTN_ASSETS_SHARD_SIZE": IMAGES // 2,
+           "ATTN_ASSETS_DEVICE": "cpu", "ATTN_ASSETS_NUM_WORKERS": 0, "ATTN_ASSETS_SHARD_SIZE": images // 2,
            "ATTN_ASSETS_BATCH_SIZE": 4, "ATTN_ASSETS_GALLERY_SIZE": 2}
     for name, value in env.items():
         monkeypatch.setenv(name, str(value))
     monkeypatch.delenv("ATTN_ASSETS_MODEL", raising=False)
+    return home
+
+
+@pytest.fixture
+def cross_env(tmp_path, monkeypatch, tiny_model_dir):
+    home = demo_home(tmp_path, monkeypatch, IMAGES)
+    specs = {"clip": str(tiny_model_dir), "dinov2": str(build_tiny_dinov2_registers(tmp_path / "dinov2_registers")),
+             "siglip": str(build_tiny_siglip(tmp_path / "siglip"))}
     return home, specs
 
 

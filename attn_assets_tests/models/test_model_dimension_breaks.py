@@ -10,13 +10,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from attn_assets.catalog.demo_data import write_demo_data
 from attn_assets.orchestration import materialize_all
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.schema import BY_MODEL_TABLES
 from attn_assets.storage.warehouse import Warehouse
 from attn_assets_tests.core.test_siglip import build_tiny_siglip
-from attn_assets_tests.cross_model.test_end_to_end import build_tiny_vit
+from attn_assets_tests.cross_model.test_end_to_end import build_tiny_vit, demo_home
 
 IMAGES = 4
 BY_MODEL = tuple(table.name for table in BY_MODEL_TABLES.values())
@@ -24,17 +23,9 @@ BY_MODEL = tuple(table.name for table in BY_MODEL_TABLES.values())
 
 @pytest.fixture
 def home_env(tmp_path, monkeypatch, tiny_model_dir):
-    manifest = write_demo_data(tmp_path / "demo", n_images=IMAGES)
-    home, dagster_home = tmp_path / "home", tmp_path / "dagster_home"
-    dagster_home.mkdir()
+    home = demo_home(tmp_path, monkeypatch, IMAGES)
     specs = {"clip": str(tiny_model_dir), "vit": str(build_tiny_vit(tmp_path / "vit")),
              "siglip": str(build_tiny_siglip(tmp_path / "siglip"))}
-    env = {"ATTN_ASSETS_HOME": home, "DAGSTER_HOME": dagster_home, "ATTN_ASSETS_MANIFEST": manifest,
-           "ATTN_ASSETS_DEVICE": "cpu", "ATTN_ASSETS_NUM_WORKERS": 0, "ATTN_ASSETS_SHARD_SIZE": IMAGES // 2,
-           "ATTN_ASSETS_BATCH_SIZE": 4, "ATTN_ASSETS_GALLERY_SIZE": 2}
-    for name, value in env.items():
-        monkeypatch.setenv(name, str(value))
-    monkeypatch.delenv("ATTN_ASSETS_MODEL", raising=False)
     return home, specs
 
 
