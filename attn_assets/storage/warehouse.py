@@ -189,6 +189,27 @@ def _fill_uniform_baselines(con: duckdb.DuckDBPyConnection, table: Table,
                     [float(values[m]) for m in METRIC_NAMES] + [int(num_patches), *params])
 
 
+def _insert_country_aggregates(con: duckdb.DuckDBPyConnection, target: Table, statistics: Table,
+                               uniform_baselines: Callable[[int], Mapping[str, float]] | None,
+                               by_model: bool = False) -> None:
+    """INSERT the seed's groupby('country').agg(...) of ``statistics`` into ``target`` (per model_key too when
+    ``by_model``), then its uniform baselines (see :meth:`Warehouse.refresh_country_aggregates`)."""
+    groups = "model_key, country" if by_model else "country"
+    model = "s.model_key, " if by_model else ""
+    con.execute(
+        f'INSERT INTO "{target.name}" BY NAME SELECT {model}s.country AS country, '
+        "CASE WHEN s.country IS NULL THEN ? ELSE any_value(i.country_name) END AS country_name, "
+        f'count(*) AS image_count, {_metric_aggregates_sql()} FROM "{statistics.name}" s '
+        f'LEFT JOIN "{IMAGES.name}" i USING (image_id) GROUP BY {model}s.country',
+        [UNKNOWN_COUNTRY])
+    if uniform_baselines is not None:
+        _fill_uniform_baselines(
+            con, target, uniform_baselines,
+            f'SELECT {groups} FROM "{statistics.name}" GROUP BY {groups} HAVING max(num_patches) = ?',
+            ("a.model_key = g.model_key AND " if by_model else "") + "a.country IS NOT DISTINCT FROM g.country",
+            statistics=statistics)
+
+
 class Warehouse:
     """`attention.duckdb` plus the rules for touching it."""
 
@@ -417,7 +438,6 @@ class Warehouse:
         transaction."""
         position = {key: i for i, (key, _) in enumerate(listed)}
         specs = dict(listed)
-        aggregates = _metric_aggregates_sql()
         statistics = ATTENTION_STATISTICS_BY_MODEL.name
         with self.writer() as con:
             with transaction(con):
@@ -433,21 +453,9 @@ class Warehouse:
                     con.execute(f'INSERT INTO "{MODELS.name}" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
                                 [key, spec, position.get(key), position.get(key) == 0, key in specs, loaded,
                                  excluded.get(key, 0), images, failures])
-                table = COUNTRY_AGGREGATES_BY_MODEL.name
-                con.execute(f'DELETE FROM "{table}"')
-                con.execute(
-                    f'INSERT INTO "{table}" BY NAME SELECT s.model_key, s.country AS country, '
-                    "CASE WHEN s.country IS NULL THEN ? ELSE any_value(i.country_name) END AS country_name, "
-                    f'count(*) AS image_count, {aggregates} FROM "{statistics}" s '
-                    f'LEFT JOIN "{IMAGES.name}" i USING (image_id) GROUP BY s.model_key, s.country',
-                    [UNKNOWN_COUNTRY])
-                if uniform_baselines is not None:
-                    _fill_uniform_baselines(
-                        con, COUNTRY_AGGREGATES_BY_MODEL, uniform_baselines,
-                        f'SELECT model_key, country FROM "{statistics}" GROUP BY model_key, country '
-                        "HAVING max(num_patches) = ?",
-                        "a.model_key = g.model_key AND a.country IS NOT DISTINCT FROM g.country",
-                        statistics=ATTENTION_STATISTICS_BY_MODEL)
+                con.execute(f'DELETE FROM "{COUNTRY_AGGREGATES_BY_MODEL.name}"')
+                _insert_country_aggregates(con, COUNTRY_AGGREGATES_BY_MODEL, ATTENTION_STATISTICS_BY_MODEL,
+                                           uniform_baselines, by_model=True)
             return con.execute(f'SELECT count(*) FROM "{MODELS.name}"').fetchone()[0]
 
     def refresh_country_aggregates(self, uniform_baselines: Callable[[int], Mapping[str, float]] | None = None) -> int:
@@ -456,26 +464,12 @@ class Warehouse:
         `uniform_baselines(num_patches)` gives each metric's value for uniform attention; it fills
         the `<metric>_uniform` columns beside the real values, so "entropy 4.5" can be read.
         """
-        aggregates = _metric_aggregates_sql()
         with self.writer() as con:
             with transaction(con):
                 # dropped and re-created: homes written before the NULL-country row had a primary key on country
                 con.execute(f'DROP TABLE IF EXISTS "{COUNTRY_AGGREGATES.name}"')
                 con.execute(COUNTRY_AGGREGATES.create_sql())
-                con.execute(
-                    f'INSERT INTO "{COUNTRY_AGGREGATES.name}" BY NAME '
-                    "SELECT s.country AS country, "
-                    "CASE WHEN s.country IS NULL THEN ? ELSE any_value(i.country_name) END AS country_name, "
-                    f"count(*) AS image_count, {aggregates} "
-                    f'FROM "{ATTENTION_STATISTICS.name}" s LEFT JOIN "{IMAGES.name}" i USING (image_id) '
-                    "GROUP BY s.country",
-                    [UNKNOWN_COUNTRY],
-                )
-                if uniform_baselines is not None:
-                    _fill_uniform_baselines(
-                        con, COUNTRY_AGGREGATES, uniform_baselines,
-                        f'SELECT country FROM "{ATTENTION_STATISTICS.name}" GROUP BY country HAVING max(num_patches) = ?',
-                        "a.country IS NOT DISTINCT FROM g.country")
+                _insert_country_aggregates(con, COUNTRY_AGGREGATES, ATTENTION_STATISTICS, uniform_baselines)
             return con.execute(f'SELECT count(*) FROM "{COUNTRY_AGGREGATES.name}"').fetchone()[0]
 
     def refresh_group_aggregates(self, uniform_baselines: Callable[[int], Mapping[str, float]] | None = None,
