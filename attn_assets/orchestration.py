@@ -148,16 +148,27 @@ def _manifest_escape_hint(layout: HomeLayout) -> str | None:
 def model_load_problem(settings: Settings) -> str | None:
     """Load the attention model once, as the shard runs of this process will use it (it stays cached), and say
     why it cannot load; None when it loads. The message is the loader's: what failed and what to do."""
-    from attn_assets.core.model import ModelLoadError
-    from attn_assets.known_warnings import quiet_hub_retries
     from attn_assets.resources import AttentionModelResource
 
+    error = load_error(AttentionModelResource(model=settings.model, device=settings.device), settings.model)
+    if error is None:
+        return None
+    return (f"model '{settings.model}' cannot be loaded: {_indented(str(error))}\n"
+            f"nothing was run and no output was touched; fix {ENV_MODEL} (or --model) and run again")
+
+
+def load_error(resource, spec: str) -> Exception | None:
+    """Load ``spec`` through ``resource`` (``AttentionModelResource.encoder_for``: kept for this process's runs) and
+    return why it cannot load; None when it loads. huggingface_hub's per-attempt "Retrying in 8s" lines are
+    silenced meanwhile: they would bury the one cause."""
+    from attn_assets.core.model import ModelLoadError
+    from attn_assets.known_warnings import quiet_hub_retries
+
     try:
-        with quiet_hub_retries():  # its per-attempt "Retrying in 8s" lines would bury the one cause below
-            AttentionModelResource(model=settings.model, device=settings.device).encoder()
+        with quiet_hub_retries():
+            resource.encoder_for(spec)
     except (ModelLoadError, OSError, ValueError, RuntimeError) as error:
-        return (f"model '{settings.model}' cannot be loaded: {_indented(str(error))}\n"
-                f"nothing was run and no output was touched; fix {ENV_MODEL} (or --model) and run again")
+        return error
     return None
 
 
@@ -297,18 +308,16 @@ def _models_stage(instance, force: bool, run, summary: MaterializeSummary, layou
     """With ATTN_ASSETS_MODELS set: each listed model in turn (loaded once, released before the next) over every
     shard whose file is missing or stale for it; a model that cannot load is reported and skipped, the others run.
     Then the *_by_model tables, and with two or more models the cross-model comparison."""
-    from attn_assets.core.model import ModelLoadError
     from attn_assets.defs.models.assets import model_folders
-    from attn_assets.defs.needs_run import latest_storage_id
+    from attn_assets.defs.needs_run import latest_storage_id, model_shards_needing_run
     from attn_assets.defs.partitions import sync_model_partitions
-    from attn_assets.known_warnings import quiet_hub_retries
     from attn_assets.passes.cross_model import shard_is_current
-    from attn_assets.defs.needs_run import model_shards_needing_run
     from attn_assets.passes.current import model_state
     from attn_assets.resources import AttentionModelResource, release_other_encoder
     from attn_assets.settings import ENV_MODELS, is_set, models_setting
 
-    if not is_set(ENV_MODELS) and not _held_in_warehouse(layout):
+    held = _held_in_warehouse(layout)
+    if not is_set(ENV_MODELS) and not held:
         return  # a list unset after use still runs: its one model becomes the default of models and the pairs go
     entries = models_setting()
     sync_model_partitions(instance, layout.models_dir)
@@ -324,10 +333,7 @@ def _models_stage(instance, force: bool, run, summary: MaterializeSummary, layou
         if not force:
             summary.lines.append(f"model_statistics[{entry.key}]: {len(keys)} shards to run: "
                                  f"{summarize_reasons(needed[entry.key])}")
-        try:
-            with quiet_hub_retries():
-                resource.encoder_for(entry.spec)  # kept for this model's runs in this process
-        except (ModelLoadError, OSError, ValueError, RuntimeError) as error:
+        if (error := load_error(resource, entry.spec)) is not None:
             summary.failed_models.append(entry.key)
             summary.lines.append(f"model_statistics[{entry.key}]: model '{entry.spec}' cannot be loaded: "
                                  f"{_indented(str(error))}")
@@ -342,7 +348,7 @@ def _models_stage(instance, force: bool, run, summary: MaterializeSummary, layou
                  latest_storage_id(instance, dg.AssetKey("attention_warehouse")))
     if force or ran or newest > latest_storage_id(instance, dg.AssetKey("model_tables")) \
             or _listed_in_warehouse(layout) != [entry.key for entry in entries] \
-            or _held_in_warehouse(layout) != {entry.key for entry in entries} | set(model_folders(layout)):
+            or held != {entry.key for entry in entries} | set(model_folders(layout)):
         run("model_tables_job", "model tables (*_by_model, models)")
     else:
         summary.lines.append("model tables: up to date")

@@ -90,6 +90,7 @@ def model_statistics(context: dg.AssetExecutionContext, pipeline: PipelineResour
                              f"computed (the other models' are unaffected). Fix or remove it in {ENV_MODELS}.") from error
         recipe = statistics_recipe(entry.spec, attention_model.precision, attention_model.device)
         remove_abandoned_temporaries(layout.model_shards_dir(key))
+        others = [other for other in model_folders(layout) if other != key]
         for shard_key in shard_keys:
             outcome = compute_statistics_shard(
                 layout=layout, shard_key=shard_key, encoder=encoder, model_spec=entry.spec, device=device,
@@ -97,14 +98,12 @@ def model_statistics(context: dg.AssetExecutionContext, pipeline: PipelineResour
                 logger=context.log, progress_bar=attention_model.progress_bar, recipe=recipe,
                 output=layout.model_shard_parquet(key, shard_key),
                 # the same spec under another key (a renamed key, a removed-but-kept folder) is linked too
-                reuse=[layout.shard_parquet(shard_key), *(layout.model_shard_parquet(other, shard_key)
-                                                          for other in model_folders(layout) if other != key)])
+                reuse=[layout.shard_parquet(shard_key),
+                       *(layout.model_shard_parquet(other, shard_key) for other in others)])
             context.add_asset_metadata({**recipe_metadata(outcome.record), "model": dg.MetadataValue.text(key)},
                                        partition_key=dg.MultiPartitionKey({"model": key, "shard": shard_key}))
             rows.append({"model": key, "shard": shard_key, "images": outcome.images, "computed": outcome.computed,
                          "failed": outcome.failed, "seconds": round(outcome.seconds, 2)})
-        if entry.spec != attention_model.model:
-            del encoder
     release_other_encoder()
     frame = pd.DataFrame(rows)
     return dg.MaterializeResult(metadata={
