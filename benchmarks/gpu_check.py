@@ -413,15 +413,21 @@ def measure_end_to_end(report: Report, encoder, paths: list[Path], archive: Path
                 report.add("end_to_end", f"{source}, {workers} workers", f"ERROR {type(error).__name__}: {error}"[:300])
 
 
-def measure_crop_region_end_to_end(report: Report, encoder, paths: list[Path], plan: Plan, model_rates: dict) -> None:
-    """End to end from files with resize='crop_region' and the most loader workers."""
+def _measure_setting_end_to_end(report: Report, encoder, paths: list[Path], plan: Plan, model_rates: dict,
+                                label: str, **setting: str) -> None:
+    """End to end from files with one pixel-path ``setting`` (resize= or decode=) and the most loader workers."""
     records = [ImageRecord(p.stem, str(p)) for p in paths]
     workers = plan.workers[0]
-    steady, overall, failed = end_to_end_rate(encoder, records, plan, workers, resize="crop_region")
+    steady, overall, failed = end_to_end_rate(encoder, records, plan, workers, **setting)
     model = model_rates.get(("bf16", plan.e2e_batch))
     share = f"; {steady / model:.0%} of model-only" if model else ""
-    report.add("end_to_end", f"files, {workers} workers, crop_region resize",
+    report.add("end_to_end", f"files, {workers} workers, {label}",
                f"{steady:.1f} images/s steady ({overall:.1f} incl. start-up){share}; failures {failed}")
+
+
+def measure_crop_region_end_to_end(report: Report, encoder, paths: list[Path], plan: Plan, model_rates: dict) -> None:
+    """End to end from files with resize='crop_region' and the most loader workers."""
+    _measure_setting_end_to_end(report, encoder, paths, plan, model_rates, "crop_region resize", resize="crop_region")
 
 
 def measure_device_decode_end_to_end(report: Report, encoder, paths: list[Path], plan: Plan,
@@ -430,13 +436,7 @@ def measure_device_decode_end_to_end(report: Report, encoder, paths: list[Path],
     if torch.device(plan.device).type != "cuda" or importlib.util.find_spec("torchvision") is None:
         report.add("device_decode", "end to end, files, decode=device", "not measured (needs CUDA and torchvision)")
         return
-    records = [ImageRecord(p.stem, str(p)) for p in paths]
-    workers = plan.workers[0]
-    steady, overall, failed = end_to_end_rate(encoder, records, plan, workers, decode="device")
-    model = model_rates.get(("bf16", plan.e2e_batch))
-    share = f"; {steady / model:.0%} of model-only" if model else ""
-    report.add("end_to_end", f"files, {workers} workers, decode=device",
-               f"{steady:.1f} images/s steady ({overall:.1f} incl. start-up){share}; failures {failed}")
+    _measure_setting_end_to_end(report, encoder, paths, plan, model_rates, "decode=device", decode="device")
 
 
 def measure_device_decode(report: Report, blobs: list[bytes], plan: Plan) -> None:
