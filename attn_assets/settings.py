@@ -160,9 +160,14 @@ RESIZE_MODES = ("exact", "crop_region")
 def resize_setting() -> str:
     """ATTN_ASSETS_RESIZE: ``exact`` (default; the processor's pixels bit for bit) or ``crop_region`` (resizes only the
     region that lands in the centre crop: faster, within 2 grey levels on a few pixels; see README 'The data path')."""
-    value = (_env(ENV_RESIZE) or "exact").lower()
-    if value not in RESIZE_MODES:
-        raise ValueError(f"{ENV_RESIZE}={value!r}: use one of {', '.join(RESIZE_MODES)}")
+    return _choice_setting(ENV_RESIZE, RESIZE_MODES)
+
+
+def _choice_setting(name: str, choices: tuple[str, ...]) -> str:
+    """The setting ``name``, lower-cased, one of ``choices`` (unset: the first). Raises ValueError naming it."""
+    value = (_env(name) or choices[0]).lower()
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: use one of {', '.join(choices)}")
     return value
 
 
@@ -174,10 +179,7 @@ def decode_setting() -> str:
     ``device`` (JPEGs decoded and resized on the model's device with torchvision: up to 2 grey levels off on a few
     pixels on the CPU, more where nvJPEG decodes on CUDA; see attn_assets.core.device_decode and README 'The data
     path')."""
-    value = (_env(ENV_DECODE) or "exact").lower()
-    if value not in DECODE_MODES:
-        raise ValueError(f"{ENV_DECODE}={value!r}: use one of {', '.join(DECODE_MODES)}")
-    return value
+    return _choice_setting(ENV_DECODE, DECODE_MODES)
 
 
 def image_root_setting() -> str | None:
