@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 # Geolocation (PLONK, PyPI diff-plonk) needs torchvision, which here pairs only with torch 2.14.1 (a ~5.5 GB CUDA
-# build), and pins scipy==1.13.1: it gets its own venv so the core install stays lean.
+# build), and pins scipy==1.13.1: it gets its own venv so the core install stays lean. --no-cache-dir: a downloaded
+# CUDA torch would otherwise sit in pip's cache too (another 3 GB of disk).
 PLONK_VENV ?= .venv-plonk
 PLONK_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
@@ -17,17 +18,17 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-cache-dir --upgrade pip
+	$(PY) -m pip install --quiet --no-cache-dir "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet --no-cache-dir -e ".[test]"
 	touch $@
 
 setup-plonk: $(PLONK_VENV)/.installed
 
 $(PLONK_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(PLONK_VENV)
-	$(PLONK_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(PLONK_VENV)/bin/python -m pip install --quiet $(PLONK_TORCH_SPEC) -e ".[plonk]" "pytest>=8" "psutil>=5.9"
+	$(PLONK_VENV)/bin/python -m pip install --quiet --no-cache-dir --upgrade pip
+	$(PLONK_VENV)/bin/python -m pip install --quiet --no-cache-dir $(PLONK_TORCH_SPEC) -e ".[plonk]" "pytest>=8" "psutil>=5.9"
 	touch $@
 
 demo: setup

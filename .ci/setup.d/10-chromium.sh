@@ -20,4 +20,5 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+$SUDO apt-get clean  # the downloaded .deb files are not needed once installed
 echo "chromium: $(chromium --version 2>/dev/null | head -n1)"
