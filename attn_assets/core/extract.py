@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ from attn_assets.settings import DECODE_MODES, decode_setting, resize_setting
 
 from .analyses import same_pass_analyses
 from .device_decode import check_supported, decode_on_device, load_encoded_batch
-from .loader import ImageFailure, ImageRecord, iter_batches, load_batch
+from .loader import Batch, ImageFailure, ImageRecord, iter_batches, load_batch
 from .metrics import attention_metrics, metrics_to_numpy
 from .model import AttentionSite, Encoder, resolve_device
 from .preprocess import Preprocessor
@@ -454,6 +454,41 @@ def loader_workers(num_workers: int, device: torch.device) -> int:
     return num_workers
 
 
+def model_preprocessor(processor, resize: str | None = None) -> Preprocessor:
+    """The Preprocessor of every pass that runs an encoder: ``resize`` ``exact`` or ``crop_region`` (None reads
+    ATTN_ASSETS_RESIZE; see ``Preprocessor``). Raises ValueError for another value."""
+    return Preprocessor(processor, resize=resize or resize_setting())
+
+
+def model_batches(records: Iterable[ImageRecord], preprocess: Preprocessor, device: torch.device, batch_size: int,
+                  num_workers: int = 0, decode: str | None = None) -> Iterator[Batch]:
+    """The one data path from image records to a model: Batches in record order whose ``pixel_values`` are
+    ``float32[B, 3, H, W]``, normalised, on ``device`` (a batch of only failures keeps its empty CPU tensor).
+
+    Pixels cross to the device as uint8 and are normalised there (``Preprocessor.normalize``: a quarter of the
+    float32 traffic). ``decode``: ``exact`` (PIL decodes and resizes in the loader) or ``device`` (JPEGs decoded
+    and resized on ``device``, see ``core.device_decode``); None reads ATTN_ASSETS_DECODE. On a CPU device the
+    loader decodes inline whatever ``num_workers`` says (:func:`loader_workers`).
+
+    Raises ValueError for an unknown ``decode`` and DeviceDecodeUnavailable (a ValueError) where ``device`` decode
+    cannot run."""
+    decode = decode or decode_setting()
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
+    on_device = decode == "device"
+    if on_device:
+        check_supported(preprocess)
+    batches = iter_batches(records, preprocess, batch_size, loader_workers(num_workers, device),
+                           pin_memory=device.type == "cuda", uint8=True,
+                           load=load_encoded_batch if on_device else load_batch)
+    for batch in batches:
+        if on_device:
+            batch = decode_on_device(batch, preprocess, device)
+        if len(batch):
+            batch = replace(batch, pixel_values=preprocess.normalize(batch.pixel_values.to(device, non_blocking=True)))
+        yield batch
+
+
 def extract_records(
     encoder: Encoder,
     records: Iterable[ImageRecord],
@@ -470,11 +505,8 @@ def extract_records(
 ) -> Iterator[BatchResult]:
     """Stream records through the encoder; one BatchResult per loader batch, in record order.
 
-    Pixels cross to the device as uint8 and are normalised there (``Preprocessor.normalize``). ``resize``:
-    ``exact`` or ``crop_region`` (see ``Preprocessor``; None reads ATTN_ASSETS_RESIZE). On a CPU device the loader
-    decodes inline whatever ``num_workers`` says (see :func:`loader_workers`). ``decode``: ``exact`` (PIL in the
-    loader) or ``device`` (JPEGs decoded and resized on the model's device, see ``core.device_decode``; None reads
-    ATTN_ASSETS_DECODE); ``device`` raises DeviceDecodeUnavailable (a ValueError) where it cannot run.
+    The pixels come through :func:`model_batches` (``num_workers``, ``decode``: see there; ``device`` decode
+    raises DeviceDecodeUnavailable, a ValueError, where it cannot run); ``resize``: :func:`model_preprocessor`.
 
     ``analyses=True`` captures every layer and the output-token norms in the same forward and
     attaches ``core.analyses.same_pass_analyses`` (layer/head/artifact/spatial statistics) to each
@@ -483,24 +515,12 @@ def extract_records(
     if analyses:
         layers = "all"
     extractor = AttentionExtractor(encoder, device=device, precision=precision, layers=layers, token_norms=analyses)
-    preprocess = Preprocessor(encoder.processor, resize=resize or resize_setting())
-    decode = decode or decode_setting()
-    if decode not in DECODE_MODES:
-        raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
-    on_device = decode == "device"
-    if on_device:
-        check_supported(preprocess)
+    preprocess = model_preprocessor(encoder.processor, resize)
     total = len(records) if hasattr(records, "__len__") else None
     done = 0
-    workers = loader_workers(num_workers, extractor.device)
-    batches = iter_batches(records, preprocess, batch_size, workers, pin_memory=extractor.device.type == "cuda",
-                           uint8=True, load=load_encoded_batch if on_device else load_batch)
-    for batch in batches:
-        if on_device:
-            batch = decode_on_device(batch, preprocess, extractor.device)
+    for batch in model_batches(records, preprocess, extractor.device, batch_size, num_workers, decode):
         if len(batch):
-            pixels = batch.pixel_values.to(extractor.device, non_blocking=True)
-            output = extractor(preprocess.normalize(pixels))  # uint8 crosses to the device, normalised there
+            output = extractor(batch.pixel_values)
             parts = summarize(output, keep_maps=keep_maps)
             if analyses:
                 parts["analyses"] = same_pass_analyses(

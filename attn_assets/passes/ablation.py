@@ -11,9 +11,7 @@ import numpy as np
 
 from attn_assets.core.ablation import ablate
 from attn_assets.core.analyses import image_seed
-from attn_assets.core.extract import AttentionExtractor, loader_workers
-from attn_assets.core.loader import iter_batches
-from attn_assets.core.preprocess import Preprocessor
+from attn_assets.core.extract import AttentionExtractor, model_batches, model_preprocessor
 from attn_assets.passes.inputs import shard_images
 from attn_assets.passes.outcome import ShardOutcome
 from attn_assets.passes.recipe import Recipe, ablation_recipe, with_record
@@ -43,8 +41,8 @@ def compute_ablation_shard(*, layout: HomeLayout, shard_key: str, encoder, model
     batches = []
     if records:
         extractor = AttentionExtractor(encoder, device=device, precision=precision)
-        batches = iter_batches(records, Preprocessor(encoder.processor), batch_size,
-                               loader_workers(num_workers, extractor.device))
+        batches = model_batches(records, model_preprocessor(encoder.processor), extractor.device, batch_size,
+                                num_workers)
     for batch in batches:
         for failure in batch.failures:
             logger.info("%s: ablation skips %s: %s", shard_key, failure.image_id, failure.reason)

@@ -23,10 +23,8 @@ from attn_assets.core.faithfulness import (
     random_order,
     ranked_patches,
 )
-from attn_assets.core.extract import loader_workers
-from attn_assets.core.loader import iter_batches
+from attn_assets.core.extract import model_batches, model_preprocessor
 from attn_assets.core.metrics import attention_metrics, metrics_to_numpy
-from attn_assets.core.preprocess import Preprocessor
 from attn_assets.core.relevance import RelevanceOutput, map_agreement, relevance_maps
 from attn_assets.core.zero_shot import ZeroShotClassifier, country_predictions
 from attn_assets.metric_names import METRIC_NAMES
@@ -126,11 +124,11 @@ def compute_country_relevance_shard(*, layout: HomeLayout, shard_key: str, class
     started = time.monotonic()
     records, country, image_set = shard_images(layout, shard_key)
     encoder = classifier.encoder
-    preprocess = Preprocessor(encoder.processor)
+    preprocess = model_preprocessor(encoder.processor)
     names = COUNTRY_RELEVANCE_RESULTS.column_names
     rows: dict[str, list] = {name: [] for name in names}
     failed, sampled = 0, 0
-    for batch in iter_batches(records, preprocess, batch_size, loader_workers(num_workers, classifier.device)):
+    for batch in model_batches(records, preprocess, classifier.device, batch_size, num_workers):
         for failure in batch.failures:  # recorded in image_failures by attention_statistics
             logger.info("%s: country relevance skips %s: %s", shard_key, failure.image_id, failure.reason)
         failed += len(batch.failures)

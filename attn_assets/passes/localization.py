@@ -21,8 +21,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from attn_assets.core.confidence import bootstrap_mean_interval
-from attn_assets.core.extract import AttentionExtractor, loader_workers
-from attn_assets.core.loader import ImageRecord, iter_batches
+from attn_assets.core.extract import AttentionExtractor, model_batches, model_preprocessor
+from attn_assets.core.loader import ImageRecord
 from attn_assets.passes.inputs import image_records
 from attn_assets.core.localization import (
     LOCALIZATION_SCORES,
@@ -34,7 +34,6 @@ from attn_assets.core.localization import (
 from attn_assets.core.model import Encoder, randomized_encoder, resolve_device
 from attn_assets.core.relevance import relevance_maps
 from attn_assets.core.zero_shot import ZeroShotClassifier, randomized_classifier
-from attn_assets.core.preprocess import Preprocessor
 from attn_assets.core.rollout import RolloutExtractor
 from attn_assets.storage.layout import HomeLayout
 from attn_assets.storage.schema import LOCALIZATION_BENCHMARK, LOCALIZATION_SUMMARY
@@ -125,10 +124,9 @@ def score_images(encoder: Encoder, images: CueImages, *, device: str, precision:
                    else {})
     extractors = [(weights, AttentionExtractor(model, device=device, precision=precision, layers="all"),
                    RolloutExtractor(model, device=device, precision=precision)) for weights, model in models]
-    preprocess = Preprocessor(encoder.processor)
+    preprocess = model_preprocessor(encoder.processor)
     rows: list[dict] = []
-    for batch in iter_batches(images.records, preprocess, batch_size,
-                              loader_workers(num_workers, resolve_device(device))):
+    for batch in model_batches(images.records, preprocess, resolve_device(device), batch_size, num_workers):
         for failure in batch.failures:
             logger.warning("localization_benchmark skips image %s: %s", failure.image_id, failure.reason)
         if not len(batch):

@@ -313,15 +313,15 @@ def resolved_precision(precision: str, device: str) -> str:
         return f"{precision or 'auto'} on {device or 'auto'}"
 
 
-def _pixel_parts(*, decode: bool = False) -> dict[str, str]:
-    """The pixel-path settings that change the model's input, named only when not the exact default (so the
-    recipes of exact runs keep their fingerprints): ATTN_ASSETS_RESIZE, and ATTN_ASSETS_DECODE for the passes that
-    honour it (``decode``). A bad value is left for the run to report."""
+def _pixel_parts() -> dict[str, str]:
+    """The pixel-path settings that change the model's input (every encoder pass reads its pixels through
+    ``core.extract.model_batches``), named only when not the exact default (so the recipes of exact runs keep their
+    fingerprints): ATTN_ASSETS_RESIZE and ATTN_ASSETS_DECODE. A bad value is left for the run to report."""
     parts = {}
     try:
         if (resize := resize_setting()) != "exact":
             parts["resize"] = resize
-        if decode and (mode := decode_setting()) != "exact":
+        if (mode := decode_setting()) != "exact":
             parts["decode"] = mode
     except ValueError:
         pass
@@ -332,7 +332,7 @@ def model_recipe(pass_name: str, model: str, precision: str, device: str, **sett
     """Recipe of a pass that runs the encoder (statistics, rollout, ablation)."""
     return Recipe.build(pass_name, model.strip(), code_version=PASS_CODE_VERSIONS[pass_name],
                         precision=resolved_precision(precision, device), **model_parts(model),
-                        **_pixel_parts(decode=pass_name == "statistics"), **settings)
+                        **_pixel_parts(), **settings)
 
 
 def statistics_recipe(model: str, precision: str, device: str) -> Recipe:

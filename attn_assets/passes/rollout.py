@@ -10,10 +10,8 @@ from datetime import datetime, timezone
 import numpy as np
 
 from attn_assets.metric_names import METRIC_NAMES
-from attn_assets.core.extract import loader_workers
-from attn_assets.core.loader import iter_batches
+from attn_assets.core.extract import model_batches, model_preprocessor
 from attn_assets.core.metrics import attention_metrics, metrics_to_numpy
-from attn_assets.core.preprocess import Preprocessor
 from attn_assets.core.rollout import RolloutExtractor
 from attn_assets.passes.inputs import shard_images
 from attn_assets.passes.outcome import ShardOutcome
@@ -32,10 +30,10 @@ def compute_rollout_shard(*, layout: HomeLayout, shard_key: str, encoder, model_
     recipe = recipe or rollout_recipe(model_spec, precision, device)
     records, country, image_set = shard_images(layout, shard_key)
     extractor = RolloutExtractor(encoder, device=device, precision=precision)
-    preprocess = Preprocessor(encoder.processor)
+    preprocess = model_preprocessor(encoder.processor)
     ids, maps, metrics = [], [], {m: [] for m in METRIC_NAMES}
     failed = 0
-    for batch in iter_batches(records, preprocess, batch_size, loader_workers(num_workers, extractor.device)):
+    for batch in model_batches(records, preprocess, extractor.device, batch_size, num_workers):
         for failure in batch.failures:  # recorded in image_failures by attention_statistics
             logger.info("%s: rollout skips %s: %s", shard_key, failure.image_id, failure.reason)
         failed += len(batch.failures)

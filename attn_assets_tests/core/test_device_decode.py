@@ -208,3 +208,41 @@ def test_loader_workers_hand_over_encoded_batches(preprocess, odd_jpegs, sample_
     assert [source.ndim for batch in batches for source in batch.sources] == [1, 1, 1, 3]
     inline = load_encoded_batch(records, preprocess)
     assert all(torch.equal(a, b) for a, b in zip([s for b in batches for s in b.sources], inline.sources))
+
+
+@needs_torchvision
+def test_rollout_pass_decodes_on_the_device_when_set(pil_encoder, odd_jpegs, tmp_path, monkeypatch):
+    """Every encoder pass reads pixels through core.extract.model_batches, so ATTN_ASSETS_DECODE=device reaches the
+    rollout pass too (it once decoded with PIL whatever the setting, under a recipe naming decode=device). Tolerance
+    0: the pass and the reference run the same CPU kernels on the same pixels in a batch of the same shape."""
+    import logging
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from attn_assets.core.extract import model_batches, model_preprocessor
+    from attn_assets.core.rollout import RolloutExtractor
+    from attn_assets.passes.recipe import rollout_recipe
+    from attn_assets.passes.rollout import compute_rollout_shard
+    from attn_assets.storage.layout import HomeLayout
+
+    layout = HomeLayout(tmp_path)
+    layout.manifest_dir.mkdir(parents=True)
+    records = records_of(odd_jpegs)
+    pd.DataFrame([{"image_id": r.image_id, "path": r.path, "abs_path": r.path, "member": None, "country": "FR",
+                   "shard_key": "shard-00000"} for r in records]).to_parquet(layout.images_parquet)
+    monkeypatch.setenv("ATTN_ASSETS_DECODE", "device")
+    recipe = rollout_recipe("tiny", "fp32", "cpu")
+    assert recipe.parts_dict["decode"] == "device"
+    outcome = compute_rollout_shard(layout=layout, shard_key="shard-00000", encoder=pil_encoder, model_spec="tiny",
+                                    device="cpu", precision="fp32", batch_size=len(records), num_workers=0,
+                                    logger=logging.getLogger("test"), recipe=recipe)
+    frame = pq.read_table(outcome.path).to_pandas().set_index("image_id").loc[[r.image_id for r in records]]
+    ours = np.stack(frame["rollout_map"].to_numpy())
+    preprocess = model_preprocessor(pil_encoder.processor)
+    extractor = RolloutExtractor(pil_encoder, device="cpu", precision="fp32")
+    reference = {decode: extractor(next(model_batches(records, preprocess, torch.device("cpu"), len(records),
+                                                      decode=decode)).pixel_values)[0].numpy()
+                 for decode in ("exact", "device")}
+    np.testing.assert_array_equal(ours, reference["device"])
+    assert float(np.abs(ours - reference["exact"]).max()) > 0

@@ -154,9 +154,10 @@ def test_pixel_path_settings_make_results_stale_only_when_they_change_pixels(mon
         assert changed.fingerprint != recipe.fingerprint and "resize (none) -> crop_region" in R.stale_reason(
             recipe.record("set"), changed, None)
     monkeypatch.delenv("ATTN_ASSETS_RESIZE")
-    monkeypatch.setenv("ATTN_ASSETS_DECODE", "device")  # only the statistics pass decodes on the device
-    assert R.model_recipe("statistics", "random:tiny", "fp32", "cpu").parts_dict["decode"] == "device"
-    assert R.model_recipe("rollout", "random:tiny", "fp32", "cpu").fingerprint == exact["rollout"].fingerprint
+    monkeypatch.setenv("ATTN_ASSETS_DECODE", "device")  # every encoder pass reads pixels through model_batches
+    for name, recipe in exact.items():
+        changed = R.model_recipe(name, "random:tiny", "fp32", "cpu")
+        assert changed.parts_dict["decode"] == "device" and changed.fingerprint != recipe.fingerprint
 
 
 def test_the_demo_spec_is_the_repositorys_demo_model_wherever_it_runs(tmp_path, monkeypatch):
