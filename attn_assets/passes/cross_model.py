@@ -202,7 +202,7 @@ def paired_differences(statistics: pd.DataFrame, keys: Sequence[str],
     for model_a, model_b in itertools.combinations(keys, 2):
         a = statistics[statistics["model_key"] == model_a].set_index("image_id")
         b = statistics[statistics["model_key"] == model_b].set_index("image_id")
-        both = a.join(b[list(metrics)], how="inner", lsuffix="_a", rsuffix="_b")
+        both = a.merge(b[list(metrics)], how="inner", left_index=True, right_index=True, suffixes=("_a", "_b"))
         scopes = [("overall", None, both)] + [("country", c, g) for c, g in both.groupby("country", sort=True)]
         for scope, country, part in scopes:
             for metric in metrics:
