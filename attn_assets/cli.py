@@ -45,8 +45,13 @@ def apply_flag_overrides(args: argparse.Namespace, flags: dict[str, str] = MATER
 def prepare_dagster_home(settings: S.Settings) -> Path:
     """The Dagster instance folder every entry point uses (materialize, demo, ui): DAGSTER_HOME, default
     ``$ATTN_ASSETS_HOME/dagster_home``; created, and given the repo's dagster.yaml (telemetry off, the run queue,
-    the gpu pool) when it has no dagster.yaml yet. An existing dagster.yaml is never overwritten."""
+    the gpu pool) when it has no dagster.yaml yet. An existing dagster.yaml is never overwritten. The pools the
+    assets declare get their limit row now, so the run queue's first tick holds to it (defs/runs.py)."""
     import shutil
+
+    import dagster as dg
+
+    from attn_assets.defs.runs import initialize_pool_limits
 
     home = S.dagster_home_setting(settings.home)
     os.environ[S.ENV_DAGSTER_HOME] = os.fspath(home)
@@ -54,6 +59,8 @@ def prepare_dagster_home(settings: S.Settings) -> Path:
     config = home / "dagster.yaml"
     if not config.exists():
         shutil.copyfile(S.DAGSTER_YAML, config)
+    with dg.DagsterInstance.get() as instance:
+        initialize_pool_limits(instance)
     return home
 
 

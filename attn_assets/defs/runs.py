@@ -5,6 +5,8 @@ whose process is gone or still in flight (the process itself, host, pid and live
   ``fail_dead_local_runs`` can later mark FAILED a run whose process was killed (its shards would otherwise
   read IN_PROGRESS forever and never be computed again);
 - ``runs_in_flight`` and ``run_key_used``: what the sensors ask before requesting a run.
+- ``initialize_pool_limits``: the pools the assets declare get their row (the default limit) before any queue
+  tick, so the first tick already holds to the limit.
 """
 
 from __future__ import annotations
@@ -58,3 +60,29 @@ def runs_in_flight(instance: dg.DagsterInstance) -> int:
 def run_key_used(instance: dg.DagsterInstance, run_key: str) -> bool:
     """Whether some run was already requested under ``run_key``."""
     return instance.get_runs_count(dg.RunsFilter(tags={RUN_KEY_TAG: run_key})) > 0
+
+
+#: Every pool an asset of this project declares (``pool=`` on the model passes: attention_statistics,
+#: model_statistics, the shard analyses, country_predictions, geolocation_predictions).
+POOLS = ("gpu",)
+
+
+def initialize_pool_limits(instance: dg.DagsterInstance, pools: tuple[str, ...] = POOLS) -> list[str]:
+    """Give each of ``pools`` that has no row in the instance's concurrency table one at the instance's default
+    limit (dagster.yaml ``concurrency: pools: default_limit``); returns the pools initialised.
+
+    Dagster creates a pool's row lazily, while a queue tick looks at queued runs that need the pool, but that
+    tick decides with the pool rows it read before creating it (dagster 1.13,
+    ``GlobalOpConcurrencyLimitsCounter``): on a fresh instance the first tick dequeues every queued run of the
+    pool up to ``max_concurrent_runs``. A pool that has a row (a limit set with ``dagster instance concurrency
+    set``, or one initialised before) is left as it is, as is every pool when no default limit is configured.
+    Only absent rows are written (deploy/celery_profile.py found dagster 1.13's initializer failing on PostgreSQL
+    when the row exists).
+    """
+    if instance.global_op_concurrency_default_limit is None:
+        return []
+    present = instance.event_log_storage.get_concurrency_keys()
+    missing = [pool for pool in pools if pool not in present]
+    for pool in missing:
+        instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
+    return missing
