@@ -152,12 +152,11 @@ def launch_shard_runs(shard_keys: list[str], parallel: int = 4, on_result=None) 
 
     import dagster as dg
 
+    from attn_assets.defs.runs import initialize_pool_limits
+
     statistics_job().get_definition()  # load the code location once, before forking
     with dg.DagsterInstance.get() as instance:
-        # create the pool's row once here: parallel runs creating it at once race on its unique key
-        # (and dagster 1.13's initializer fails on Postgres when the row exists, so only when absent)
-        if "gpu" not in instance.event_log_storage.get_concurrency_keys():
-            instance.event_log_storage.initialize_concurrency_limit_to_default("gpu")
+        initialize_pool_limits(instance)  # once here: parallel runs creating the row at once race on its key
     results = []
     with ProcessPoolExecutor(max_workers=max(1, parallel), mp_context=multiprocessing.get_context("fork")) as pool:
         futures = [pool.submit(_execute_shard_run, key) for key in shard_keys]

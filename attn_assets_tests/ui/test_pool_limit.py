@@ -13,6 +13,11 @@ starting a process.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import dagster as dg
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.test_utils import create_test_daemon_workspace_context
@@ -48,12 +53,15 @@ def _fresh_home(tmp_path, monkeypatch):
     return prepare_dagster_home(S.Settings.from_env())
 
 
-def test_first_queue_tick_starts_one_gpu_run(tmp_path, monkeypatch):
+def first_tick_statuses(home: str) -> list[str]:
+    """Queue QUEUED_RUNS runs of attention_statistics_job in the instance at ``home``, run one tick of Dagster's
+    queue daemon, and return the runs' statuses. Called in a fresh interpreter (see the test): the code location's
+    resources name the ATTN_ASSETS_* variables set when ``attn_assets.definitions`` was first imported, which
+    another test of the session may have set."""
     from attn_assets.definitions import defs
 
-    home = _fresh_home(tmp_path, monkeypatch)
     job = defs.resolve_job_def("attention_statistics_job")
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with dg.DagsterInstance.from_config(home) as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
         with create_test_daemon_workspace_context(CODE_LOCATION, instance) as context:
             location = context.create_request_context().get_code_location("attn_assets.definitions")
@@ -68,11 +76,22 @@ def test_first_queue_tick_starts_one_gpu_run(tmp_path, monkeypatch):
             assert instance.get_runs_count(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED])) == QUEUED_RUNS
 
             list(QueuedRunCoordinatorDaemon(interval_seconds=2).run_iteration(context))
+        assert len(instance.run_launcher.queue()) == sum(
+            run.status == dg.DagsterRunStatus.STARTING for run in instance.get_runs())
+        return [run.status.value for run in instance.get_runs()]
 
-        statuses = [run.status for run in instance.get_runs()]
-        assert statuses.count(dg.DagsterRunStatus.STARTING) == 1, statuses
-        assert statuses.count(dg.DagsterRunStatus.QUEUED) == QUEUED_RUNS - 1, statuses
-        assert len(instance.run_launcher.queue()) == 1
+
+def test_first_queue_tick_starts_one_gpu_run(tmp_path, monkeypatch):
+    home = _fresh_home(tmp_path, monkeypatch)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATTN_ASSETS_") or k == "ATTN_ASSETS_HOME"}
+    script = ("import json; from attn_assets_tests.ui.test_pool_limit import first_tick_statuses; "
+              f"print(json.dumps(first_tick_statuses({str(home)!r})))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=S.REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    statuses = json.loads(done.stdout.strip().splitlines()[-1])
+    assert statuses.count("STARTING") == 1, statuses
+    assert statuses.count("QUEUED") == QUEUED_RUNS - 1, statuses
 
 
 def test_prepare_dagster_home_keeps_a_limit_set_by_hand(tmp_path, monkeypatch):
