@@ -140,6 +140,7 @@ def compute_cross_model_shard(*, layout: HomeLayout, shard_key: str, states: Map
     inputs = json.dumps({model.key: model.token for model in models})  # in list order: model_a/model_b follow it
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), INPUTS_METADATA_KEY: inputs})
     path = write_table_atomic(table, layout.cross_model_parquet(shard_key))
+    layout.retired_cross_model_maps(shard_key).unlink(missing_ok=True)
     ok = sum(row["status"] == "ok" for row in rows)
     return CrossModelOutcome(shard_key, len(records), len(models) * (len(models) - 1) // 2, ok, len(rows) - ok,
                              time.monotonic() - started, models, path)

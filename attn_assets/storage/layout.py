@@ -87,6 +87,12 @@ class HomeLayout:
     def cross_model_parquet(self, shard_key: str) -> Path:
         return self.cross_model_dir / f"{shard_key}.parquet"
 
+    def retired_cross_model_maps(self, shard_key: str) -> Path:
+        """<shard>.maps.parquet: each compared model's maps, written while cross_model ran the models itself
+        (before models/<key>/shards held them); nothing reads it, and it is removed when its shard is next compared
+        or dropped."""
+        return self.cross_model_dir / f"{shard_key}.maps.parquet"
+
     @property
     def warehouse_path(self) -> Path:
         return self.home / "warehouse" / "attention.duckdb"

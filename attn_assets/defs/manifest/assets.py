@@ -169,7 +169,8 @@ def drop_shard_outputs(layout: HomeLayout, shard_key: str) -> list[str]:
     models = sorted(layout.models_dir.glob("*/shards")) if layout.models_dir.exists() else []
     outputs = [shard_pass.output(layout, shard_key) for shard_pass in SHARD_PASSES]
     outputs += [folder / f"{shard_key}.parquet" for folder in models]
-    outputs += [layout.cross_model_parquet(shard_key), layout.country_relevance_parquet(shard_key)]
+    outputs += [layout.cross_model_parquet(shard_key), layout.retired_cross_model_maps(shard_key),
+                layout.country_relevance_parquet(shard_key)]
     for path in outputs:
         if path.exists():
             path.unlink()
