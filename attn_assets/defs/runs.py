@@ -76,8 +76,7 @@ def initialize_pool_limits(instance: dg.DagsterInstance, pools: tuple[str, ...] 
     ``GlobalOpConcurrencyLimitsCounter``): on a fresh instance the first tick dequeues every queued run of the
     pool up to ``max_concurrent_runs``. A pool that has a row (a limit set with ``dagster instance concurrency
     set``, or one initialised before) is left as it is, as is every pool when no default limit is configured.
-    Only absent rows are written (deploy/celery_profile.py found dagster 1.13's initializer failing on PostgreSQL
-    when the row exists).
+    Only absent rows are written: dagster 1.13's initializer fails on PostgreSQL when the row exists.
     """
     if instance.global_op_concurrency_default_limit is None:
         return []

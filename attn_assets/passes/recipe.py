@@ -329,7 +329,7 @@ def _pixel_parts() -> dict[str, str]:
 
 
 def model_recipe(pass_name: str, model: str, precision: str, device: str, **settings: object) -> Recipe:
-    """Recipe of a pass that runs the encoder (statistics, rollout, ablation)."""
+    """Recipe of a pass that runs the encoder (statistics, rollout, ablation, country_relevance)."""
     return Recipe.build(pass_name, model.strip(), code_version=PASS_CODE_VERSIONS[pass_name],
                         precision=resolved_precision(precision, device), **model_parts(model),
                         **_pixel_parts(), **settings)
