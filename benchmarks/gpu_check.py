@@ -219,7 +219,8 @@ def measure_cpu(report: Report, blobs: list[bytes], preprocess: Preprocessor, co
         seconds[name] = (time.perf_counter() - start) / len(chosen)
         report.add("cpu", f"{name}, one core", f"{1 / seconds[name]:.0f} images/s ({seconds[name] * 1e3:.2f} ms)")
     report.add("cpu", "decode+preprocess / decode", f"{seconds['decode+preprocess'] / seconds['decode']:.2f}x")
-    report.add("cpu", "preprocessing path", "exact fast path (uint8)" if preprocess.fast else
+    passes = "Pillow's arithmetic compiled (numba)" if preprocess.compiled else "Pillow's own passes (no numba)"
+    report.add("cpu", "preprocessing path", f"exact fast path (uint8), {passes}" if preprocess.fast else
                f"processor fallback ({type(preprocess.processor).__name__})")
 
 

@@ -12,7 +12,7 @@ and the device path's deviation from them includes that processor's own deviatio
 
 The resize mirrors Pillow's: the same antialiased filter (``torch.nn.functional.interpolate(antialias=True)``
 computes Pillow's ``precompute_coeffs`` weights, bicubic with a = -0.5, its support widened by the scale when
-shrinking), one axis at a time in Pillow's order (:func:`~attn_assets.core.preprocess.horizontal_first`), each pass
+shrinking), one axis at a time in Pillow's order (:func:`~attn_assets.core.resample.horizontal_first`), each pass
 rounded and clamped to 8 bits as Pillow does between and after its passes. What is left is the arithmetic: Pillow
 sums 22-bit fixed-point weights and rounds half up, torch sums float32 weights and rounds half to even, so a value
 within about 1e-5 of a half lands one level apart, and the second pass can carry that level on
@@ -46,7 +46,8 @@ from attn_assets.settings import ENV_DECODE
 
 from .image_source import read_member
 from .loader import Batch, ImageFailure, ImageRecord, load_one
-from .preprocess import Preprocessor, horizontal_first, image_processor_of
+from .preprocess import Preprocessor, image_processor_of
+from .resample import horizontal_first
 
 #: Pillow filters this module mirrors, as ``torch.nn.functional.interpolate`` modes (both with ``antialias=True``).
 INTERPOLATION_MODES = {Image.Resampling.BICUBIC: "bicubic", Image.Resampling.BILINEAR: "bilinear"}

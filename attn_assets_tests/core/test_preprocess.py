@@ -198,7 +198,8 @@ def test_exact_path_equals_the_processor_on_odd_sizes(size):
                                       Image.Resampling.LANCZOS, Image.Resampling.BOX, Image.Resampling.NEAREST])
 def test_split_resize_equals_pillows_whole_resize_then_crop(resample):
     """exact_resize_crop == image.resize(resized size).crop(crop box), byte for byte, in both pass orders."""
-    from attn_assets.core.preprocess import exact_resize_crop, horizontal_first
+    from attn_assets.core.preprocess import exact_resize_crop
+    from attn_assets.core.resample import horizontal_first
     from attn_assets.crop_geometry import crop_geometry
 
     rng = np.random.default_rng(int(resample))
