@@ -132,53 +132,61 @@ def axis_coefficients(in_size: int, out_size: int, resample: int) -> tuple[np.nd
 # --------------------------------------------------------------------------- compiled passes
 
 
+def resample_rows(source: np.ndarray, bounds: np.ndarray, weights: np.ndarray, first: int, last: int, shift: int,
+                  out: np.ndarray) -> None:
+    """Output rows ``first..last-1`` of a pass along axis 0 of ``source`` (``uint8[N, M]``) into ``out``
+    (``uint8[last - first, M]``): Pillow's fixed-point sum, rounded down and clipped to 0..255 (libImaging
+    ``clip8``). Output row o reads source rows ``bounds[o, 0] - shift`` onwards. Compiled by :func:`_kernels`."""
+    width = source.shape[1]
+    total = np.empty(width, np.int32)
+    for o in range(first, last):
+        total[:] = 1 << (PRECISION_BITS - 1)
+        start = bounds[o, 0] - shift
+        for tap in range(bounds[o, 1]):
+            weight = weights[o, tap]
+            row = source[start + tap]
+            for m in range(width):
+                total[m] += np.int32(row[m]) * weight
+        target = out[o - first]
+        for m in range(width):
+            value = total[m] >> PRECISION_BITS
+            target[m] = 0 if value < 0 else (255 if value > 255 else value)
+
+
+def transpose_pixels(source: np.ndarray, out: np.ndarray) -> None:
+    """``uint8[A, B, C]`` -> ``out`` ``uint8[B, A, C]``, in 64x64 blocks (RGB unrolled). Compiled by
+    :func:`_kernels`."""
+    rows, columns, channels = source.shape
+    for a0 in range(0, rows, 64):
+        a1 = min(a0 + 64, rows)
+        for b0 in range(0, columns, 64):
+            b1 = min(b0 + 64, columns)
+            for b in range(b0, b1):
+                for a in range(a0, a1):
+                    if channels == 3:
+                        out[b, a, 0] = source[a, b, 0]
+                        out[b, a, 1] = source[a, b, 1]
+                        out[b, a, 2] = source[a, b, 2]
+                    else:
+                        for c in range(channels):
+                            out[b, a, c] = source[a, b, c]
+
+
 @functools.cache
 def _kernels():
-    """The compiled passes, or None without numba. Compiled on first use and cached on disk by numba."""
+    """:func:`resample_rows` and :func:`transpose_pixels` compiled, or None without numba. Compiled on first use
+    and cached on disk by numba (beside this file, else in the user's cache folder); where neither is writable
+    (numba raises RuntimeError "no locator available"), compiled in each process instead."""
     try:
         import numba
     except ImportError:
         log.info("numba is not installed: the exact resize runs Pillow's own passes (about 5x slower)")
         return None
-
-    @numba.njit(cache=True, nogil=True)
-    def resample_rows(source, bounds, weights, first, last, shift, out):
-        """Rows ``first..last-1`` of a pass along axis 0 of ``source`` (``uint8[N, M]``) into ``out``
-        (``uint8[last - first, M]``); output row o reads source rows ``bounds[o, 0] - shift`` onwards."""
-        width = source.shape[1]
-        total = np.empty(width, np.int32)
-        for o in range(first, last):
-            total[:] = 1 << (PRECISION_BITS - 1)
-            start = bounds[o, 0] - shift
-            for tap in range(bounds[o, 1]):
-                weight = weights[o, tap]
-                row = source[start + tap]
-                for m in range(width):
-                    total[m] += np.int32(row[m]) * weight
-            target = out[o - first]
-            for m in range(width):
-                value = total[m] >> PRECISION_BITS
-                target[m] = 0 if value < 0 else (255 if value > 255 else value)
-
-    @numba.njit(cache=True, nogil=True)
-    def transpose_pixels(source, out):
-        """``uint8[A, B, C]`` -> ``out`` ``uint8[B, A, C]``, in 64x64 blocks (RGB unrolled)."""
-        rows, columns, channels = source.shape
-        for a0 in range(0, rows, 64):
-            a1 = min(a0 + 64, rows)
-            for b0 in range(0, columns, 64):
-                b1 = min(b0 + 64, columns)
-                for b in range(b0, b1):
-                    for a in range(a0, a1):
-                        if channels == 3:
-                            out[b, a, 0] = source[a, b, 0]
-                            out[b, a, 1] = source[a, b, 1]
-                            out[b, a, 2] = source[a, b, 2]
-                        else:
-                            for c in range(channels):
-                                out[b, a, c] = source[a, b, c]
-
-    return resample_rows, transpose_pixels
+    try:
+        return numba.njit(cache=True, nogil=True)(resample_rows), numba.njit(cache=True, nogil=True)(transpose_pixels)
+    except RuntimeError as error:
+        log.info("numba cannot cache the compiled resize here (%s); compiling it in this process", error)
+        return numba.njit(nogil=True)(resample_rows), numba.njit(nogil=True)(transpose_pixels)
 
 
 def compiled_available() -> bool:
@@ -195,19 +203,19 @@ def _span(bounds: np.ndarray, first: int, last: int) -> tuple[int, int]:
 def _pass(pixels: np.ndarray, bounds: np.ndarray, weights: np.ndarray, first: int, last: int,
           shift: int) -> np.ndarray:
     """One pass along axis 0 of ``uint8[N, M, C]``: output rows ``first..last-1`` -> ``uint8[last - first, M, C]``."""
-    resample_rows, _ = _kernels()
+    compiled_rows, _ = _kernels()
     source = np.ascontiguousarray(pixels)
     out = np.empty((last - first, *source.shape[1:]), dtype=np.uint8)
-    resample_rows(source.reshape(source.shape[0], -1), bounds, weights, first, last, shift,
+    compiled_rows(source.reshape(source.shape[0], -1), bounds, weights, first, last, shift,
                   out.reshape(out.shape[0], -1))
     return out
 
 
 def _transposed(pixels: np.ndarray) -> np.ndarray:
     """``uint8[A, B, C]`` -> a contiguous ``uint8[B, A, C]``."""
-    _, transpose_pixels = _kernels()
+    _, compiled_transpose = _kernels()
     out = np.empty((pixels.shape[1], pixels.shape[0], pixels.shape[2]), dtype=np.uint8)
-    transpose_pixels(np.ascontiguousarray(pixels), out)
+    compiled_transpose(np.ascontiguousarray(pixels), out)
     return out
 
 

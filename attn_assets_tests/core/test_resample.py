@@ -154,3 +154,28 @@ def test_a_compiled_resize_that_differs_falls_back_to_pillows_passes(monkeypatch
         preprocess = Preprocessor(make_clip_processor(48))
     assert preprocess.fast and not preprocess.compiled
     assert "compiled resize differs" in caplog.text
+
+
+def test_without_a_writable_cache_location_it_compiles_in_process(monkeypatch):
+    """numba raises RuntimeError ("no locator available") at decoration when no cache folder is writable (a
+    read-only install without HOME): the passes are then compiled per process, with the same bytes."""
+    import numba
+
+    real_njit = numba.njit
+
+    def njit(*args, cache=False, **kwargs):
+        if cache:
+            raise RuntimeError("cannot cache function 'resample_rows': no locator available for file")
+        return real_njit(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    resample._kernels.cache_clear()
+    try:
+        assert resample.compiled_available()
+        image = Image.fromarray(np.random.default_rng(8).integers(0, 256, (61, 97, 3), dtype=np.uint8))
+        g = crop_geometry(97, 61, 48, 48)
+        expected = np.asarray(image.resize((g.resized_width, g.resized_height), Image.Resampling.BICUBIC)
+                              .crop((g.left, g.top, g.left + 48, g.top + 48)))
+        assert np.array_equal(resample.resize_crop(image, g, Image.Resampling.BICUBIC), expected)
+    finally:
+        resample._kernels.cache_clear()
