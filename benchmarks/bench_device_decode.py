@@ -1,8 +1,9 @@
 """ATTN_ASSETS_DECODE=device against the exact path: pixels, the six metrics of a trained model, and the per-core cost.
 
 Needs torchvision (run it in the plonk venv); on the CPU, torchvision.io.decode_jpeg is libjpeg-turbo like PIL's
-decoder, so what differs here is the resize (torch's float passes against Pillow's fixed point). On a GPU, nvJPEG
-adds its own IDCT and chroma rounding (benchmarks/gpu_check.py measures that one there).
+decoder and the device resize is Pillow's integer arithmetic, so both paths should give the same bytes here (this
+checks that on photos; the metric tables then show zeros). On a GPU, nvJPEG adds its own IDCT and chroma rounding
+(benchmarks/gpu_check.py measures that one there).
 
 - pixels: the normalised pixel values of both paths over the demo photos, in grey levels (largest difference,
   share of values that differ);
@@ -70,9 +71,9 @@ def metrics_of(encoder, records: list[ImageRecord], decode: str, resize: str = "
 def per_core_rates(records: list[ImageRecord], preprocess: Preprocessor, rounds: int) -> dict[str, float]:
     """Images/s on one thread for each path, loader and device side together, up to the normalised pixels."""
     paths = {
-        "exact (PIL decode + split-pass resize)":
+        "exact (PIL decode + exact resize)":
             lambda: preprocess.normalize(load_batch(records, preprocess, uint8=True).pixel_values),
-        "device (decode_jpeg + torch resize, CPU)":
+        "device (decode_jpeg + device resize, CPU)":
             lambda: decode_on_device(load_encoded_batch(records, preprocess), preprocess, "cpu").pixel_values,
     }
     times: dict[str, list[float]] = {name: [] for name in paths}
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"{(diff > 0).mean():.0%} |")
 
         rates = per_core_rates(records, preprocess, args.rounds)
-        baseline = rates["exact (PIL decode + split-pass resize)"]
+        baseline = rates["exact (PIL decode + exact resize)"]
         print(f"\nper core (one thread, CPU time, median of {args.rounds} rounds):")
         for name, rate in rates.items():
             print(f"  {name}: {rate:.1f} images/s ({baseline / rate:.2f}x the exact path's time)")

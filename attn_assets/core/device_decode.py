@@ -10,16 +10,15 @@ The device path mirrors the PIL image processor, the project's reference pixels.
 torchvision-backed processor (it does when torchvision is installed), the exact path's pixels are that processor's,
 and the device path's deviation from them includes that processor's own deviation from PIL.
 
-The resize mirrors Pillow's: the same antialiased filter (``torch.nn.functional.interpolate(antialias=True)``
-computes Pillow's ``precompute_coeffs`` weights, bicubic with a = -0.5, its support widened by the scale when
-shrinking), one axis at a time in Pillow's order (:func:`~attn_assets.core.resample.horizontal_first`), each pass
-rounded and clamped to 8 bits as Pillow does between and after its passes. What is left is the arithmetic: Pillow
-sums 22-bit fixed-point weights and rounds half up, torch sums float32 weights and rounds half to even, so a value
-within about 1e-5 of a half lands one level apart, and the second pass can carry that level on
-(:data:`RESIZE_TOLERANCE`). The decode itself is bit-identical to PIL's on the CPU (both libjpeg-turbo, islow IDCT,
-fancy upsampling); nvJPEG on CUDA rounds its IDCT and chroma upsampling differently: benchmarks/gpu_check.py
-measured up to 50 grey levels on 19.5% of the decoded values (before the resize) of its synthetic photos on an
-H200, and reports the six metrics' deviation of this whole path there.
+The resize is Pillow's own arithmetic (:func:`fixed_point_pass`): the plan of
+:func:`~attn_assets.core.resample.resize_plan` (Pillow's pass order, only the crop's rows and columns) with Pillow's
+22-bit integer weights (:func:`~attn_assets.core.resample.axis_coefficients`), summed in int32 on the device and
+rounded as Pillow rounds; integer sums are exact in any order, so on the same decoded pixels it gives the exact
+path's bytes on any device. The decode itself is bit-identical to PIL's on the CPU (both libjpeg-turbo, islow
+IDCT, fancy upsampling), so there the whole path equals the exact path; nvJPEG on CUDA rounds its IDCT and chroma
+upsampling differently: benchmarks/gpu_check.py measured up to 50 grey levels on 19.5% of the decoded values
+(before the resize) of its synthetic photos on an H200, and reports the six metrics' deviation of this whole path
+there.
 
 torchvision 0.29 deprecates its image decoders in favour of TorchCodec (a DeprecationWarning per call); this module
 is where a TorchCodec decode would go.
@@ -38,7 +37,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from attn_assets.path_text import text_to_path
@@ -47,21 +45,12 @@ from attn_assets.settings import ENV_DECODE
 from .image_source import read_member
 from .loader import Batch, ImageFailure, ImageRecord, load_one
 from .preprocess import Preprocessor, image_processor_of
-from .resample import horizontal_first
+from .resample import COMPILED_FILTERS, PRECISION_BITS, AxisPass, compiled_available, resize_plan
+from .resample import resize_crop as compiled_resize_crop
 
-#: Pillow filters this module mirrors, as ``torch.nn.functional.interpolate`` modes (both with ``antialias=True``).
-INTERPOLATION_MODES = {Image.Resampling.BICUBIC: "bicubic", Image.Resampling.BILINEAR: "bilinear"}
 
 #: PIL modes of a JPEG that ``decode_jpeg(mode=RGB)`` decodes to PIL's ``convert('RGB')`` values.
 DECODED_MODES = ("RGB", "L")
-
-#: Largest difference, in grey levels, of the device resize against Pillow's on the same decoded pixels. A pass
-#: differs from Pillow's only where its exact value lies within the weights' rounding (22-bit fixed point vs
-#: float32, about 1e-5 of the value) of a half: one level. The second pass reads first-pass values that may be one
-#: level off, with weights whose absolute values sum to below 1.2 (bicubic a = -0.5: at most about 1.14), so it
-#: moves by at most 1.2 levels before its own rounding: at most 2 levels after it.
-RESIZE_TOLERANCE = 2
-
 
 class DeviceDecodeUnavailable(ValueError):
     """``ATTN_ASSETS_DECODE=device`` cannot run here (no torchvision, or a processor it does not mirror)."""
@@ -81,12 +70,12 @@ def decode_jpeg_function():
 
 
 def check_supported(preprocess: Preprocessor) -> None:
-    """Raise DeviceDecodeUnavailable unless the device path can mirror ``preprocess`` (a bicubic or bilinear resize,
-    a rescale-and-normalise :func:`normalisation_table` can hold) and torchvision is installed."""
+    """Raise DeviceDecodeUnavailable unless the device path can mirror ``preprocess`` (a box, bilinear or bicubic
+    resize, a rescale-and-normalise :func:`normalisation_table` can hold) and torchvision is installed."""
     name = type(image_processor_of(preprocess.processor)).__name__
-    if preprocess.resample not in INTERPOLATION_MODES:
+    if preprocess.resample not in COMPILED_FILTERS:
         raise DeviceDecodeUnavailable(
-            f"{ENV_DECODE}=device mirrors bicubic and bilinear resizes only; {name} resamples with "
+            f"{ENV_DECODE}=device mirrors box, bilinear and bicubic resizes only; {name} resamples with "
             f"{preprocess.resample!r}; set {ENV_DECODE}=exact")
     normalisation_table(preprocess.processor)
     decode_jpeg_function()
@@ -200,35 +189,46 @@ def load_encoded_batch(records: Sequence[ImageRecord], preprocess: Preprocessor,
 # --------------------------------------------------------------------------- device side
 
 
-def resize_axis(image: torch.Tensor, size: int, axis: int, mode: str) -> torch.Tensor:
-    """One antialiased pass of ``image[1, 3, H, W]`` (float) along ``axis`` (-1: width, -2: height) to ``size``,
-    rounded and clamped to 8-bit values as Pillow stores each pass (still float)."""
-    if image.shape[axis] == size:
-        return image
-    shape = [image.shape[-2], image.shape[-1]]
-    shape[axis] = size
-    return F.interpolate(image, size=tuple(shape), mode=mode, antialias=True).round_().clamp_(0, 255)
+def fixed_point_pass(images: torch.Tensor, step: AxisPass) -> torch.Tensor:
+    """Pillow's pass ``step`` on ``uint8[N, C, H, W]`` (on any device) -> ``uint8[N, C, H, W']`` (or ``H'``): each
+    output pixel the int32 sum of its input pixels times Pillow's 22-bit weights plus one half, shifted down and
+    clipped to 0..255 (libImaging/Resample.c ``clip8``). One tap at a time over the whole batch: each step holds
+    one int32 copy of the output, never the taps side by side."""
+    axis = -1 if step.axis == 1 else -2
+    device, size = images.device, images.shape[axis]
+    starts = torch.from_numpy(step.bounds[step.first : step.last, 0].astype(np.int64) - step.shift).to(device)
+    weights = torch.from_numpy(step.weights[step.first : step.last]).to(device)
+    shape = [1, 1, 1, 1]
+    shape[axis] = step.last - step.first
+    total = None
+    for tap in range(weights.shape[1]):
+        term = images.index_select(axis, (starts + tap).clamp_(max=size - 1)).to(torch.int32)
+        term *= weights[:, tap].reshape(shape)
+        total = term if total is None else total.add_(term)
+    total += 1 << (PRECISION_BITS - 1)
+    return total.bitwise_right_shift_(PRECISION_BITS).clamp_(0, 255).to(torch.uint8)
 
 
 def resize_crop(images: torch.Tensor, preprocess: Preprocessor) -> torch.Tensor:
     """``uint8[N, 3, H, W]`` (decoded images of one size, on any device) -> the processor's resize and centre crop,
-    ``uint8[N, h, w, 3]``.
+    ``uint8[N, h, w, 3]``, the exact path's bytes for the same decoded pixels.
 
-    Pillow's two passes in Pillow's order, each rounded to 8 bits; the first pass's output is cut to the crop's
-    columns (rows) before the second pass, which treats them independently. Geometry from
-    ``preprocess.crop_geometry``, the exact path's.
+    :func:`~attn_assets.core.resample.resize_plan` (geometry from ``preprocess.crop_geometry``, the exact path's)
+    run with :func:`fixed_point_pass`; on a CPU, with the exact path's compiled loops where numba is installed
+    (the same bytes, several times faster there than torch's gathers).
     """
     height, width = int(images.shape[-2]), int(images.shape[-1])
-    g = preprocess.crop_geometry(width, height)
-    mode = INTERPOLATION_MODES[preprocess.resample]
-    x = images.float()
-    if horizontal_first(width, height, g.resized_width, g.resized_height):
-        x = resize_axis(x, g.resized_width, -1, mode)[..., g.left : g.left + g.crop_width]
-        x = resize_axis(x, g.resized_height, -2, mode)[..., g.top : g.top + g.crop_height, :]
-    else:
-        x = resize_axis(x, g.resized_height, -2, mode)[..., g.top : g.top + g.crop_height, :]
-        x = resize_axis(x, g.resized_width, -1, mode)[..., g.left : g.left + g.crop_width]
-    return x.to(torch.uint8).permute(0, 2, 3, 1)
+    if images.device.type == "cpu" and compiled_available():
+        geometry = preprocess.crop_geometry(width, height)
+        return torch.stack([torch.from_numpy(compiled_resize_crop(Image.fromarray(image.permute(1, 2, 0).numpy()),
+                                                                  geometry, preprocess.resample))
+                            for image in images])
+    (left, top, right, bottom), passes = resize_plan(width, height, preprocess.crop_geometry(width, height),
+                                                     preprocess.resample)
+    pixels = images[..., top:bottom, left:right]
+    for step in passes:
+        pixels = fixed_point_pass(pixels, step)
+    return pixels.permute(0, 2, 3, 1)
 
 
 def resize_crop_by_size(images: dict[int, torch.Tensor], preprocess: Preprocessor) -> dict[int, torch.Tensor]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -194,19 +195,67 @@ def compiled_available() -> bool:
     return _kernels() is not None
 
 
+@dataclass(frozen=True)
+class AxisPass:
+    """One of Pillow's single-axis passes, restricted to the output pixels a centre crop keeps.
+
+    ``axis``: 1 for the horizontal pass (along the width), 0 for the vertical one. Output pixels ``first..last-1``
+    of the whole resized axis; output pixel o reads input pixels ``bounds[o, 0] - shift`` onwards (``shift``: the
+    index, in the whole input axis, of the first input pixel the pass is given), ``bounds[o, 1]`` of them, times
+    ``weights[o]`` (:func:`axis_coefficients`).
+    """
+
+    axis: int
+    bounds: np.ndarray
+    weights: np.ndarray
+    first: int
+    last: int
+    shift: int
+
+
+def resize_plan(width: int, height: int, geometry: CropGeometry, resample) -> tuple[tuple[int, int, int, int],
+                                                                                    list[AxisPass]]:
+    """How to compute ``image.resize((resized_width, resized_height), resample).crop(crop box)`` of a ``width`` x
+    ``height`` image with only the work the crop needs: the input box ``(left, top, right, bottom)`` to read, and
+    the passes to run on it in Pillow's order (:func:`horizontal_first`); none for an axis that keeps its size
+    (Pillow skips that pass). The first pass computes the crop's columns (rows) over the input rows (columns)
+    the second pass reads; the second computes the crop's rows (columns). Raises KeyError for a filter outside
+    :data:`COMPILED_FILTERS`.
+    """
+    rw, rh = geometry.resized_width, geometry.resized_height
+    left, top = geometry.left, geometry.top
+    right, bottom = left + geometry.crop_width, top + geometry.crop_height
+    resample = Image.Resampling(resample)
+    need_x, need_y = rw != width, rh != height
+    if not (need_x or need_y):
+        return (left, top, right, bottom), []
+    if need_x and (not need_y or horizontal_first(width, height, rw, rh)):
+        horizontal = AxisPass(1, *axis_coefficients(width, rw, resample), left, right, 0)
+        if not need_y:
+            return (0, top, width, bottom), [horizontal]
+        y_bounds, y_weights = axis_coefficients(height, rh, resample)
+        lo, hi = _span(y_bounds, top, bottom)
+        return (0, lo, width, hi), [horizontal, AxisPass(0, y_bounds, y_weights, top, bottom, lo)]
+    vertical = AxisPass(0, *axis_coefficients(height, rh, resample), top, bottom, 0)
+    if not need_x:
+        return (left, 0, right, height), [vertical]
+    x_bounds, x_weights = axis_coefficients(width, rw, resample)
+    lo, hi = _span(x_bounds, left, right)
+    return (lo, 0, hi, height), [vertical, AxisPass(1, x_bounds, x_weights, left, right, lo)]
+
+
 def _span(bounds: np.ndarray, first: int, last: int) -> tuple[int, int]:
     """Input pixels ``[lo, hi)`` that output pixels ``first..last-1`` read."""
     part = bounds[first:last]
     return int(part[:, 0].min()), int((part[:, 0] + part[:, 1]).max())
 
 
-def _pass(pixels: np.ndarray, bounds: np.ndarray, weights: np.ndarray, first: int, last: int,
-          shift: int) -> np.ndarray:
-    """One pass along axis 0 of ``uint8[N, M, C]``: output rows ``first..last-1`` -> ``uint8[last - first, M, C]``."""
+def _pass(pixels: np.ndarray, step: AxisPass) -> np.ndarray:
+    """``step`` along axis 0 of ``uint8[N, M, C]`` -> ``uint8[step.last - step.first, M, C]``."""
     compiled_rows, _ = _kernels()
     source = np.ascontiguousarray(pixels)
-    out = np.empty((last - first, *source.shape[1:]), dtype=np.uint8)
-    compiled_rows(source.reshape(source.shape[0], -1), bounds, weights, first, last, shift,
+    out = np.empty((step.last - step.first, *source.shape[1:]), dtype=np.uint8)
+    compiled_rows(source.reshape(source.shape[0], -1), step.bounds, step.weights, step.first, step.last, step.shift,
                   out.reshape(out.shape[0], -1))
     return out
 
@@ -219,51 +268,25 @@ def _transposed(pixels: np.ndarray) -> np.ndarray:
     return out
 
 
-def _rows(image: Image.Image, lo: int, hi: int) -> Image.Image:
-    """Rows ``lo..hi-1`` of ``image`` (``image`` itself when that is all of it)."""
-    return image if (lo, hi) == (0, image.size[1]) else image.crop((0, lo, image.size[0], hi))
-
-
 def resize_crop(image: Image.Image, geometry: CropGeometry, resample) -> np.ndarray:
     """``np.asarray(image.resize((resized_width, resized_height), resample).crop(crop box))`` bit for bit.
 
-    ``image``: an RGB (or L) PIL image; returns ``uint8[crop_height, crop_width, bands]``, writable. Pillow's
-    passes in Pillow's order (:func:`horizontal_first`), a pass skipped where Pillow skips it (that axis keeps
-    its size); each pass computes only the crop's rows or columns, from only the input rows or columns they read.
-    The horizontal pass runs on the transposed image (PIL's ``transpose``), so both passes sum contiguous rows.
-    Raises RuntimeError without numba and KeyError for a filter outside :data:`COMPILED_FILTERS`; the crop box
-    must lie inside the resized image (the processor pads otherwise).
+    ``image``: an RGB (or L) PIL image; returns ``uint8[crop_height, crop_width, bands]``, writable. Runs
+    :func:`resize_plan` with the compiled loops; the horizontal pass runs on the transposed image (PIL's
+    ``transpose``), so both passes sum contiguous rows. Raises RuntimeError without numba and KeyError for a
+    filter outside :data:`COMPILED_FILTERS`; the crop box must lie inside the resized image (the processor pads
+    otherwise).
     """
     if _kernels() is None:
         raise RuntimeError("the compiled resize needs numba (pip install numba)")
-    width, height = image.size
-    rw, rh = geometry.resized_width, geometry.resized_height
-    left, top = geometry.left, geometry.top
-    right, bottom = left + geometry.crop_width, top + geometry.crop_height
-    resample = Image.Resampling(resample)
-    need_x, need_y = rw != width, rh != height
-    if need_x and (not need_y or horizontal_first(width, height, rw, rh)):
-        x_bounds, x_weights = axis_coefficients(width, rw, resample)
-        if need_y:
-            y_bounds, y_weights = axis_coefficients(height, rh, resample)
-            lo, hi = _span(y_bounds, top, bottom)
-        else:
-            lo, hi = top, bottom
-        columns = np.asarray(_rows(image, lo, hi).transpose(Image.Transpose.TRANSPOSE))
-        rows = _transposed(_pass(columns.reshape(width, hi - lo, -1), x_bounds, x_weights, left, right, 0))
-        if not need_y:
-            return rows
-        return _pass(rows, y_bounds, y_weights, top, bottom, lo)
-    if need_y:
-        y_bounds, y_weights = axis_coefficients(height, rh, resample)
-        if need_x:
-            x_bounds, x_weights = axis_coefficients(width, rw, resample)
-            lo, hi = _span(x_bounds, left, right)
-        else:
-            lo, hi = left, right
-        columns = np.asarray(image.crop((lo, 0, hi, height))).reshape(height, hi - lo, -1)
-        rows = _pass(columns, y_bounds, y_weights, top, bottom, 0)
-        if not need_x:
-            return rows
-        return _transposed(_pass(_transposed(rows), x_bounds, x_weights, left, right, lo))
-    return np.array(image.crop((left, top, right, bottom))).reshape(bottom - top, right - left, -1)
+    box, passes = resize_plan(*image.size, geometry, resample)
+    region = image if box == (0, 0, *image.size) else image.crop(box)
+    width, height = region.size
+    if not passes:
+        return np.array(region).reshape(height, width, -1)
+    if passes[0].axis == 1:
+        columns = np.asarray(region.transpose(Image.Transpose.TRANSPOSE)).reshape(width, height, -1)
+        pixels = _transposed(_pass(columns, passes[0]))
+        return _pass(pixels, passes[1]) if len(passes) > 1 else pixels
+    pixels = _pass(np.asarray(region).reshape(height, width, -1), passes[0])
+    return _transposed(_pass(_transposed(pixels), passes[1])) if len(passes) > 1 else pixels
