@@ -197,7 +197,7 @@ def fixed_point_pass(images: torch.Tensor, step: AxisPass) -> torch.Tensor:
     axis = -1 if step.axis == 1 else -2
     device, size = images.device, images.shape[axis]
     starts = torch.from_numpy(step.bounds[step.first : step.last, 0].astype(np.int64) - step.shift).to(device)
-    weights = torch.from_numpy(step.weights[step.first : step.last]).to(device)
+    weights = torch.tensor(step.weights[step.first : step.last], device=device)
     shape = [1, 1, 1, 1]
     shape[axis] = step.last - step.first
     total = None

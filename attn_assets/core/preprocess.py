@@ -487,7 +487,7 @@ class Preprocessor:
             reference = self.reference(image)
             tolerance = 1e-6 if self.resize == "exact" else CROP_REGION_TOLERANCE * self._grey_level + 1e-6
             if fast.shape != reference.shape or float((fast - reference).abs().max()) > tolerance:
-                if self.resize == "exact":
+                if self.resize == "exact" and not self.compiled:  # else __init__ still tries Pillow's own passes
                     log.warning("fast preprocessing differs from %s; using the processor",
                                 type(self.processor).__name__)
                 return False

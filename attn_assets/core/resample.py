@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,7 +128,9 @@ def axis_coefficients(in_size: int, out_size: int, resample: int) -> tuple[np.nd
     scaled = normalised * (1 << PRECISION_BITS)
     weights = np.trunc(np.where(normalised < 0, -0.5 + scaled, 0.5 + scaled)).astype(np.int32)
     bounds = np.stack([xmin, count], axis=1).astype(np.int32)
-    return bounds, np.ascontiguousarray(weights)
+    weights = np.ascontiguousarray(weights)
+    bounds.flags.writeable = weights.flags.writeable = False  # shared by every later call for these sizes
+    return bounds, weights
 
 
 # --------------------------------------------------------------------------- compiled passes
@@ -173,8 +176,17 @@ def transpose_pixels(source: np.ndarray, out: np.ndarray) -> None:
                             out[b, a, c] = source[a, b, c]
 
 
-@functools.cache
+_COMPILE_LOCK = threading.Lock()
+
+
 def _kernels():
+    """:func:`_compile` once per process (threads that ask at once wait for the first)."""
+    with _COMPILE_LOCK:
+        return _compile()
+
+
+@functools.cache
+def _compile():
     """:func:`resample_rows` and :func:`transpose_pixels` compiled, or None without numba. Compiled on first use
     and cached on disk by numba (beside this file, else in the user's cache folder); where neither is writable
     (numba raises RuntimeError "no locator available"), compiled in each process instead."""
@@ -271,15 +283,24 @@ def _transposed(pixels: np.ndarray) -> np.ndarray:
 def resize_crop(image: Image.Image, geometry: CropGeometry, resample) -> np.ndarray:
     """``np.asarray(image.resize((resized_width, resized_height), resample).crop(crop box))`` bit for bit.
 
-    ``image``: an RGB (or L) PIL image; returns ``uint8[crop_height, crop_width, bands]``, writable. Runs
-    :func:`resize_plan` with the compiled loops; the horizontal pass runs on the transposed image (PIL's
-    ``transpose``), so both passes sum contiguous rows. Raises RuntimeError without numba and KeyError for a
-    filter outside :data:`COMPILED_FILTERS`; the crop box must lie inside the resized image (the processor pads
-    otherwise).
+    ``image``: an RGB or L PIL image; returns ``uint8[crop_height, crop_width, 3]`` (RGB) or
+    ``uint8[crop_height, crop_width]`` (L), as ``np.asarray`` gives them, writable. Runs :func:`resize_plan` with
+    the compiled loops; the horizontal pass runs on the transposed image (PIL's ``transpose``), so both passes sum
+    contiguous rows. Raises RuntimeError without numba, ValueError for other modes (Pillow resizes those
+    differently: premultiplied alpha, signed LAB channels, palettes by nearest neighbour, wider integer and float
+    pixels) and KeyError for a filter outside :data:`COMPILED_FILTERS`; the crop box must lie inside the resized
+    image (the processor pads otherwise).
     """
     if _kernels() is None:
         raise RuntimeError("the compiled resize needs numba (pip install numba)")
-    box, passes = resize_plan(*image.size, geometry, resample)
+    if image.mode not in ("RGB", "L"):
+        raise ValueError(f"the compiled resize takes RGB or L images, got mode {image.mode!r}; convert first")
+    pixels = _resize_crop_bands(image, *resize_plan(*image.size, geometry, resample))
+    return pixels[..., 0] if image.mode == "L" else pixels
+
+
+def _resize_crop_bands(image: Image.Image, box: tuple[int, int, int, int], passes: list[AxisPass]) -> np.ndarray:
+    """:func:`resize_crop`'s work, ``uint8[h, w, bands]``."""
     region = image if box == (0, 0, *image.size) else image.crop(box)
     width, height = region.size
     if not passes:

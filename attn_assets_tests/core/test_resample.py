@@ -105,7 +105,27 @@ def test_compiled_resize_crop_of_a_greyscale_image():
     g = crop_geometry(792, 512, 336, 336)
     expected = np.asarray(image.resize((g.resized_width, g.resized_height), Image.Resampling.BICUBIC)
                           .crop((g.left, g.top, g.left + 336, g.top + 336)))
-    assert np.array_equal(resample.resize_crop(image, g, Image.Resampling.BICUBIC)[..., 0], expected)
+    got = resample.resize_crop(image, g, Image.Resampling.BICUBIC)
+    assert got.shape == expected.shape == (336, 336) and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "LAB", "F", "I", "I;16", "CMYK"])
+def test_other_modes_are_refused_not_resized_wrongly(mode):
+    """Pillow resizes these differently (premultiplied alpha, signed LAB channels, palettes by nearest neighbour,
+    wider pixels), so the compiled resize refuses them instead of returning other bytes."""
+    rgba = np.random.default_rng(9).integers(0, 256, (61, 97, 4), dtype=np.uint8)
+    image = Image.fromarray(rgba, mode="RGBA").convert(mode) if mode != "I;16" else \
+        Image.fromarray(rgba[..., 0].astype(np.uint16) * 257)
+    with pytest.raises(ValueError, match=f"RGB or L images, got mode {image.mode!r}"):
+        resample.resize_crop(image, crop_geometry(97, 61, 48, 40), Image.Resampling.BICUBIC)
+
+
+def test_cached_weights_cannot_be_changed_by_a_caller():
+    bounds, weights = axis_coefficients(792, 519, Image.Resampling.BICUBIC)
+    with pytest.raises(ValueError, match="read-only"):
+        weights[:] = 0
+    with pytest.raises(ValueError, match="read-only"):
+        bounds[0, 0] = 1
 
 
 def test_preprocessor_compiled_and_pillow_passes_give_the_processors_values():
@@ -153,7 +173,7 @@ def test_a_compiled_resize_that_differs_falls_back_to_pillows_passes(monkeypatch
     with caplog.at_level(logging.WARNING, logger="attn_assets.core.preprocess"):
         preprocess = Preprocessor(make_clip_processor(48))
     assert preprocess.fast and not preprocess.compiled
-    assert "compiled resize differs" in caplog.text
+    assert "compiled resize differs" in caplog.text and "using the processor" not in caplog.text
 
 
 def test_without_a_writable_cache_location_it_compiles_in_process(monkeypatch):
@@ -169,7 +189,7 @@ def test_without_a_writable_cache_location_it_compiles_in_process(monkeypatch):
         return real_njit(*args, **kwargs)
 
     monkeypatch.setattr(numba, "njit", njit)
-    resample._kernels.cache_clear()
+    resample._compile.cache_clear()
     try:
         assert resample.compiled_available()
         image = Image.fromarray(np.random.default_rng(8).integers(0, 256, (61, 97, 3), dtype=np.uint8))
@@ -178,4 +198,4 @@ def test_without_a_writable_cache_location_it_compiles_in_process(monkeypatch):
                               .crop((g.left, g.top, g.left + 48, g.top + 48)))
         assert np.array_equal(resample.resize_crop(image, g, Image.Resampling.BICUBIC), expected)
     finally:
-        resample._kernels.cache_clear()
+        resample._compile.cache_clear()
