@@ -45,6 +45,9 @@ COMPILED_FILTERS = (Image.Resampling.BOX, Image.Resampling.BILINEAR, Image.Resam
 #: Pillow's fixed-point weights: 32 bits less 8 for the value and 2 for the overshoot of filters with negative lobes.
 PRECISION_BITS = 22
 
+#: Input pixels the first pass reads at a time (an OSV-5M photo in one strip; a 12000x9000 one in about 100).
+STRIP_PIXELS = 1 << 20
+
 #: Pillow 13 runs the vertical pass first when the height shrinks by more than twice as many pixels as the width
 #: (python-pillow/Pillow#9549); earlier releases always run the horizontal pass first.
 _PILLOW_ORDERS_PASSES = int(Image.__version__.split(".")[0]) >= 13
@@ -300,14 +303,25 @@ def resize_crop(image: Image.Image, geometry: CropGeometry, resample) -> np.ndar
 
 
 def _resize_crop_bands(image: Image.Image, box: tuple[int, int, int, int], passes: list[AxisPass]) -> np.ndarray:
-    """:func:`resize_crop`'s work, ``uint8[h, w, bands]``."""
-    region = image if box == (0, 0, *image.size) else image.crop(box)
-    width, height = region.size
+    """:func:`resize_crop`'s work, ``uint8[h, w, bands]``. The first pass treats each input row (horizontal pass)
+    or column (vertical pass) on its own, so it reads the box in strips of about :data:`STRIP_PIXELS` pixels:
+    a huge photo is never copied whole (PIL's transpose and ``np.asarray`` each copy what they are given)."""
+    left, top, right, bottom = box
     if not passes:
-        return np.array(region).reshape(height, width, -1)
-    if passes[0].axis == 1:
-        columns = np.asarray(region.transpose(Image.Transpose.TRANSPOSE)).reshape(width, height, -1)
-        pixels = _transposed(_pass(columns, passes[0]))
-        return _pass(pixels, passes[1]) if len(passes) > 1 else pixels
-    pixels = _pass(np.asarray(region).reshape(height, width, -1), passes[0])
-    return _transposed(_pass(_transposed(pixels), passes[1])) if len(passes) > 1 else pixels
+        return np.array(image.crop(box)).reshape(bottom - top, right - left, -1)
+    first, rest = passes[0], passes[1:]
+    width, height = right - left, bottom - top
+    parts = []
+    if first.axis == 1:
+        step = max(1, STRIP_PIXELS // width)
+        for row in range(top, bottom, step):
+            strip = image.crop((left, row, right, min(row + step, bottom))).transpose(Image.Transpose.TRANSPOSE)
+            parts.append(_transposed(_pass(np.asarray(strip).reshape(width, strip.size[0], -1), first)))
+        pixels = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+        return _pass(pixels, rest[0]) if rest else pixels
+    step = max(1, STRIP_PIXELS // height)
+    for column in range(left, right, step):
+        strip = image.crop((column, top, min(column + step, right), bottom))
+        parts.append(_pass(np.asarray(strip).reshape(height, strip.size[0], -1), first))
+    pixels = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    return _transposed(_pass(_transposed(pixels), rest[0])) if rest else pixels

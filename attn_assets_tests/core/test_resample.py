@@ -199,3 +199,21 @@ def test_without_a_writable_cache_location_it_compiles_in_process(monkeypatch):
         assert np.array_equal(resample.resize_crop(image, g, Image.Resampling.BICUBIC), expected)
     finally:
         resample._compile.cache_clear()
+
+
+@pytest.mark.parametrize("strip_pixels", [1, 777])
+def test_the_first_pass_in_strips_gives_the_same_bytes(monkeypatch, strip_pixels):
+    """A photo over STRIP_PIXELS is read in strips of rows (columns); shrunk here so that small images take many
+    strips, including strips of one row or column and a last, shorter one."""
+    monkeypatch.setattr(resample, "STRIP_PIXELS", strip_pixels)
+    rng = np.random.default_rng(10)
+    orders = set()
+    for width, height in ((97, 61), (61, 97), (300, 1000), (1000, 300), (792, 512), (336, 700)):
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        for edge, crop in ((48, 48), (224, (200, 224)), ({"height": height, "width": width // 2 + 1}, None)):
+            g = crop_geometry(width, height, edge, crop)
+            expected = np.asarray(image.resize((g.resized_width, g.resized_height), Image.Resampling.BICUBIC)
+                                  .crop((g.left, g.top, g.left + g.crop_width, g.top + g.crop_height)))
+            assert np.array_equal(resample.resize_crop(image, g, Image.Resampling.BICUBIC), expected), (width, height)
+            orders.add(horizontal_first(width, height, g.resized_width, g.resized_height))
+    assert len(orders) == (2 if int(Image.__version__.split(".")[0]) >= 13 else 1)
