@@ -7,7 +7,8 @@ any order of summing gives Pillow's values exactly. This module computes the sam
 (:func:`axis_coefficients`, Pillow's double-precision arithmetic replayed operation for operation) and runs the
 two passes as numba-compiled loops over contiguous rows (SIMD across a row), on only the rows and columns the
 centre crop reads, in Pillow's pass order (:func:`horizontal_first`). On OSV-5M's 792x512 photos at StreetCLIP's
-336 crop that is about 0.5 ms per image on one core against Pillow's 2.7 ms (benchmarks/bench_preprocess.py).
+336 crop that is about 0.65 ms per image on one core against 2.7 ms for Pillow's own passes
+(benchmarks/bench_preprocess.py).
 
 Only the filters whose weights are pure arithmetic (box, bilinear, bicubic: :data:`COMPILED_FILTERS`) are
 reproduced; Hamming and Lanczos call ``sin``/``cos``, whose last bit may differ between C libraries, and keep
